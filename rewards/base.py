@@ -1,0 +1,64 @@
+"""The one reward protocol every guidance method, metric and ensemble uses.
+
+A reward takes decoded frames `(f, 3, H, W)` with values in [0, 1] and returns one reward per frame `(f,)`,
+**higher is better** (a loss is always `-R`). Video-level rewards (audio-video similarity, an LVLM judge, AV-sync)
+return their single value repeated on every frame, so the mean over frames is the video's reward and the sum is the
+objective `J` the guidance methods maximise (they normalise gradient scale, so the factor f does not matter).
+
+`frame_indices` tells a reward which frames of the full video it is looking at (Free²Guide decodes only key frames,
+the TITAN direct guess only a sampled subset); `num_frames` is the full video's length.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+
+class RewardError(ValueError):
+    """A reward cannot be built or evaluated (bad reference input, missing weights, bad endpoint)."""
+
+
+class Reward:
+    name: str = "reward"
+    #: True when `__call__` is differentiable w.r.t. the frames (gradient methods need it).
+    differentiable: bool = True
+    #: True when the reward of frame k depends only on frame k (TITAN `per_frame` assumes it).
+    frame_local: bool = True
+
+    def __call__(
+        self,
+        frames: torch.Tensor,
+        frame_indices: Optional[Sequence[int]] = None,
+        num_frames: Optional[int] = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def required_frames(self, num_frames: int) -> Optional[list[int]]:
+        """Frames that must be among any decoded subset for the reward to be informative (None: any subset)."""
+        return None
+
+    def to(self, device=None, dtype=None) -> "Reward":
+        """Move the reward's models; returns self."""
+        return self
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def check_frames(frames: torch.Tensor, who: str = "reward") -> torch.Tensor:
+    """Validate the protocol's input: a float tensor (f, 3, H, W)."""
+    if not isinstance(frames, torch.Tensor):
+        raise RewardError(f"{who}: frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise RewardError(f"{who}: frames must have shape (f, 3, H, W), got {tuple(frames.shape)}")
+    if frames.shape[0] == 0:
+        raise RewardError(f"{who}: no frames given")
+    if not frames.is_floating_point():
+        raise RewardError(f"{who}: frames must be floating point in [0, 1], got {frames.dtype}")
+    return frames
+
+
+def broadcast_video_reward(value: torch.Tensor, num: int) -> torch.Tensor:
+    """Repeat a scalar video-level reward over `num` frames (keeps the autograd / forward-AD graph)."""
+    return value.reshape(1).expand(num)
