@@ -38,6 +38,20 @@ class Reward:
         """Frames that must be among any decoded subset for the reward to be informative (None: any subset)."""
         return None
 
+    def score_candidates(
+        self,
+        candidates: Sequence[torch.Tensor],
+        frame_indices: Optional[Sequence[int]] = None,
+        num_frames: Optional[int] = None,
+    ) -> torch.Tensor:
+        """One score per candidate video `(n,)`, higher is better (Free²Guide selection).
+
+        The default is each candidate's mean reward; ensembles override it with rank-based combinations
+        (normalised sum, Borda consensus) that only make sense across the candidate set.
+        """
+        with torch.no_grad():
+            return torch.stack([self(c, frame_indices, num_frames).float().mean() for c in candidates])
+
     def to(self, device=None, dtype=None) -> "Reward":
         """Move the reward's models; returns self."""
         return self
