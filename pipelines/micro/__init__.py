@@ -1,0 +1,49 @@
+"""The micro world (rendered clips with exact ground truth), its detector, and the micro models' training.
+
+`MICRO_DIR` is where the trained weights live (diffusers layout, loadable by `AnimateDiffPipeline.from_pretrained`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+MICRO_DIR = Path(__file__).resolve().parents[2] / "assets" / "micro"
+
+from .world import (  # noqa: E402
+    BACKGROUNDS,
+    COLOURS,
+    FPS,
+    HELD_OUT,
+    MOTIONS,
+    SHAPES,
+    VOCABULARY,
+    caption,
+    impact_audio,
+    is_held_out,
+    parse_caption,
+    render_clip,
+    sample_attributes,
+    synth_impacts_audio,
+)
+from .detector import detect  # noqa: E402
+from .loading import check_micro_dir, load_micro_clip  # noqa: E402
+
+__all__ = [
+    "MICRO_DIR",
+    "BACKGROUNDS",
+    "COLOURS",
+    "FPS",
+    "HELD_OUT",
+    "MOTIONS",
+    "SHAPES",
+    "VOCABULARY",
+    "caption",
+    "impact_audio",
+    "is_held_out",
+    "parse_caption",
+    "render_clip",
+    "sample_attributes",
+    "synth_impacts_audio",
+    "detect",
+    "check_micro_dir",
+    "load_micro_clip",
+]

@@ -1,0 +1,83 @@
+"""Loaders for the micro weights with clear errors naming the folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REQUIRED = {
+    "": ["model_index.json"],
+    "vae": ["config.json"],
+    "unet": ["config.json"],
+    "text_encoder": ["config.json"],
+    "tokenizer": ["vocab.json", "merges.txt"],
+    "scheduler": ["scheduler_config.json"],
+}
+CLIP_REQUIRED = ["config.json", "vocab.json", "merges.txt"]
+_WEIGHTS = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.bin")
+
+
+def _default_dir() -> Path:
+    from . import MICRO_DIR
+
+    return MICRO_DIR
+
+
+def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Path:
+    """Raise FileNotFoundError / ValueError naming `folder` if the micro weights are missing or unreadable."""
+    folder = Path(folder) if folder is not None else _default_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"micro weights folder {folder} does not exist (train them: python -m pipelines train-micro)")
+    checks = {"clip": CLIP_REQUIRED} if clip else REQUIRED
+    for sub, names in checks.items():
+        d = folder / sub if sub else folder
+        for name in names:
+            if not (d / name).is_file():
+                raise FileNotFoundError(f"micro weights folder {folder}: missing {d / name}")
+        if sub in ("vae", "unet", "text_encoder", "clip") and not any((d / w).is_file() for w in _WEIGHTS):
+            raise FileNotFoundError(f"micro weights folder {folder}: no weights file in {d}")
+    for p in [folder / "model_index.json"] if not clip else [folder / "clip" / "config.json"]:
+        try:
+            json.loads(p.read_text())
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"micro weights folder {folder}: {p.name} is corrupt ({e})") from e
+    return folder
+
+
+def _wrap(folder: Path, fn):
+    try:
+        return fn()
+    except (FileNotFoundError, ValueError) as e:
+        if str(folder) in str(e):
+            raise
+        raise ValueError(f"micro weights folder {folder} could not be loaded: {e}") from e
+    except Exception as e:  # noqa: BLE001  (safetensors / json / shape errors)
+        raise ValueError(f"micro weights folder {folder} could not be loaded: {type(e).__name__}: {e}") from e
+
+
+def load_micro_clip(folder: str | Path | None = None, device: str = "cpu"):
+    """(CLIPModel, CLIPTokenizer) of the micro CLIP in `folder`/clip (default assets/micro/clip), fp32, eval mode."""
+    folder = Path(folder) if folder is not None else _default_dir()
+    check_micro_dir(folder, clip=True)
+    from transformers import CLIPModel, CLIPTokenizer
+
+    def load():
+        model = CLIPModel.from_pretrained(str(folder / "clip"), torch_dtype="float32").to(device).eval()
+        tok = CLIPTokenizer.from_pretrained(str(folder / "clip"))
+        return model, tok
+
+    return _wrap(folder, load)
+
+
+def load_micro_pipeline(folder: str | Path | None = None, pipeline_cls=None, device: str = "cpu"):
+    """The micro AnimateDiff pipeline (default class `diffusers.AnimateDiffPipeline`) from `folder`, fp32."""
+    folder = Path(folder) if folder is not None else _default_dir()
+    check_micro_dir(folder)
+    if pipeline_cls is None:
+        from diffusers import AnimateDiffPipeline as pipeline_cls
+    import torch
+
+    def load():
+        pipe = pipeline_cls.from_pretrained(str(folder), torch_dtype=torch.float32)
+        return pipe.to(device)
+
+    return _wrap(folder, load)
