@@ -1,0 +1,129 @@
+"""The strategy interface every guidance method implements, and its parameter descriptions.
+
+A method is a dataclass whose fields are its parameters (defaults from METHODS.md; `param(...)` metadata gives
+ranges and help text, from which the app and CLI build their widgets and validation). The sampler calls
+`start(ctx)` once, then `step(ctx, x, t, i)` for every step, which returns `x_{t−1}`. Methods never copy the
+sampling loop: `ctx` (a `pipelines.sampler.Denoiser`) gives them the model's noise prediction (with CFG and
+HARIVO MG applied), the Tweedie estimate, the DDIM update, the differentiable decoder and the reward.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence
+
+import torch
+
+
+def param(default, *, min=None, max=None, step=None, choices=None, help=""):
+    """A dataclass field carrying the metadata the UI and validation need."""
+    return field(default=default, metadata={"min": min, "max": max, "step": step, "choices": choices, "help": help})
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    kind: str  # "float" | "int" | "choice" | "bool"
+    min: Optional[float] = None
+    max: Optional[float] = None
+    step: Optional[float] = None
+    choices: Optional[Sequence[Any]] = None
+    help: str = ""
+
+
+@dataclass
+class Guidance:
+    """Base class: unguided DDIM (the `none` method's behaviour)."""
+
+    name: ClassVar[str] = "none"
+    #: True when the method needs gradients of the reward (it is refused with a non-differentiable reward).
+    needs_gradient: ClassVar[bool] = False
+    summary: ClassVar[str] = "Plain DDIM sampling, no guidance."
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --- parameters -------------------------------------------------------------------------------------
+    @classmethod
+    def params(cls) -> list[ParamSpec]:
+        specs = []
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            md = f.metadata
+            default = f.default
+            if md.get("choices"):
+                kind = "choice"
+            elif isinstance(default, bool):
+                kind = "bool"
+            elif isinstance(default, int):
+                kind = "int"
+            else:
+                kind = "float"
+            specs.append(
+                ParamSpec(f.name, default, kind, md.get("min"), md.get("max"), md.get("step"), md.get("choices"), md.get("help", ""))
+            )
+        return specs
+
+    def validate(self) -> None:
+        for spec in self.params():
+            value = getattr(self, spec.name)
+            where = f"{self.name}.{spec.name}"
+            if spec.kind == "choice":
+                if value not in spec.choices:
+                    raise ValueError(f"{where} must be one of {list(spec.choices)}, got {value!r}")
+                continue
+            if spec.kind == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"{where} must be true or false, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{where} must be a number, got {value!r}")
+            if spec.kind == "int" and int(value) != value:
+                raise ValueError(f"{where} must be a whole number, got {value!r}")
+            if value != value:  # NaN
+                raise ValueError(f"{where} must be a number, got NaN")
+            if spec.min is not None and value < spec.min:
+                raise ValueError(f"{where} must be ≥ {spec.min}, got {value}")
+            if spec.max is not None and value > spec.max:
+                raise ValueError(f"{where} must be ≤ {spec.max}, got {value}")
+
+    def config(self) -> dict:
+        return {s.name: getattr(self, s.name) for s in self.params()}
+
+    # --- sampling hooks ---------------------------------------------------------------------------------
+    def start(self, ctx) -> None:
+        """Called once before the first step (reset per-run state here)."""
+
+    def initial_latents(self, ctx, latents: torch.Tensor):
+        """Optionally replace x_T before sampling. May be a generator yielding progress dicts; returns latents."""
+        return latents
+
+    def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        with torch.no_grad():
+            eps = ctx.eps(x, t)
+            x0 = ctx.note_x0(ctx.x0(x, eps, t))
+            return ctx.ddim(x0, eps, t)
+
+
+def guided_range(total: int, start: int, end: int) -> range:
+    """Step indices `[start, end)`; negative `end` counts from the end (−1: all but the last step)."""
+    stop = end if end >= 0 else total + 1 + end
+    return range(max(0, start), max(0, min(total, stop)))
+
+
+def step_schedule(kind: str, i: int, total: int) -> float:
+    """Multiplier s_i for a step size: constant, increase (small early, large late) or decrease."""
+    if kind == "constant" or total <= 1:
+        return 1.0
+    frac = i / (total - 1)
+    if kind == "increase":
+        return 2.0 * frac
+    if kind == "decrease":
+        return 2.0 * (1.0 - frac)
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+def rms(v: torch.Tensor) -> torch.Tensor:
+    return v.float().pow(2).mean().sqrt()

@@ -1,0 +1,312 @@
+"""One guided DDIM loop over the parts of an AnimateDiff pipeline.
+
+`Denoiser` holds one generation's state (prompt embeddings, CFG, schedule, MG, reward) and gives guidance methods
+the formulas of METHODS.md as small functions: `eps` (CFG noise prediction, HARIVO MG applied), `x0` (Tweedie),
+`ddim` (the η-DDIM update), `decode` (differentiable per-frame VAE decode to [0, 1]) and `reward`.
+`sample` is the loop: it yields one `StepEvent` per step and a final event carrying the video.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .guidance.base import Guidance
+from .guidance.temporal import mitigating_gradient
+from .memory import PeakMemory
+
+
+class Cancelled(RuntimeError):
+    """Raised inside the stream when `should_stop()` returns True (checked once per step)."""
+
+
+@dataclass
+class StepEvent:
+    index: int  # 0-based step index; == total on the final event
+    total: int
+    timestep: int
+    preview: Optional[torch.Tensor]  # (f, 3, h, w) in [0, 1]: decoded x̂0 of this step
+    reward: Optional[float]  # task reward (mean over frames) of this step's x̂0
+    rewards: dict = field(default_factory=dict)  # extra named figures (guidance diagnostics)
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    final: bool = False
+    frames: Optional[torch.Tensor] = None  # final video (f, 3, H, W) in [0, 1], on the final event
+    phase: str = "sample"  # "sample", or "optimize" for DOODL's outer iterations
+
+
+class StepHook:
+    """Runs after every step on x_{t−1} (e.g. replacement of known latent frames for interpolation)."""
+
+    def start(self, ctx: "Denoiser") -> None:  # pragma: no cover - interface
+        pass
+
+    def after_step(self, ctx: "Denoiser", x_prev: torch.Tensor, t_prev: int, i: int) -> torch.Tensor:
+        return x_prev
+
+
+HARIVO_CFG_HIGH = 12.5  # HARIVO: CFG 10–15 for t > 0.7 T, 7.5 after
+
+
+class Denoiser:
+    def __init__(
+        self,
+        pipe,
+        prompt_embeds: torch.Tensor,  # (b*f, L, D) conditional, already repeated per frame
+        negative_embeds: Optional[torch.Tensor],  # same, or None when CFG is off
+        num_frames: int,
+        guidance_scale: float,
+        eta: float,
+        generator,
+        timesteps: torch.Tensor,
+        mg_scale: float = 0.0,
+        cfg_schedule: Optional[str] = None,
+        reward=None,
+        decode_chunk_size: int = 16,
+        cross_attention_kwargs: Optional[dict] = None,
+    ):
+        self.pipe = pipe
+        self.unet = pipe.unet
+        self.vae = pipe.vae
+        self.scheduler = pipe.scheduler
+        self.cond = prompt_embeds
+        self.uncond = negative_embeds
+        self.num_frames = num_frames
+        self.guidance_scale = guidance_scale
+        self.eta = eta
+        self.generator = generator
+        self.timesteps = [int(t) for t in timesteps]
+        self.mg_scale = mg_scale
+        self.cfg_schedule = cfg_schedule
+        self.reward_fn = reward
+        self.decode_chunk_size = decode_chunk_size
+        self.cross_attention_kwargs = cross_attention_kwargs
+        self.device = prompt_embeds.device
+        self.dtype = prompt_embeds.dtype
+        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.final_alpha = torch.as_tensor(float(self.scheduler.final_alpha_cumprod), device=self.device)
+        self.num_train = self.scheduler.config.num_train_timesteps
+        self.prediction_type = self.scheduler.config.prediction_type
+        self.stats: dict = {}
+        self.last_x0: Optional[torch.Tensor] = None
+        # A generator for the guidance methods' own randomness (random guesses, candidate noise, subsets), kept
+        # apart from the sampling noise so that turning a knob does not reshuffle the sampler's noise stream.
+        # Derived from the seed without drawing from `generator` (drawing would shift diffusers' noise stream).
+        gen0 = generator[0] if isinstance(generator, (list, tuple)) else generator
+        seed = (int(gen0.initial_seed()) + 1_000_003) % (2**63 - 1) if gen0 is not None else 1_000_003
+        self.aux_generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    # --- schedule -------------------------------------------------------------------------------------
+    def prev_t(self, t: int) -> int:
+        i = self.timesteps.index(int(t)) if int(t) in self.timesteps else None
+        if i is not None and i + 1 < len(self.timesteps):
+            return self.timesteps[i + 1]
+        return int(t) - self.num_train // max(1, len(self.timesteps))
+
+    def alpha_bar(self, t: int) -> torch.Tensor:
+        return self.alphas[int(t)] if int(t) >= 0 else self.final_alpha
+
+    def cfg_scale(self, t: int) -> float:
+        if self.cfg_schedule == "harivo" and int(t) > 0.7 * self.num_train:
+            return max(self.guidance_scale, HARIVO_CFG_HIGH)
+        return self.guidance_scale
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.uncond is not None
+
+    # --- model ----------------------------------------------------------------------------------------
+    def model_output(self, x: torch.Tensor, t: int, cfg: bool = True):
+        """Raw model output at (x, t): returns (combined, cond, uncond) with CFG, or (cond, cond, None)."""
+        # Embeddings hold one block of `num_frames` rows per video; a single video's block is repeated for a
+        # batch of candidates (Free²Guide's lookahead), several prompts' blocks are used as they are.
+        rep = 1 if self.cond.shape[0] == x.shape[0] * self.num_frames else x.shape[0]
+        use_cfg = cfg and self.do_cfg
+        if use_cfg:
+            embeds = torch.cat([self.uncond.repeat(rep, 1, 1), self.cond.repeat(rep, 1, 1)])
+            inp = torch.cat([x, x])
+        else:
+            embeds = self.cond.repeat(rep, 1, 1)
+            inp = x
+        inp = self.scheduler.scale_model_input(inp, t)
+        out = self.unet(
+            inp.to(self.dtype), t, encoder_hidden_states=embeds, cross_attention_kwargs=self.cross_attention_kwargs
+        ).sample
+        if not use_cfg:
+            return out, out, None
+        uncond, cond = out.chunk(2)
+        return uncond + self.cfg_scale(t) * (cond - uncond), cond, uncond
+
+    def eps(self, x: torch.Tensor, t: int, cfg: bool = True, return_parts: bool = False):
+        """ε̂ at (x, t): CFG (with the optional HARIVO schedule), then HARIVO MG when mg_scale > 0."""
+        out, cond, uncond = self.model_output(x, t, cfg)
+        eps = self._to_eps(out, x, t)
+        if self.mg_scale:
+            eps = mitigating_gradient(eps, x, self.alpha_bar(t), self.mg_scale)
+        if return_parts:
+            parts = (self._to_eps(cond, x, t), None if uncond is None else self._to_eps(uncond, x, t))
+            return eps, parts
+        return eps
+
+    def _to_eps(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        a = self.alpha_bar(t)
+        if self.prediction_type == "epsilon":
+            return out
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * out + (1 - a).sqrt() * x
+        if self.prediction_type == "sample":
+            return (x - a.sqrt() * out) / (1 - a).sqrt()
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+        """Tweedie: x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t (ε̂ already converted from v or x0 predictions)."""
+        a = self.alpha_bar(t)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        if self.scheduler.config.get("clip_sample", False):
+            r = self.scheduler.config.clip_sample_range
+            x0 = x0.clamp(-r, r)
+        return x0
+
+    def note_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        """Record this step's x̂0 for the preview (methods call it on the estimate of the state they step from)."""
+        self.last_x0 = x0.detach()
+        return x0
+
+    def sigma(self, t: int, eta: Optional[float] = None) -> torch.Tensor:
+        eta = self.eta if eta is None else eta
+        a, ap = self.alpha_bar(t), self.alpha_bar(self.prev_t(t))
+        return eta * ((1 - ap) / (1 - a)).sqrt() * (1 - a / ap).sqrt()
+
+    def ddim(
+        self,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        t: int,
+        noise: Optional[torch.Tensor] = None,
+        eta: Optional[float] = None,
+    ) -> torch.Tensor:
+        """x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}−σ_t²) ε̂ + σ_t z (noise drawn like diffusers' DDIM when None)."""
+        ap = self.alpha_bar(self.prev_t(t))
+        sigma = self.sigma(t, eta)
+        x_prev = ap.sqrt() * x0 + (1 - ap - sigma**2).clamp(min=0).sqrt() * eps
+        if float(sigma) > 0:
+            if noise is None:
+                noise = randn_tensor(eps.shape, generator=self.generator, device=eps.device, dtype=eps.dtype)
+            x_prev = x_prev + sigma * noise
+        return x_prev
+
+    def renoise(self, x_prev: torch.Tensor, t: int) -> torch.Tensor:
+        """One forward step back from t−1 to t: x_t = √(ᾱ_t/ᾱ_{t−1}) x_{t−1} + √(1−ᾱ_t/ᾱ_{t−1}) z (time travel)."""
+        a, ap = self.alpha_bar(t), self.alpha_bar(self.prev_t(t))
+        z = torch.randn(x_prev.shape, generator=self.aux_generator, dtype=torch.float32).to(x_prev)
+        return (a / ap).sqrt() * x_prev + (1 - a / ap).sqrt() * z
+
+    # --- decoder and reward ---------------------------------------------------------------------------
+    def decode(self, z0: torch.Tensor, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Differentiable decode of latents (1, c, f, h, w) → frames (f', 3, H, W), ≈[0, 1], unclamped."""
+        if z0.shape[0] != 1:
+            raise ValueError("guided decoding works on one video at a time")
+        z = z0[0].transpose(0, 1)  # (f, c, h, w)
+        if frames is not None:
+            z = z[list(frames)]
+        z = z / self.vae.config.scaling_factor
+        outs = [
+            self.vae.decode(z[i : i + self.decode_chunk_size].to(self.vae.dtype)).sample
+            for i in range(0, z.shape[0], self.decode_chunk_size)
+        ]
+        return torch.cat(outs).float() / 2 + 0.5
+
+    def reward(self, frames: torch.Tensor, frame_indices: Optional[Sequence[int]] = None) -> torch.Tensor:
+        if self.reward_fn is None:
+            raise ValueError("this guidance method needs a reward")
+        return self.reward_fn(frames, frame_indices=frame_indices, num_frames=self.num_frames)
+
+    def objective(self, z0: torch.Tensor, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """J = Σ_k R_k(D(x̂0)) over the decoded frames."""
+        return self.reward(self.decode(z0, frames), frames).sum()
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=self.aux_generator, dtype=torch.float32).to(x)
+
+
+def sample(
+    ctx: Denoiser,
+    latents: torch.Tensor,
+    guidance: Optional[Guidance] = None,
+    hooks: Sequence[StepHook] = (),
+    preview_every: int = 1,
+    track_reward: bool = True,
+    should_stop: Optional[Callable[[], bool]] = None,
+    on_finish: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> Iterator[StepEvent]:
+    """The loop. Yields a StepEvent per step; the last event is `final` and carries `frames`."""
+    guidance = guidance or Guidance()
+    total = len(ctx.timesteps)
+    mem = PeakMemory(ctx.device)
+    mem.reset()
+    t0 = time.perf_counter()
+
+    def check_stop():
+        if should_stop is not None and should_stop():
+            raise Cancelled("generation cancelled")
+
+    guidance.start(ctx)
+    for hook in hooks:
+        hook.start(ctx)
+
+    init = guidance.initial_latents(ctx, latents)
+    if hasattr(init, "__next__"):  # a generator: DOODL's optimisation of x_T, with progress
+        while True:
+            check_stop()
+            try:
+                info = next(init)
+            except StopIteration as stop:
+                latents = stop.value
+                break
+            yield StepEvent(
+                index=info.get("iteration", 0), total=info.get("iterations", 0), timestep=int(ctx.timesteps[0]),
+                preview=info.get("preview"), reward=info.get("reward"), rewards=dict(info),
+                seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(), phase="optimize",
+            )
+    else:
+        latents = init
+
+    x = latents
+    for i, t in enumerate(ctx.timesteps):
+        check_stop()
+        ctx.stats = {}
+        ctx.last_x0 = None
+        x = guidance.step(ctx, x, t, i).detach()
+        t_prev = ctx.prev_t(t)
+        for hook in hooks:
+            x = hook.after_step(ctx, x, t_prev, i)
+        preview = reward = None
+        want_preview = preview_every > 0 and (i % preview_every == 0 or i == total - 1)
+        if want_preview and x.shape[0] == 1:
+            with torch.no_grad():
+                # The step's own x̂0 (recorded by the method through ctx.note_x0) is the model's current idea
+                # of the video; no extra network pass is spent on previews.
+                x0 = ctx.last_x0 if ctx.last_x0 is not None else x
+                frames = ctx.decode(x0)
+                preview = frames.clamp(0, 1).cpu()
+                if track_reward and ctx.reward_fn is not None:
+                    reward = float(ctx.reward(frames.clamp(0, 1)).float().mean())
+        yield StepEvent(
+            index=i, total=total, timestep=int(t), preview=preview, reward=reward, rewards=dict(ctx.stats),
+            seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(),
+        )
+    check_stop()
+    # `on_finish` decodes the final latents to frames (b, f, 3, H, W) in [0, 1].
+    video = on_finish(x) if on_finish is not None else x
+    final_reward = None
+    if ctx.reward_fn is not None and video.ndim == 5 and video.shape[0] == 1 and on_finish is not None:
+        with torch.no_grad():
+            final_reward = float(ctx.reward(video[0].float()).float().mean())
+    yield StepEvent(
+        index=total, total=total, timestep=-1, preview=None, reward=final_reward, rewards={},
+        seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(), final=True,
+        frames=video[0] if video.shape[0] == 1 else video,
+    )
