@@ -1,0 +1,211 @@
+"""`python -m pipelines generate|bench|train-micro` (DESIGN.md contracts 3 and 5).
+
+generate: validates through `pipelines.request` (the same layer the app uses), streams one progress line per step
+to stderr, then writes the mp4 and the JSON report atomically. Exit codes: 0 success, 2 bad input (one line on
+stderr naming the input, no output files), 130 interrupted, 1 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`error: <input>: <message>`) and exit 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        message = message.replace("argument ", "").replace("\n", " ")
+        self.exit(EXIT_BAD_INPUT, f"error: {message}\n")
+
+
+def _fail(field: str, message: str) -> int:
+    print(f"error: {field}: {message}".replace("\n", " "), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+_FLAG_OF = {
+    "prompt": "--prompt", "negative_prompt": "--negative-prompt", "style_image": "--style-image", "audio": "--audio",
+    "first_frame": "--first-frame", "last_frame": "--last-frame", "frames": "--frames", "size": "--size",
+    "steps": "--steps", "cfg": "--cfg", "mg_scale": "--mg-scale", "seed": "--seed", "method": "--method",
+    "task": "--task", "interpolation_mode": "--interpolation-mode", "params": "--param",
+}
+
+
+def _flag(field: str) -> str:
+    if field.startswith("param "):
+        return f"--param {field[6:]}"
+    return _FLAG_OF.get(field, field)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .guidance import METHODS
+    from .tasks import TASKS
+
+    p = _OneLineParser(prog="python -m pipelines", description="Guided Video Studio command line")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+
+    g = sub.add_parser("generate", help="generate one guided video (mp4 + JSON report)")
+    g.add_argument("--preset", default="auto", help="micro | animatediff | auto (default: auto)")
+    g.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
+    g.add_argument("--task", required=True, choices=list(TASKS))
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--style-image")
+    g.add_argument("--audio")
+    g.add_argument("--first-frame")
+    g.add_argument("--last-frame")
+    g.add_argument("--interpolation-mode", default="both")
+    g.add_argument("--method", required=True, choices=list(METHODS))
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="method parameter (repeatable), e.g. --param scale=2.0")
+    g.add_argument("--mg-scale", default="0", help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
+    g.add_argument("--cfg-schedule", action="store_true", help="HARIVO CFG schedule (high CFG early)")
+    g.add_argument("--steps", default=None)
+    g.add_argument("--cfg", default=None)
+    g.add_argument("--frames", default=None)
+    g.add_argument("--size", default=None)
+    g.add_argument("--seed", default="0", help="integer, or -1 for a random seed")
+    g.add_argument("--out", required=True, help="output .mp4")
+    g.add_argument("--report", required=True, help="output JSON report")
+    g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
+
+    b = sub.add_parser("bench", help="time and memory per (method, size); one JSON object per line")
+    b.add_argument("--preset", default="micro")
+    b.add_argument("--device", default=None)
+    b.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
+    b.add_argument("--sizes", default=None, help="comma-separated square sizes (default: the preset's choices)")
+    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--frames", type=int, default=None)
+    b.add_argument("--task", default="t2v", choices=list(TASKS))
+    b.add_argument("--repeats", type=int, default=None)
+    b.add_argument("--seed", type=int, default=None)
+
+    t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _int_or_none(v):
+    return None if v is None else v
+
+
+def cmd_generate(a) -> int:
+    from .request import GenerationRequest, RequestError, finalize, parse_param_strings, run, summary_text, validate
+
+    out, report = Path(a.out), Path(a.report)
+    if out.suffix.lower() != ".mp4":
+        return _fail("--out", f"must end with .mp4, got {a.out!r}")
+    if out.resolve() == report.resolve():
+        return _fail("--report", "must differ from --out")
+    for flag, path in (("--out", out), ("--report", report)):
+        parent = path.resolve().parent
+        if parent.exists() and not parent.is_dir():
+            return _fail(flag, f"{parent} is not a directory")
+    # cheap checks before the (slow) model load
+    for flag, path in (("--style-image", a.style_image), ("--audio", a.audio), ("--first-frame", a.first_frame),
+                       ("--last-frame", a.last_frame)):
+        if path is not None and not Path(path).is_file():
+            return _fail(flag, f"file not found: {path}")
+    try:
+        params = parse_param_strings(a.param)
+        from .request import check_prompt
+
+        check_prompt(a.prompt, "prompt")
+        from .request import resolve_params
+
+        resolve_params(a.method, params)
+    except RequestError as e:
+        return _fail(_flag(e.field), e.message)
+
+    seed = a.seed
+    req = GenerationRequest(
+        task=a.task, prompt=a.prompt, negative_prompt=a.negative_prompt, method=a.method, params=params,
+        mg_scale=a.mg_scale, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
+        size=a.size, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
+        interpolation_mode=a.interpolation_mode,
+    )
+    from .presets import load_preset
+
+    try:
+        preset = load_preset(a.preset, device=a.device)
+    except ValueError as e:
+        return _fail("--preset", str(e))
+    if not a.quiet:
+        print(f"preset: {preset.name} — {preset.reason}", file=sys.stderr)
+    try:
+        prepared = validate(req, preset)
+    except RequestError as e:
+        return _fail(_flag(e.field), e.message)
+    for n in prepared.notices:
+        print(f"notice: {n}", file=sys.stderr)
+    gen = run(prepared, preset)
+    for ev in gen:
+        if not a.quiet and not ev.final:
+            r = "" if ev.reward is None else f" reward {ev.reward:.4f}"
+            print(f"step {ev.index + 1}/{ev.total}{r} ({ev.seconds:.1f} s)", file=sys.stderr, flush=True)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    report.resolve().parent.mkdir(parents=True, exist_ok=True)
+    rep = finalize(gen, out, report)
+    if not a.quiet:
+        print(summary_text(rep), file=sys.stderr)
+    print(json.dumps({"out": str(out), "report": str(report), "final_reward": rep["final_reward"],
+                      "seconds": rep["seconds"]}))
+    return 0
+
+
+def cmd_bench(a) -> int:
+    import inspect
+
+    from .bench import run_bench
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    sizes = None if a.sizes is None else [int(s) for s in a.sizes.split(",") if s.strip()]
+    kwargs = {"preset_name": a.preset, "methods": methods, "sizes": sizes, "steps": a.steps, "frames": a.frames,
+              "task": a.task, "device": a.device, "repeats": a.repeats, "seed": a.seed}
+    sig = inspect.signature(run_bench)
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    kwargs = {k: v for k, v in kwargs.items()
+              if v is not None and (accepts_any or k in sig.parameters)}
+    try:
+        for row in run_bench(**kwargs):
+            print(json.dumps(row), flush=True)
+    except ValueError as e:
+        return _fail("bench", str(e))
+    return 0
+
+
+def cmd_train_micro(rest: Sequence[str]) -> int:
+    try:
+        from .micro import train
+    except ImportError as e:
+        print(f"error: train-micro: the training module is not available ({e})", file=sys.stderr)
+        return 1
+    rc = train.main(list(rest))
+    return int(rc or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if argv[:1] == ["train-micro"]:
+        return cmd_train_micro(argv[1:])
+    a = build_parser().parse_args(argv)
+    try:
+        if a.command == "generate":
+            return cmd_generate(a)
+        if a.command == "bench":
+            return cmd_bench(a)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,506 @@
+"""The one request + validation layer shared by the CLI (`python -m pipelines generate`) and the app.
+
+    req = GenerationRequest(task="style", prompt="a red circle moving up on a black background",
+                            style_image="style.png", method="titan", params={"scale": 1.0})
+    prepared = validate(req, preset)              # RequestError(field, message) on bad input; loads media
+    gen = run(prepared, preset, should_stop=None) # iterate: one StepEvent per step, then the final event
+    for ev in gen: ...
+    report = finalize(gen, "out.mp4", "report.json")   # writes both atomically (temp files, then rename)
+
+Everything a user can get wrong is checked here, once, with the field named: the CLI prints
+`error: <field>: <message>` and exits 2, the app raises `gr.Error` with the same text.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from . import media
+from .media import Audio, MediaError
+
+TASK_NAMES = {
+    "t2v": "Text to video",
+    "style": "Style reference",
+    "audio": "Audio alignment",
+    "interpolate": "Frame interpolation",
+}
+#: Longest prompt accepted, in characters. The text encoder further truncates to its tokenizer length
+#: (77 tokens for CLIP in the animatediff preset; the micro tokenizer's own length in the micro preset).
+MAX_PROMPT_CHARS = 500
+MAX_SEED = 2**32 - 1
+STEPS_RANGE = (1, 200)
+CFG_RANGE = (0.0, 30.0)
+MG_RANGE = (0.0, 200.0)
+INTERPOLATION_MODES = ("both", "reward", "replacement")
+
+
+class RequestError(ValueError):
+    """Bad user input; `field` names the input (CLI flag / app widget), `message` says what to do."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class GenerationRequest:
+    task: str = "t2v"
+    prompt: str = ""
+    negative_prompt: str = ""
+    method: str = "none"
+    params: dict = field(default_factory=dict)  # method parameters (METHODS.md names); missing -> defaults
+    mg_scale: float = 0.0  # HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)
+    cfg_schedule: bool = False  # HARIVO CFG schedule (high CFG early, 7.5 after)
+    seed: Optional[int] = 0  # None -> random
+    steps: Optional[int] = None  # None -> preset default
+    cfg: Optional[float] = None
+    frames: Optional[int] = None
+    size: Optional[int] = None
+    style_image: Any = None  # path, PIL image or array
+    audio: Any = None  # path, (sample_rate, array), (array, sample_rate) or media.Audio
+    first_frame: Any = None
+    last_frame: Any = None
+    interpolation_mode: str = "both"
+
+
+@dataclass
+class Prepared:
+    """A validated request: resolved numbers, decoded media, the task setup and guidance object."""
+
+    request: GenerationRequest
+    preset_name: str
+    device: str
+    fps: int
+    frames: int
+    size: int
+    steps: int
+    cfg: float
+    seed: int
+    params: dict  # resolved method parameters (defaults filled in)
+    guidance: Any
+    setup: Any  # pipelines.tasks.TaskSetup
+    audio: Optional[Audio]  # fitted to the video length (audio task)
+    notices: list = field(default_factory=list)
+
+    @property
+    def seconds_of_video(self) -> float:
+        return self.frames / float(self.fps)
+
+
+# ------------------------------------------------------------------------------------------------------ validation
+def _number(value, field_name: str, kind=float, lo=None, hi=None, choices=None):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RequestError(field_name, "is required")
+    if isinstance(value, bool):
+        raise RequestError(field_name, f"expected a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(field_name, f"expected a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise RequestError(field_name, f"must be finite, got {value!r}")
+    if kind is int:
+        if abs(x - round(x)) > 1e-9:
+            raise RequestError(field_name, f"must be a whole number, got {value!r}")
+        x = int(round(x))
+    if choices is not None and x not in choices:
+        raise RequestError(field_name, f"{x} is not available in this preset; choose one of {list(choices)}")
+    if lo is not None and x < lo or hi is not None and x > hi:
+        raise RequestError(field_name, f"{x} is out of range [{lo}, {hi}]")
+    return x
+
+
+def check_prompt(prompt, field_name: str = "prompt", required: bool = True) -> str:
+    if prompt is None:
+        prompt = ""
+    if not isinstance(prompt, str):
+        raise RequestError(field_name, f"must be text, got {type(prompt).__name__}")
+    prompt = " ".join(prompt.split())
+    if required and not prompt:
+        raise RequestError(field_name, "is empty; describe the video, e.g. "
+                                       "'a red circle moving left to right on a black background'")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise RequestError(field_name, f"is {len(prompt)} characters, above the limit of {MAX_PROMPT_CHARS} "
+                                       "(the text encoder reads only its first tokens anyway); shorten it")
+    return prompt
+
+
+def _tokenizer_notice(preset, prompt: str, field_name: str) -> Optional[str]:
+    tok = getattr(getattr(preset, "pipe", None), "tokenizer", None)
+    if tok is None or not prompt:
+        return None
+    try:
+        n = len(tok(prompt, truncation=False)["input_ids"])
+        limit = int(tok.model_max_length)
+    except Exception:  # tokenizer quirks must never block a generation
+        return None
+    if n > limit:
+        return (f"{field_name}: {n} tokens; the model's tokenizer keeps only the first {limit} "
+                "(the rest is ignored)")
+    return None
+
+
+def coerce_param(spec, value):
+    """Convert a user value (string from the CLI, number/bool from the app) to the spec's kind and check it."""
+    name = f"param {spec.name}"
+    kind = getattr(spec, "kind", "float")
+    if value is None:
+        raise RequestError(name, "is required")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise RequestError(name, f"expected true or false, got {value!r}")
+    if kind == "choice":
+        choices = list(spec.choices or [])
+        if value in choices:
+            return value
+        for c in choices:
+            if str(c) == str(value).strip():
+                return c
+        raise RequestError(name, f"{value!r} is not one of {choices}")
+    lo = getattr(spec, "min", None)
+    hi = getattr(spec, "max", None)
+    return _number(value, name, int if kind == "int" else float, lo, hi)
+
+
+def resolve_params(method: str, params: Optional[dict]) -> dict:
+    """Fill in METHODS.md defaults and check every given parameter against `method_params(method)`."""
+    from .guidance import method_params
+
+    specs = {s.name: s for s in method_params(method)}
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(specs))
+    if unknown:
+        known = ", ".join(sorted(specs)) or "none"
+        raise RequestError(f"param {unknown[0]}", f"unknown parameter for method {method!r} (known: {known})")
+    out = {}
+    for name, spec in specs.items():
+        out[name] = coerce_param(spec, params[name]) if name in params and params[name] is not None else spec.default
+    return out
+
+
+def parse_param_strings(items) -> dict:
+    """CLI `--param name=value` (repeated) -> dict of strings (converted by `resolve_params`)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise RequestError("--param", f"expected name=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if not k:
+            raise RequestError("--param", f"expected name=value, got {item!r}")
+        out[k] = v.strip()
+    return out
+
+
+def _media(fn, *args):
+    try:
+        return fn(*args)
+    except MediaError as e:
+        raise RequestError(e.field, e.message) from None
+
+
+def validate(req: GenerationRequest, preset) -> Prepared:
+    """Check every field of `req` against the live preset, decode media, build the task and guidance.
+
+    Raises `RequestError(field, message)`; never touches the output paths.
+    """
+    from .guidance import METHODS, make_guidance
+    from .tasks import TASKS, TaskInputs, build_task
+
+    notices: list[str] = []
+    if req.task not in TASKS:
+        raise RequestError("task", f"{req.task!r} is not one of {list(TASKS)}")
+    if req.method not in METHODS:
+        raise RequestError("method", f"{req.method!r} is not one of {list(METHODS)}")
+    prompt = check_prompt(req.prompt, "prompt")
+    negative = check_prompt(req.negative_prompt, "negative_prompt", required=False)
+    for text, name in ((prompt, "prompt"), (negative, "negative_prompt")):
+        note = _tokenizer_notice(preset, text, name)
+        if note:
+            notices.append(note)
+
+    frames = _number(preset.default_frames if req.frames is None else req.frames, "frames", int,
+                     choices=list(preset.frame_choices))
+    size = _number(preset.default_size if req.size is None else req.size, "size", int,
+                   choices=list(preset.size_choices))
+    steps = _number(preset.default_steps if req.steps is None else req.steps, "steps", int, *STEPS_RANGE)
+    cfg = _number(preset.default_cfg if req.cfg is None else req.cfg, "cfg", float, *CFG_RANGE)
+    mg = _number(0.0 if req.mg_scale is None else req.mg_scale, "mg_scale", float, *MG_RANGE)
+    seed = random.randint(0, MAX_SEED) if req.seed is None or req.seed == -1 else _number(
+        req.seed, "seed", int, 0, MAX_SEED)
+    if req.interpolation_mode not in INTERPOLATION_MODES:
+        raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
+    params = resolve_params(req.method, req.params)
+    req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
+                               "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
+                               "seed": seed, "params": params})
+
+    fps = int(preset.fps)
+    style = first = last = None
+    audio: Optional[Audio] = None
+    ignored = []
+    if req.task == "style":
+        if req.style_image is None:
+            raise RequestError("style_image", "the style task needs a style reference image; upload one")
+        style = _media(media.load_image, req.style_image, "style_image")
+    elif req.style_image is not None:
+        ignored.append("style_image")
+    if req.task == "audio":
+        if req.audio is None:
+            raise RequestError("audio", "the audio task needs an audio clip; upload a file or record one")
+        audio = _media(media.load_audio, req.audio, "audio")
+        _media(media.check_not_silent, audio, "audio")
+        audio, fit_notes = media.fit_audio(audio, frames / float(fps), "audio")
+        notices += fit_notes
+    elif req.audio is not None:
+        ignored.append("audio")
+    if req.task == "interpolate":
+        missing = [n for n in ("first_frame", "last_frame") if getattr(req, n) is None]
+        if missing:
+            raise RequestError(missing[0], "frame interpolation needs both a first and a last frame; "
+                                           f"the {missing[0].replace('_', ' ')} is missing")
+        first = _media(media.load_image, req.first_frame, "first_frame")
+        last = _media(media.load_image, req.last_frame, "last_frame")
+        if first.size != last.size:
+            notices.append(f"first_frame is {first.size[0]}x{first.size[1]} and last_frame is "
+                           f"{last.size[0]}x{last.size[1]}: both were centre-cropped and resized to the output "
+                           f"size {size}x{size}")
+        elif first.size != (size, size):
+            notices.append(f"key frames ({first.size[0]}x{first.size[1]}) were centre-cropped and resized to the "
+                           f"output size {size}x{size}")
+        first, last = media.fit_square(first, size), media.fit_square(last, size)
+    else:
+        ignored += [n for n in ("first_frame", "last_frame") if getattr(req, n) is not None]
+    if ignored:
+        notices.append(f"ignored for the {req.task} task: {', '.join(ignored)}")
+
+    inputs = TaskInputs(
+        prompt=prompt, style_image=style,
+        audio=(audio.wave, audio.sample_rate) if audio is not None else None,
+        first_frame=first, last_frame=last, interpolation_mode=req.interpolation_mode,
+    )
+    try:
+        setup = build_task(preset, req.task, inputs, num_frames=frames, height=size, width=size)
+    except RequestError:
+        raise
+    except ValueError as e:
+        raise RequestError(_guess_field(str(e), req.task), str(e)) from None
+    notices += list(getattr(setup, "notices", []) or [])
+    try:
+        guidance = make_guidance(req.method, **params)
+    except ValueError as e:
+        raise RequestError("params", str(e)) from None
+    return Prepared(request=req, preset_name=preset.name, device=str(preset.device), fps=fps, frames=frames,
+                    size=size, steps=steps, cfg=cfg, seed=seed, params=params, guidance=guidance, setup=setup,
+                    audio=audio, notices=notices)
+
+
+def asdict_shallow(req: GenerationRequest) -> dict:
+    return {f: getattr(req, f) for f in req.__dataclass_fields__}
+
+
+def _guess_field(msg: str, task: str) -> str:
+    low = msg.lower()
+    for name in ("style_image", "first_frame", "last_frame", "audio", "prompt", "frames", "size"):
+        if name in low or name.replace("_", " ") in low:
+            return name
+    return {"style": "style_image", "audio": "audio", "interpolate": "first_frame"}.get(task, "prompt")
+
+
+# --------------------------------------------------------------------------------------------------------- running
+class Generation:
+    """Iterate to sample: yields every `StepEvent` of `preset.pipe.stream` and records the trace for the report.
+
+    `should_stop()` is checked once per step; when it returns True the stream raises
+    `pipelines.sampler.Cancelled`, memory is released, and the exception propagates.
+    """
+
+    def __init__(self, prepared: Prepared, preset, should_stop: Optional[Callable[[], bool]] = None):
+        self.prepared = prepared
+        self.preset = preset
+        self.should_stop = should_stop
+        self.reward_per_step: list[Optional[float]] = []
+        self.rewards_per_step: list[dict] = []
+        self.phases: list[str] = []
+        self.final_event = None
+        self.peak_memory_bytes = 0
+        self.seconds = 0.0
+        self.started = None
+
+    def __iter__(self) -> Iterator:
+        import torch
+
+        from .sampler import Cancelled
+
+        p, r = self.prepared, self.prepared.request
+        self.started = time.perf_counter()
+        gen = torch.Generator(device="cpu").manual_seed(int(p.seed))
+        stream = self.preset.pipe.stream(
+            r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
+            num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance,
+            reward=p.setup.reward, mg_scale=float(r.mg_scale), cfg_schedule="harivo" if r.cfg_schedule else None,
+            hooks=p.setup.hooks, should_stop=self.should_stop,
+        )
+        try:
+            for ev in stream:
+                self.peak_memory_bytes = max(self.peak_memory_bytes, int(getattr(ev, "peak_memory_bytes", 0) or 0))
+                if getattr(ev, "final", False):
+                    self.final_event = ev
+                else:
+                    self.reward_per_step.append(None if ev.reward is None else float(ev.reward))
+                    self.rewards_per_step.append({k: float(v) for k, v in (ev.rewards or {}).items()
+                                                  if _is_number(v)})
+                    self.phases.append(getattr(ev, "phase", "sample"))
+                self.seconds = time.perf_counter() - self.started
+                yield ev
+        except (Cancelled, GeneratorExit):
+            stream.close()
+            release_memory()
+            raise
+        finally:
+            self.seconds = time.perf_counter() - self.started
+
+    def final_reward(self) -> Optional[float]:
+        """The task's reward of the final video (mean over frames)."""
+        ev = self.final_event
+        if ev is None:
+            return None
+        reward = self.prepared.setup.reward
+        if reward is None:
+            return None
+        import torch
+
+        frames = ev.frames
+        try:
+            with torch.no_grad():
+                val = reward(frames.to(self.preset.device), None, frames.shape[0])
+            return float(val.float().mean())
+        except Exception:  # fall back to the stream's own figure for the final event
+            return None if ev.reward is None else float(ev.reward)
+
+
+def _is_number(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def release_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover
+        pass
+
+
+def run(request_or_prepared, preset, should_stop: Optional[Callable[[], bool]] = None) -> Generation:
+    prepared = request_or_prepared if isinstance(request_or_prepared, Prepared) else validate(request_or_prepared,
+                                                                                              preset)
+    return Generation(prepared, preset, should_stop)
+
+
+# ------------------------------------------------------------------------------------------------------- finishing
+def build_report(gen: Generation) -> dict:
+    p, r = gen.prepared, gen.prepared.request
+    rewards = [x for x in gen.reward_per_step if x is not None]
+    final = gen.final_reward()
+    return {
+        "method": r.method,
+        "task": r.task,
+        "preset": p.preset_name,
+        "device": p.device,
+        "seconds": round(gen.seconds, 4),
+        "peak_memory_bytes": int(gen.peak_memory_bytes),
+        "reward_per_step": gen.reward_per_step,
+        "final_reward": final,
+        "reward_before": rewards[0] if rewards else None,
+        "reward_after": final if final is not None else (rewards[-1] if rewards else None),
+        "frames": p.frames,
+        "fps": p.fps,
+        "height": p.size,
+        "width": p.size,
+        "steps": p.steps,
+        "cfg": p.cfg,
+        "cfg_schedule": "harivo" if r.cfg_schedule else None,
+        "mg_scale": r.mg_scale,
+        "seed": p.seed,
+        "params": p.params,
+        "prompt": r.prompt,
+        "negative_prompt": r.negative_prompt,
+        "interpolation_mode": r.interpolation_mode if r.task == "interpolate" else None,
+        "reward_name": getattr(p.setup.reward, "name", None),
+        "rewards_per_step": gen.rewards_per_step,
+        "phases": gen.phases,
+        "audio_muxed": p.audio is not None,
+        "notices": p.notices,
+    }
+
+
+def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:
+    """Write the mp4 (with the task's audio muxed) and the JSON report atomically; returns the report.
+
+    Both files are written to temporary siblings first and renamed into place only when both succeeded, so an
+    error never leaves a half-written output behind.
+    """
+    if gen.final_event is None or gen.final_event.frames is None:
+        raise RuntimeError("the generation has not finished: no final frames to write")
+    report = build_report(gen)
+    targets = [Path(out)] + ([Path(report_path)] if report_path else [])
+    temps = media.atomic_targets(targets)
+    try:
+        media.write_mp4(temps[0], gen.final_event.frames, gen.prepared.fps, audio=gen.prepared.audio,
+                        min_side=min_side)
+        if report_path:
+            temps[1].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        for tmp, dst in zip(temps, targets):
+            os.replace(tmp, dst)
+    finally:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return repr(o)
+
+
+def summary_text(report: dict) -> str:
+    def f(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
+    lines = [
+        f"{TASK_NAMES.get(report['task'], report['task'])} · method {report['method']} · preset {report['preset']} "
+        f"({report['device']})",
+        f"time {report['seconds']:.2f} s · peak memory {report['peak_memory_bytes'] / 2**20:.1f} MiB",
+        f"reward ({report.get('reward_name') or 'task'}) before: {f(report.get('reward_before'))} → "
+        f"after: {f(report.get('reward_after'))}",
+        f"{report['frames']} frames at {report['fps']} fps, {report['width']}x{report['height']}, "
+        f"{report['steps']} steps, seed {report['seed']}",
+    ]
+    lines += [f"note: {n}" for n in report.get("notices", [])]
+    return "\n".join(lines)
