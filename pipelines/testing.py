@@ -88,3 +88,40 @@ def tiny_components(seed: int = 0, cross_attention_dim: int = 16, sample_size: i
         "feature_extractor": None,
         "image_encoder": None,
     }
+
+
+def realsize_components(seed: int = 0, dtype=torch.float32) -> dict:
+    """Stable Diffusion 1.5 + AnimateDiff v1.5 sized components at random initialisation (benchmarks only).
+
+    Memory and speed do not depend on the weights, so this measures what the `animatediff` preset costs without
+    downloading anything. Configs follow the public SD 1.5 / motion adapter v1-5-2 / CLIP ViT-L/14 text shapes.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64, attention_head_dim=8)
+    adapter = MotionAdapter(motion_max_seq_length=32)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                       vocab_size=49408, max_position_embeddings=77, projection_dim=768)
+    )
+    tokenizer = build_clip_tokenizer(TINY_WORDS, tempfile.mkdtemp(prefix="gvs-tok-"), model_max_length=77)
+    text_encoder.config.eos_token_id = tokenizer.eos_token_id
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace")
+    comps = {"unet": unet, "motion_adapter": adapter, "vae": vae, "scheduler": scheduler,
+             "text_encoder": text_encoder, "tokenizer": tokenizer, "feature_extractor": None, "image_encoder": None}
+    for k in ("unet", "motion_adapter", "vae", "text_encoder"):
+        comps[k] = comps[k].to(dtype)
+    return comps

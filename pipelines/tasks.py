@@ -1,0 +1,135 @@
+"""Tasks turn user inputs into rewards and constraints for the guided sampler.
+
+- `t2v`: CLIP text alignment with the prompt.
+- `style`: CLIP Gram-matrix style distance to the style image.
+- `audio`: audio–video alignment: AV-sync (weight-free onset/motion correlation) or ImageBind, per preset.
+- `interpolate`: distance to the given first and last frames (reward), and/or replacement of those latent frames
+  by their forward-noised encodings at every step (exact endpoints).
+Bad inputs raise `ValueError` with a message naming the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .sampler import StepHook
+
+TASKS = ("t2v", "style", "audio", "interpolate")
+INTERPOLATION_MODES = ("both", "reward", "replacement")
+
+
+@dataclass
+class TaskInputs:
+    prompt: str = ""
+    style_image: Any = None  # PIL image or (3, H, W) tensor in [0, 1]
+    audio: Optional[tuple] = None  # (mono float32 waveform, sample rate)
+    first_frame: Any = None
+    last_frame: Any = None
+    interpolation_mode: str = "both"
+
+
+@dataclass
+class TaskSetup:
+    task: str
+    reward: Any
+    hooks: list = field(default_factory=list)
+    notices: list = field(default_factory=list)
+
+
+def image_tensor(image, size: tuple[int, int], who: str) -> torch.Tensor:
+    """PIL image or tensor → (3, H, W) float in [0, 1] at `size` (H, W)."""
+    from rewards.clip import to_image_tensor
+
+    try:
+        t = to_image_tensor(image, who=who).float()
+    except ValueError as e:
+        raise ValueError(str(e)) from e
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
+    return t.clamp(0, 1)
+
+
+class LatentReplacement(StepHook):
+    """Overwrite known latent frames with √ᾱ E(y) + √(1−ᾱ) z after each step (E(y) exactly at the end)."""
+
+    def __init__(self, images: torch.Tensor, indices: list[int]):
+        self.images = images  # (k, 3, H, W) in [0, 1]
+        self.indices = list(indices)
+
+    def start(self, ctx) -> None:
+        vae = ctx.vae
+        with torch.no_grad():
+            x = (self.images.to(ctx.device, vae.dtype) * 2 - 1)
+            enc = vae.encode(x).latent_dist.mean * vae.config.scaling_factor  # (k, c, h, w)
+        self.latents = enc.transpose(0, 1)[None].float()  # (1, c, k, h, w)
+
+    def after_step(self, ctx, x_prev, t_prev, i):
+        known = self.latents.to(x_prev)
+        if t_prev >= 0:
+            a = ctx.alpha_bar(t_prev)
+            known = a.sqrt() * known + (1 - a).sqrt() * ctx.randn_like(known)
+        x_prev = x_prev.clone()
+        x_prev[:, :, self.indices] = known
+        return x_prev
+
+
+def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: int, width: int) -> TaskSetup:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if not isinstance(inputs.prompt, str) or not inputs.prompt.strip():
+        raise ValueError("prompt: please describe the video (the prompt is empty)")
+    notices: list[str] = []
+    if task == "t2v":
+        from rewards.text import TextAlignmentReward
+
+        return TaskSetup(task, TextAlignmentReward(inputs.prompt, clip=preset.clip))
+    if task == "style":
+        from rewards.style import StyleReward
+
+        if inputs.style_image is None:
+            raise ValueError("style_image: the style reference task needs a style image")
+        ref = image_tensor(inputs.style_image, (height, width), "style_image")
+        return TaskSetup(task, StyleReward(ref, clip=preset.clip, layer=2))
+    if task == "audio":
+        if inputs.audio is None:
+            raise ValueError("audio: the audio alignment task needs an audio clip")
+        wave, sr = inputs.audio
+        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+        if wave.size == 0 or not np.isfinite(wave).all():
+            raise ValueError("audio: the audio clip is empty or contains invalid samples")
+        if float(np.abs(wave).max()) < 1e-4:
+            raise ValueError("audio: the audio clip is silent; nothing to align the motion to")
+        seconds = num_frames / preset.fps
+        if wave.size > int(round(seconds * sr)):
+            notices.append(f"audio cropped to the video's {seconds:g} s (it was {wave.size / sr:.1f} s)")
+            wave = wave[: int(round(seconds * sr))]
+        if preset.audio_reward == "imagebind":
+            from rewards.audio import ImageBindReward
+
+            reward = ImageBindReward(wave, sr)
+        else:
+            from rewards.audio import AVSyncReward
+
+            reward = AVSyncReward(wave, sr, fps=preset.fps)
+        return TaskSetup(task, reward, notices=notices)
+    # interpolate
+    from rewards.interpolation import InterpolationReward
+
+    if inputs.first_frame is None or inputs.last_frame is None:
+        missing = "first_frame" if inputs.first_frame is None else "last_frame"
+        raise ValueError(f"{missing}: frame interpolation needs both a first and a last frame")
+    if inputs.interpolation_mode not in INTERPOLATION_MODES:
+        raise ValueError(f"interpolation_mode must be one of {', '.join(INTERPOLATION_MODES)}")
+    if num_frames < 2:
+        raise ValueError("frames: interpolation needs at least 2 frames")
+    first = image_tensor(inputs.first_frame, (height, width), "first_frame")
+    last = image_tensor(inputs.last_frame, (height, width), "last_frame")
+    known = torch.stack([first, last])
+    indices = [0, num_frames - 1]
+    reward = InterpolationReward(known, indices=indices)
+    hooks = [LatentReplacement(known, indices)] if inputs.interpolation_mode in ("both", "replacement") else []
+    return TaskSetup(task, reward, hooks=hooks, notices=notices)

@@ -1,0 +1,124 @@
+"""Contract 1: GuidedAnimateDiffPipeline equals AnimateDiffPipeline without guidance, and streams per-step events."""
+import pytest
+import torch
+from diffusers import AnimateDiffPipeline
+
+from pipelines import GuidedAnimateDiffPipeline
+from pipelines.guidance import make_guidance
+from pipelines.sampler import Cancelled
+from pipelines.testing import tiny_components
+from tests.engine_helpers import TargetReward, tiny_pipe
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    comps = tiny_components()
+    ref = AnimateDiffPipeline(**comps)
+    ours = GuidedAnimateDiffPipeline(**comps)
+    for p in (ref, ours):
+        p.set_progress_bar_config(disable=True)
+    return ref, ours
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("negative", [None, "blue square"])
+def test_no_guidance_equals_animatediff(pipes, eta, negative):
+    ref, ours = pipes
+    kw = dict(prompt="a red circle moving left", num_frames=8, height=16, width=16, num_inference_steps=6,
+              output_type="pt", eta=eta, negative_prompt=negative, guidance_scale=7.5)
+    a = ref(generator=torch.Generator().manual_seed(3), **kw).frames
+    b = ours(generator=torch.Generator().manual_seed(3), **kw).frames
+    assert a.shape == b.shape == (1, 8, 3, 16, 16)
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_no_guidance_equals_animatediff_without_cfg_and_pil_output(pipes):
+    ref, ours = pipes
+    kw = dict(prompt="a blue square", num_frames=4, height=16, width=16, num_inference_steps=3, guidance_scale=1.0)
+    a = ref(generator=torch.Generator().manual_seed(1), output_type="np", **kw).frames
+    b = ours(generator=torch.Generator().manual_seed(1), output_type="np", **kw).frames
+    assert abs(a - b).max() <= 1e-5
+    pil = ours(generator=torch.Generator().manual_seed(1), **kw).frames
+    assert len(pil[0]) == 4 and pil[0][0].size == (16, 16)
+
+
+def test_from_pretrained_roundtrip(pipes, tmp_path):
+    _, ours = pipes
+    ours.save_pretrained(tmp_path)
+    loaded = GuidedAnimateDiffPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded, GuidedAnimateDiffPipeline)
+    loaded.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a red circle", num_frames=4, height=16, width=16, num_inference_steps=3, output_type="pt")
+    a = ours(generator=torch.Generator().manual_seed(0), **kw).frames
+    b = loaded(generator=torch.Generator().manual_seed(0), **kw).frames
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_stream_yields_one_event_per_step_then_final():
+    pipe = tiny_pipe()
+    target = torch.full((8, 3, 16, 16), 0.5)
+    events = list(pipe.stream("a red circle", num_frames=8, height=16, width=16, num_inference_steps=5,
+                              generator=torch.Generator().manual_seed(0), reward=TargetReward(target)))
+    steps, final = events[:-1], events[-1]
+    assert [e.index for e in steps] == list(range(5))
+    assert all(e.total == 5 for e in events)
+    assert [e.timestep for e in steps] == [int(t) for t in pipe.scheduler.timesteps]
+    for e in steps:
+        assert e.preview.shape == (8, 3, 16, 16)
+        assert 0.0 <= e.preview.min() and e.preview.max() <= 1.0
+        assert isinstance(e.reward, float) and e.peak_memory_bytes > 0
+    assert [e.seconds for e in events] == sorted(e.seconds for e in events)
+    assert final.final and final.frames.shape == (8, 3, 16, 16)
+    expected = float(TargetReward(target)(final.frames).mean())
+    assert final.reward == pytest.approx(expected, rel=1e-5)
+
+
+def test_stream_cancel_stops_within_one_step():
+    pipe = tiny_pipe()
+    seen = []
+    gen = pipe.stream("a red circle", num_frames=4, height=16, width=16, num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(0), should_stop=lambda: len(seen) >= 3)
+    with pytest.raises(Cancelled):
+        for ev in gen:
+            seen.append(ev)
+    assert len(seen) == 3
+
+
+def test_guided_call_returns_frames_and_reward():
+    pipe = tiny_pipe()
+    target = torch.zeros(4, 3, 16, 16)
+    out = pipe("a red circle", num_frames=4, height=16, width=16, num_inference_steps=4, output_type="pt",
+               generator=torch.Generator().manual_seed(0), guidance=make_guidance("mpgd"), reward=TargetReward(target))
+    assert out.frames.shape == (1, 4, 3, 16, 16)
+    assert out.final_reward == pytest.approx(float(TargetReward(target)(out.frames[0]).mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(guidance=make_guidance("titan")), "needs a reward"),
+        (dict(num_frames=0), "num_frames"),
+        (dict(num_inference_steps=0), "num_inference_steps"),
+        (dict(mg_scale=-1.0), "mg_scale"),
+        (dict(cfg_schedule="cosine"), "cfg_schedule"),
+        (dict(height=15), "divisible"),
+        (dict(guidance="titan"), "Guidance"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    pipe = tiny_pipe()
+    base = dict(num_frames=4, height=16, width=16, num_inference_steps=2)
+    base.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        list(pipe.stream("a red circle", **base))
+
+
+def test_gradient_method_refuses_black_box_reward():
+    pipe = tiny_pipe()
+
+    class BlackBox(TargetReward):
+        differentiable = False
+
+    with pytest.raises(ValueError, match="differentiable"):
+        list(pipe.stream("a red circle", num_frames=4, height=16, width=16, num_inference_steps=2,
+                         guidance=make_guidance("freedom"), reward=BlackBox(torch.zeros(4, 3, 16, 16))))
