@@ -140,7 +140,7 @@ def _tokenizer_notice(preset, prompt: str, field_name: str) -> Optional[str]:
     if tok is None or not prompt:
         return None
     try:
-        n = len(tok(prompt, truncation=False)["input_ids"])
+        n = len(tok.tokenize(prompt)) + 2  # + start and end tokens
         limit = int(tok.model_max_length)
     except Exception:  # tokenizer quirks must never block a generation
         return None
@@ -178,11 +178,12 @@ def coerce_param(spec, value):
     return _number(value, name, int if kind == "int" else float, lo, hi)
 
 
-def resolve_params(method: str, params: Optional[dict]) -> dict:
-    """Fill in METHODS.md defaults and check every given parameter against `method_params(method)`."""
+def resolve_params(method: str, params: Optional[dict], preset=None) -> dict:
+    """Fill in defaults (METHODS.md, or the preset's own where it has one) and check every given parameter."""
     from .guidance import method_params
 
     specs = {s.name: s for s in method_params(method)}
+    overrides = preset.guidance_defaults(method) if preset is not None and hasattr(preset, "guidance_defaults") else {}
     params = dict(params or {})
     unknown = sorted(set(params) - set(specs))
     if unknown:
@@ -190,7 +191,10 @@ def resolve_params(method: str, params: Optional[dict]) -> dict:
         raise RequestError(f"param {unknown[0]}", f"unknown parameter for method {method!r} (known: {known})")
     out = {}
     for name, spec in specs.items():
-        out[name] = coerce_param(spec, params[name]) if name in params and params[name] is not None else spec.default
+        if name in params and params[name] is not None:
+            out[name] = coerce_param(spec, params[name])
+        else:
+            out[name] = overrides.get(name, spec.default)
     return out
 
 
@@ -246,7 +250,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
         raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
-    params = resolve_params(req.method, req.params)
+    params = resolve_params(req.method, req.params, preset)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
                                "seed": seed, "params": params})
