@@ -27,6 +27,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_B16 = "openai/clip-vit-base-patch16"
 CLIP_L14 = "openai/clip-vit-large-patch14"
 CLIP_B32 = "openai/clip-vit-base-patch32"
+#: The micro preset's CLIP (`load_clip("micro")`).
+MICRO_CLIP_DIR = Path(__file__).resolve().parents[1] / "assets" / "micro" / "clip"
 
 
 def _as_tensor_output(out) -> torch.Tensor:
@@ -212,7 +214,8 @@ def _load_from_pretrained(name: str, device, dtype) -> ClipModel:
 def load_clip(name_or_path=CLIP_B16, device=None, dtype=None) -> ClipModel:
     """Return a cached `ClipModel`.
 
-    `name_or_path`: a hub id, a local folder, a `(CLIPModel, tokenizer)` pair, a bare `CLIPModel`, or a `ClipModel`.
+    `name_or_path`: a hub id, a local folder, ``"micro"`` (assets/micro/clip/), a `(CLIPModel, tokenizer)` pair,
+    a bare `CLIPModel`, or a `ClipModel`. The model is put in eval mode with frozen parameters.
     """
     if isinstance(name_or_path, ClipModel):
         if device is not None or dtype is not None:
@@ -234,6 +237,10 @@ def load_clip(name_or_path=CLIP_B16, device=None, dtype=None) -> ClipModel:
     if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
         raise RewardError(f"clip: expected a model id, folder or (CLIPModel, tokenizer), got {type(name_or_path).__name__}")
     name = str(name_or_path)
+    if name == "micro":  # the project's micro CLIP (assets/micro/clip/), trained by pipelines.micro
+        name = str(MICRO_CLIP_DIR)
+        if not MICRO_CLIP_DIR.is_dir():
+            raise RewardError(f"clip: the micro CLIP is missing at {name!r} (train it with pipelines.micro)")
     key = (name, str(device), str(dtype))
     with _LOCK:
         if key not in _CACHE:
