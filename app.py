@@ -80,6 +80,8 @@ def _named(base):
                 raise gr.Error(f"{self.field}: {msg}") from None
 
     Named.__name__ = Named.__qualname__ = base.__name__
+    # Gradio serialises a component's props by reading its __init__ signature: keep the base's
+    Named.__init__.__signature__ = inspect.signature(base.__init__)
     return Named
 
 
@@ -303,7 +305,9 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
         progress = values.pop() if values and isinstance(values[-1], gr.Progress) else None
         yield from studio.generate(task, dict(zip(names, values)), progress)
 
-    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    # defaults in the signature become the API's defaults (gradio_client fills omitted arguments with them)
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=getattr(named[n], "value", None))
+              for n in names]
     params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=gr.Progress(track_tqdm=False)))
     handler.__signature__ = inspect.Signature(params)
