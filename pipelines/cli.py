@@ -75,14 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", required=True, help="output JSON report")
     g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
 
-    b = sub.add_parser("bench", help="time and memory per (method, size); one JSON object per line")
-    b.add_argument("--preset", default="micro")
+    b = sub.add_parser("bench", help="seconds and peak memory per (method, size); one JSON object per line")
+    b.add_argument("--preset", default="micro", help="micro | tiny | sd15-random (SD1.5-sized random weights)")
     b.add_argument("--device", default=None)
-    b.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
-    b.add_argument("--sizes", default=None, help="comma-separated square sizes (default: the preset's choices)")
+    b.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    b.add_argument("--methods", default=None, help="comma-separated method names (default: none,titan)")
+    b.add_argument("--sizes", default=None, help="comma-separated FRAMESxSIDE, e.g. 8x32,16x512 (default: 8x32)")
     b.add_argument("--steps", type=int, default=None)
-    b.add_argument("--frames", type=int, default=None)
-    b.add_argument("--task", default="t2v", choices=list(TASKS))
     b.add_argument("--repeats", type=int, default=None)
     b.add_argument("--seed", type=int, default=None)
 
@@ -160,18 +159,14 @@ def cmd_generate(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    import inspect
-
     from .bench import run_bench
 
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    sizes = None if a.sizes is None else [int(s) for s in a.sizes.split(",") if s.strip()]
-    kwargs = {"preset_name": a.preset, "methods": methods, "sizes": sizes, "steps": a.steps, "frames": a.frames,
-              "task": a.task, "device": a.device, "repeats": a.repeats, "seed": a.seed}
-    sig = inspect.signature(run_bench)
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs = {k: v for k, v in kwargs.items()
-              if v is not None and (accepts_any or k in sig.parameters)}
+    def split(v):
+        return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
+
+    kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
+              "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
         for row in run_bench(**kwargs):
             print(json.dumps(row), flush=True)

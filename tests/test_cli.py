@@ -1,0 +1,77 @@
+"""`python -m pipelines generate|bench` (DESIGN.md contracts 3 and 5)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import media
+
+from .conftest import ROOT, test_preset_name
+
+PROMPT = "a green circle bouncing on a black background"
+
+
+def _cli(*args, timeout=600):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "pipelines", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL)
+
+
+def test_generate_audio_task(tmp_path, examples_dir):
+    out, rep = tmp_path / "out.mp4", tmp_path / "report.json"
+    r = _cli("generate", "--preset", test_preset_name(), "--task", "audio", "--prompt", PROMPT,
+             "--audio", examples_dir / "impacts_long.wav", "--method", "none", "--mg-scale", "40", "--steps", 2,
+             "--seed", 5, "--out", out, "--report", rep)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(rep.read_text())
+    for k in ("method", "task", "preset", "device", "seconds", "peak_memory_bytes", "reward_per_step",
+              "final_reward", "frames", "fps"):
+        assert k in data
+    assert data["task"] == "audio" and data["method"] == "none" and data["seed"] == 5
+    assert data["mg_scale"] == 40 and len(data["reward_per_step"]) == 2
+    assert any("longer than" in n for n in data["notices"])
+    assert media.count_frames(out) == data["frames"]
+    assert "Audio: aac" in media.probe(out)
+    assert "step 2/2" in r.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--task", "style", "--method", "none"], "--style-image"),
+    (["--task", "t2v", "--method", "magic"], "--method"),
+    (["--task", "t2v", "--method", "titan", "--param", "bogus=1"], "--param bogus"),
+    (["--task", "audio", "--method", "none", "--audio", "missing.wav"], "--audio"),
+    (["--task", "t2v", "--method", "none", "--steps", "0"], "--steps"),
+    (["--task", "t2v", "--method", "none", "--frames", "7"], "--frames"),
+    (["--task", "interpolate", "--method", "none", "--first-frame", "assets/examples/first_frame.png"], "--last-frame"),
+])
+def test_bad_input_exit_2(tmp_path, args, flag):
+    out, rep = tmp_path / "o.mp4", tmp_path / "o.json"
+    r = _cli("generate", "--preset", test_preset_name(), "--prompt", PROMPT, *args, "--steps", 2,
+             "--out", out, "--report", rep) if "--steps" not in args else _cli(
+        "generate", "--preset", test_preset_name(), "--prompt", PROMPT, *args, "--out", out, "--report", rep)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and flag in err_lines[0], r.stderr[-2000:]
+    assert not out.exists() and not rep.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_prompt_exit_2(tmp_path):
+    r = _cli("generate", "--preset", test_preset_name(), "--task", "t2v", "--prompt", "", "--method", "none",
+             "--out", tmp_path / "o.mp4", "--report", tmp_path / "o.json")
+    assert r.returncode == 2 and "--prompt" in r.stderr.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pipelines.bench") is None, reason="pipelines.bench not available")
+def test_bench_prints_json_lines():
+    size = "4x16" if test_preset_name() == "tiny" else "8x32"
+    r = _cli("bench", "--preset", test_preset_name(), "--methods", "none", "--sizes", size, "--steps", 2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip().startswith("{")]
+    assert rows and all("seconds" in row and "peak_memory_bytes" in row for row in rows)
