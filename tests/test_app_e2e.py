@@ -1,0 +1,167 @@
+"""End to end: the app as a subprocess on 127.0.0.1, driven through gradio_client (all four endpoints)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import media
+
+from .conftest import ROOT, test_preset_name
+
+pytestmark = pytest.mark.slow
+PROMPT = "a red circle moving left to right on a black background"
+STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, log_path, extra=()):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", test_preset_name(), "--port",
+                             str(port), "--host", "127.0.0.1", "--no-cache-examples", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}: {open(log_path).read()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                if "Running on" in open(log_path).read():
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"app did not start: {open(log_path).read()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    proc, url = start_app(_free_port(), log)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _run(client, api_name, *args, **kw):
+    job = client.submit(*args, api_name=api_name, steps=STEPS, **kw)
+    result = job.result(timeout=300)
+    return job, result
+
+
+def _check_video(result, frames, audio=False):
+    preview, plot, video, report, summary = result
+    path = video["video"] if isinstance(video, dict) else video
+    assert media.count_frames(path) == frames
+    info = media.probe(path)
+    assert "h264" in info and "yuv420p" in info
+    assert ("Audio:" in info) == audio
+    assert report and str(report).endswith(".json")
+    assert "before" in summary and "after" in summary
+    return path
+
+
+def test_endpoints_listed(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/text_to_video", "/style_transfer", "/audio_alignment", "/frame_interpolation"} <= names
+
+
+def test_text_to_video_streams_every_step(client):
+    job, result = _run(client, "/text_to_video", PROMPT, frames=8)
+    outs = job.outputs()
+    assert len(outs) >= STEPS + 1  # one streamed update per step, then the final one
+    assert all(o[0] is not None for o in outs[1:])  # preview image on every step after the first
+    _check_video(result, 8)
+
+
+def test_style_transfer(client, examples_dir):
+    from gradio_client import handle_file
+
+    job, result = _run(client, "/style_transfer", PROMPT, style_image=handle_file(str(examples_dir / "style_stripes.png")))
+    assert len(job.outputs()) >= STEPS + 1
+    _check_video(result, 8)
+
+
+def test_audio_alignment_muxes_audio(client, examples_dir):
+    from gradio_client import handle_file
+
+    job, result = _run(client, "/audio_alignment", "a green circle bouncing on a black background",
+                       audio=handle_file(str(examples_dir / "impacts_long.wav")))
+    _check_video(result, 8, audio=True)
+    assert "longer than" in result[4]  # the crop notice is in the summary
+
+
+def test_frame_interpolation(client, examples_dir):
+    from gradio_client import handle_file
+
+    job, result = _run(client, "/frame_interpolation", "a blue triangle moving left to right on a gray background",
+                       first_frame=handle_file(str(examples_dir / "first_frame.png")),
+                       last_frame=handle_file(str(examples_dir / "last_frame.png")))
+    _check_video(result, 8)
+
+
+def test_cancel_then_keeps_serving(client):
+    job = client.submit(PROMPT, api_name="/text_to_video", steps=100)
+    deadline = time.time() + 120
+    while len(job.outputs()) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.outputs(), "no streamed step before the deadline"
+    job.cancel()
+    time.sleep(1)
+    assert len(job.outputs()) < 100
+    _, result = _run(client, "/text_to_video", PROMPT)  # the slot is free again
+    _check_video(result, 8)
+
+
+@pytest.mark.parametrize("api,kw,field", [
+    ("/text_to_video", {"prompt": ""}, "prompt"),
+    ("/text_to_video", {"prompt": PROMPT, "steps": 0}, "steps"),
+    ("/text_to_video", {"prompt": PROMPT, "frames": 7}, "frames"),
+    ("/text_to_video", {"prompt": PROMPT, "seed": None}, "seed"),
+    ("/text_to_video", {"prompt": PROMPT, "method": "magic"}, "method"),
+    ("/style_transfer", {"prompt": PROMPT}, "style_image"),
+    ("/audio_alignment", {"prompt": PROMPT}, "audio"),
+    ("/frame_interpolation", {"prompt": PROMPT}, "first_frame"),
+])
+def test_bad_inputs_name_the_field(client, api, kw, field):
+    with pytest.raises(Exception) as e:
+        client.predict(api_name=api, **kw)
+    assert field in str(e.value)
+
+
+def test_bad_uploads_name_the_field(client, tmp_path):
+    from gradio_client import handle_file
+
+    txt = tmp_path / "notes.wav"
+    txt.write_text("not audio at all " * 40)
+    with pytest.raises(Exception, match="audio"):
+        client.predict(PROMPT, audio=handle_file(str(txt)), api_name="/audio_alignment")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(Exception, match="style_image"):
+        client.predict(PROMPT, style_image=handle_file(str(bad)), api_name="/style_transfer")
+    # and the server still serves
+    _, result = _run(client, "/text_to_video", PROMPT)
+    _check_video(result, 8)
