@@ -165,7 +165,9 @@ class Studio:
 def _plot(rows):
     import pandas as pd
 
-    return pd.DataFrame(rows if rows else [], columns=["step", "reward", "series"])
+    df = pd.DataFrame(rows if rows else [], columns=["step", "reward", "series"])
+    # explicit dtypes: an empty/object column would make the plot treat rewards as categories
+    return df.astype({"step": "int64", "reward": "float64", "series": "str"})
 
 
 # --------------------------------------------------------------------------------------------------------- layout
@@ -271,7 +273,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
             with gr.Row():
                 named["seed"] = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                        field="seed", scale=3)
-                dice = gr.Button("🎲 Randomise", scale=1, size="sm")
+                dice = gr.Button("Randomise seed", scale=1, size="sm")
             with gr.Row():
                 named["steps"] = Slider(minimum=STEPS_RANGE[0], maximum=100, step=1, value=preset.default_steps,
                                         label="Steps", field="steps")
@@ -289,7 +291,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
             status = gr.Textbox(label="Status / summary", lines=5, interactive=False, elem_id=f"{task}-summary")
             preview = gr.Image(label="Live preview (decoded x̂0 per step)", type="pil", interactive=False,
                                format="png", elem_id=f"{task}-preview")
-            plot = gr.LinePlot(value=_plot([]), x="step", y="reward", color="series", title="Reward per step",
+            plot = gr.LinePlot(value=_plot([]), x="step", y="reward", title="Reward per step",
                                label="Reward per step", height=220)
             video = gr.Video(label="Video", interactive=False, height=DISPLAY_SIDE, elem_id=f"{task}-video",
                              loop=True, autoplay=True)
