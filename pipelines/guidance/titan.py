@@ -28,7 +28,7 @@ class TitanGuidance(Guidance):
     summary: ClassVar[str] = "TITAN-Guide: forward-mode (jvp) gradient estimates, no backprop through the UNet."
 
     guess: str = param("direct", choices=["direct", "random", "score"], help="gradient guess V")
-    num_guesses: int = param(1, min=1, max=16, step=1, help="K guesses averaged per refinement")
+    num_guesses: int = param(1, min=1, max=64, step=1, help="K guesses averaged per refinement")
     subset_frames: int = param(2, min=1, max=64, step=1, help="frames |S| decoded for the direct guess")
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
@@ -92,7 +92,7 @@ class TitanGuidance(Guidance):
                 total = total + d.to(v.dtype)[None, None, :, None, None] * v
             else:
                 total = total + d.to(v.dtype) * v
-            ctx.stats["objective"] = float(value.sum())
+            ctx.stats["objective"] = float(value.detach().sum())
         return total / self.num_guesses
 
     def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
