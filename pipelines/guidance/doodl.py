@@ -52,7 +52,7 @@ class DOODLGuidance(Guidance):
             yield {
                 "iteration": it + 1,
                 "iterations": self.iterations,
-                "reward": float(value) / frames.shape[0],
+                "reward": float(value.detach()) / frames.shape[0],
                 "preview": frames.detach().clamp(0, 1).cpu(),
             }
         return x_T
