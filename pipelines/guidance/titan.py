@@ -29,7 +29,7 @@ class TitanGuidance(Guidance):
 
     guess: str = param("direct", choices=["direct", "random", "score"], help="gradient guess V")
     num_guesses: int = param(1, min=1, max=64, step=1, help="K guesses averaged per refinement")
-    subset_frames: int = param(2, min=1, max=64, step=1, help="frames |S| decoded for the direct guess")
+    subset_frames: int = param(2, min=1, max=64, step=1, help="frames decoded for the direct guess (the sampled subset S)")
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
     step_size: float = param(0.1, min=0.0, max=5.0, step=0.01, help="λ: step size in units of latent rms")
