@@ -25,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from pipelines.media import frame_strip  # noqa: E402
+from pipelines.tasks import T2V_REWARDS  # noqa: E402
 from pipelines.request import (  # noqa: E402
     CFG_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED, MG_RANGE, STEPS_RANGE, TASK_NAMES,
     GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
@@ -127,6 +128,7 @@ class Studio:
             steps=kw["steps"], cfg=kw["cfg"], frames=kw["frames"], size=kw["size"],
             style_image=kw.get("style_image"), audio=kw.get("audio"), first_frame=kw.get("first_frame"),
             last_frame=kw.get("last_frame"), interpolation_mode=kw.get("interpolation_mode") or "both",
+            t2v_reward=kw.get("t2v_reward") or "clip",
         )
         try:
             prepared = validate(req, preset)
@@ -254,6 +256,11 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                     choices=list(INTERPOLATION_MODES), value="both", label="Interpolation constraint",
                     info="reward: guide towards the key frames; replacement: overwrite the known latent frames; "
                          "both", field="interpolation_mode")
+            if task == "t2v":
+                named["t2v_reward"] = Dropdown(
+                    choices=list(T2V_REWARDS), value="clip", label="Reward",
+                    info="clip: CLIP text alignment; lvlm: a vision-language judge (black box: use free2guide; "
+                         "set GVS_LVLM_URL); clip+lvlm: Free²Guide's reward ensembles", field="t2v_reward")
             named["method"] = Dropdown(choices=studio.methods, value="none", label="Guidance method",
                                        field="method", elem_id=f"{task}-method")
             groups = {}

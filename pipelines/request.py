@@ -71,6 +71,7 @@ class GenerationRequest:
     first_frame: Any = None
     last_frame: Any = None
     interpolation_mode: str = "both"
+    t2v_reward: str = "clip"  # text-to-video reward: clip, lvlm, or a clip+lvlm ensemble (pipelines.tasks)
 
 
 @dataclass
@@ -250,6 +251,10 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
         raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
+    from .tasks import T2V_REWARDS
+
+    if req.t2v_reward not in T2V_REWARDS:
+        raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
     params = resolve_params(req.method, req.params, preset)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
@@ -297,7 +302,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     inputs = TaskInputs(
         prompt=prompt, style_image=style,
         audio=(audio.wave, audio.sample_rate) if audio is not None else None,
-        first_frame=first, last_frame=last, interpolation_mode=req.interpolation_mode,
+        first_frame=first, last_frame=last, interpolation_mode=req.interpolation_mode, t2v_reward=req.t2v_reward,
     )
     try:
         setup = build_task(preset, req.task, inputs, num_frames=frames, height=size, width=size)
@@ -452,6 +457,7 @@ def build_report(gen: Generation) -> dict:
         "prompt": r.prompt,
         "negative_prompt": r.negative_prompt,
         "interpolation_mode": r.interpolation_mode if r.task == "interpolate" else None,
+        "t2v_reward": r.t2v_reward if r.task == "t2v" else None,
         "reward_name": getattr(p.setup.reward, "name", None),
         "rewards_per_step": gen.rewards_per_step,
         "phases": gen.phases,

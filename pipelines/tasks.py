@@ -20,6 +20,9 @@ from .sampler import StepHook
 
 TASKS = ("t2v", "style", "audio", "interpolate")
 INTERPOLATION_MODES = ("both", "reward", "replacement")
+#: Rewards the text-to-video task can score with: CLIP text alignment, an LVLM judge (black box: Free²Guide or
+#: none), or an ensemble of both (Free²Guide's weighted sum with β = 0.75 on the LVLM, normalised sum, Borda).
+T2V_REWARDS = ("clip", "lvlm", "clip+lvlm weighted", "clip+lvlm normalized", "clip+lvlm borda")
 
 
 @dataclass
@@ -30,6 +33,7 @@ class TaskInputs:
     first_frame: Any = None
     last_frame: Any = None
     interpolation_mode: str = "both"
+    t2v_reward: str = "clip"
 
 
 @dataclass
@@ -77,6 +81,36 @@ class LatentReplacement(StepHook):
         return x_prev
 
 
+def text_reward(preset, prompt: str, kind: str = "clip"):
+    """The t2v task's reward: CLIP, the LVLM judge (configured by GVS_LVLM_* variables), or their ensemble."""
+    from rewards.text import TextAlignmentReward
+
+    if kind not in T2V_REWARDS:
+        raise ValueError(f"t2v_reward must be one of {', '.join(T2V_REWARDS)}, got {kind!r}")
+    if kind == "clip":
+        return TextAlignmentReward(prompt, clip=preset.clip)
+    from rewards.lvlm import LVLMJudge
+
+    import os
+
+    if not (os.environ.get("GVS_LVLM_URL") or os.environ.get("GVS_LVLM_LOCAL_MODEL")):
+        raise ValueError(
+            "t2v_reward: the LVLM judge is not configured; set GVS_LVLM_URL (and GVS_LVLM_MODEL, GVS_LVLM_API_KEY) "
+            "for an OpenAI-compatible endpoint, or GVS_LVLM_LOCAL_MODEL to a local transformers vision-language model"
+        )
+    if os.environ.get("GVS_LVLM_URL"):
+        judge = LVLMJudge(prompt, backend="openai")
+    else:
+        judge = LVLMJudge(prompt, backend="transformers", model=os.environ["GVS_LVLM_LOCAL_MODEL"])
+    if kind == "lvlm":
+        return judge
+    from rewards.ensemble import EnsembleReward
+
+    mode = kind.split()[-1]
+    weights = [0.75, 0.25] if mode == "weighted" else None
+    return EnsembleReward([judge, TextAlignmentReward(prompt, clip=preset.clip)], mode=mode, weights=weights)
+
+
 def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: int, width: int) -> TaskSetup:
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -84,9 +118,7 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
         raise ValueError("prompt: please describe the video (the prompt is empty)")
     notices: list[str] = []
     if task == "t2v":
-        from rewards.text import TextAlignmentReward
-
-        return TaskSetup(task, TextAlignmentReward(inputs.prompt, clip=preset.clip))
+        return TaskSetup(task, text_reward(preset, inputs.prompt, inputs.t2v_reward))
     if task == "style":
         from rewards.style import StyleReward
 

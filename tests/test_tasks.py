@@ -92,3 +92,27 @@ def test_presets_are_loaded_once_and_unknown_names_fail():
     assert load_preset("tiny", device="cpu") is load_preset("tiny", device="cpu")
     with pytest.raises(ValueError, match="unknown preset"):
         load_preset("sdxl")
+
+
+def test_t2v_reward_choices(tiny, monkeypatch):
+    from rewards.ensemble import EnsembleReward
+    from rewards.lvlm import LVLMJudge
+
+    monkeypatch.delenv("GVS_LVLM_URL", raising=False)
+    monkeypatch.delenv("GVS_LVLM_LOCAL_MODEL", raising=False)
+    with pytest.raises(ValueError, match="GVS_LVLM_URL"):
+        build_task(tiny, "t2v", TaskInputs(prompt="a red circle", t2v_reward="lvlm"), 8, 16, 16)
+    with pytest.raises(ValueError, match="t2v_reward"):
+        build_task(tiny, "t2v", TaskInputs(prompt="a red circle", t2v_reward="vibes"), 8, 16, 16)
+    monkeypatch.setenv("GVS_LVLM_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("GVS_LVLM_MODEL", "judge")
+    judge = build_task(tiny, "t2v", TaskInputs(prompt="a red circle", t2v_reward="lvlm"), 8, 16, 16).reward
+    assert isinstance(judge, LVLMJudge) and not judge.differentiable
+    ens = build_task(tiny, "t2v", TaskInputs(prompt="a red circle", t2v_reward="clip+lvlm borda"), 8, 16, 16).reward
+    assert isinstance(ens, EnsembleReward) and not ens.differentiable
+    # a gradient method cannot use a black-box judge: the pipeline says so before sampling
+    from pipelines.guidance import make_guidance
+
+    with pytest.raises(ValueError, match="free2guide"):
+        list(tiny.pipe.stream("a red circle", num_frames=4, height=16, width=16, num_inference_steps=2,
+                              guidance=make_guidance("titan"), reward=judge))

@@ -13,16 +13,9 @@ from typing import ClassVar
 
 import torch
 
+from rewards.lvlm import key_frame_indices
+
 from .base import Guidance, param
-
-
-def key_frame_indices(num_frames: int, count: int) -> list[int]:
-    """`count` evenly spaced frames, first and last included (16 frames, 4 keys → 0, 5, 10, 15)."""
-    if count >= num_frames:
-        return list(range(num_frames))
-    if count == 1:
-        return [0]
-    return sorted({round(k * (num_frames - 1) / (count - 1)) for k in range(count)})
 
 
 @dataclass
