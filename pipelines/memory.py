@@ -42,6 +42,13 @@ class PeakMemory:
         except OSError:
             self.resettable = False
 
+    def current(self) -> int:
+        """Memory in use now (CUDA: allocated bytes; CPU: resident set size)."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.memory_allocated(self.device))
+        rss = _read_status("VmRSS")
+        return int(rss) if rss is not None else self.peak()
+
     def peak(self) -> int:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
