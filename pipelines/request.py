@@ -386,22 +386,9 @@ class Generation:
             self.seconds = time.perf_counter() - self.started
 
     def final_reward(self) -> Optional[float]:
-        """The task's reward of the final video (mean over frames)."""
+        """The task's reward of the final video (mean over frames), as computed by the stream's final event."""
         ev = self.final_event
-        if ev is None:
-            return None
-        reward = self.prepared.setup.reward
-        if reward is None:
-            return None
-        import torch
-
-        frames = ev.frames
-        try:
-            with torch.no_grad():
-                val = reward(frames.to(self.preset.device), None, frames.shape[0])
-            return float(val.float().mean())
-        except Exception:  # fall back to the stream's own figure for the final event
-            return None if ev.reward is None else float(ev.reward)
+        return None if ev is None or ev.reward is None else float(ev.reward)
 
 
 def _is_number(v) -> bool:
