@@ -78,6 +78,76 @@ def shape_of(mask: np.ndarray) -> tuple[str | None, float]:
     return "triangle", fill
 
 
+def background_model(name: str, size: int) -> np.ndarray:
+    from .world import background_image
+
+    return background_image(name, size)
+
+
+def objectness(frame: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Soft (H, W) object coverage in [0, 1]: saturation (= mixing fraction of a saturated colour over any
+    colourless background) or, for white, the brightness above the expected background level."""
+    mx, mn = frame.max(0), frame.min(0)
+    white = np.clip((mn - bg) / np.maximum(1.0 - bg, 0.2), 0.0, 1.0)
+    o = np.maximum(np.clip(mx - mn, 0.0, 1.0), white)
+    return np.where(o < 0.2, 0.0, o)
+
+
+_TEMPLATES = None
+
+
+def _templates():
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        from .world import SHAPE_MASKS
+
+        _TEMPLATES = {k: v.astype(np.float32) for k, v in SHAPE_MASKS.items()}
+    return _TEMPLATES
+
+
+def shape_features(o: np.ndarray, region: np.ndarray, search: int = 3) -> dict | None:
+    """Place the object's 10x10 box where the soft coverage `o` is heaviest, then measure the mean coverage of
+    the square's corners outside the circle (`corners`) and of the upper part outside the triangle (`upper`)."""
+    ys, xs = np.nonzero(region)
+    if len(ys) < 6:
+        return None
+    t = _templates()
+    sq, ci, tr = t["square"], t["circle"], t["triangle"]
+    H, W = o.shape
+    oo = np.where(ndimage.binary_dilation(region, iterations=2), o, 0.0)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    by, bx = int(round(cy - OBJ / 2 + 0.5)), int(round(cx - OBJ / 2 + 0.5))
+    pad = np.pad(oo, OBJ)
+    best, box = -1.0, None
+    for dy in range(-search, search + 1):
+        for dx in range(-search, search + 1):
+            ty, tx = by + dy + OBJ, bx + dx + OBJ
+            if ty < 0 or tx < 0 or ty + OBJ > pad.shape[0] or tx + OBJ > pad.shape[1]:
+                continue
+            win = pad[ty : ty + OBJ, tx : tx + OBJ]
+            # heaviest window; ties -> the one whose border carries the least coverage outside it
+            m = float(win.sum()) - 1e-3 * abs(dy) - 1e-3 * abs(dx)
+            if m > best:
+                best, box = m, win
+    corners = (sq > 0) & (ci == 0)
+    upper = (sq > 0) & (tr == 0)
+    upper[OBJ // 2 :] = False
+    return {"corners": float(box[corners].mean()), "upper": float(box[upper].mean())}
+
+
+def match_shape(o: np.ndarray, region: np.ndarray) -> tuple[str | None, dict]:
+    f = shape_features(o, region)
+    if f is None:
+        return None, {}
+    if f["upper"] < UPPER_T:
+        return "triangle", f
+    return ("square" if f["corners"] > CORNER_T else "circle"), f
+
+
+UPPER_T = 0.55
+CORNER_T = 0.72
+
+
 def _majority(items):
     items = [i for i in items if i is not None]
     if not items:
@@ -155,6 +225,8 @@ def detect(frames) -> dict:
     f = a.shape[0]
     raw_masks = np.stack([object_mask(a[k]) for k in range(f)])
     masks = np.stack([_largest_component(m) if m.any() else m for m in raw_masks])
+    background = classify_background(a, raw_masks)
+    bg = background_model(background, a.shape[-1])
     colours, shapes, fills, cx, cy = [], [], [], [], []
     for k in range(f):
         m = masks[k]
@@ -167,7 +239,8 @@ def detect(frames) -> dict:
             continue
         pix = a[k][:, m].T
         colours.append(_majority(nearest_colour(pix)))
-        s, fill = shape_of(m)
+        _, fill = shape_of(m)
+        s, _ = match_shape(objectness(a[k], bg), m)
         shapes.append(s)
         fills.append(fill)
         ys, xs = np.nonzero(m)
@@ -176,8 +249,7 @@ def detect(frames) -> dict:
     majority = _majority(colours)
     n_obj = sum(c is not None for c in colours)
     consistency = (sum(c == majority for c in colours) / f) if majority is not None else 0.0
-    valid_fills = [v for v in fills if v is not None]
-    shape = shape_of_fill(float(np.median(valid_fills))) if valid_fills else None
+    shape = _majority(shapes)
     motion = motion_of(cx, cy)
     return {
         "colours": colours,
@@ -188,7 +260,7 @@ def detect(frames) -> dict:
         "fill_ratios": fills,
         "motion": motion,
         "centroids": [(x, y) if x is not None else None for x, y in zip(cx, cy)],
-        "background": classify_background(a, raw_masks),
+        "background": background,
         "bounce_frames": bounce_frames(cy) if motion == "bouncing" else [],
         "object_frames": n_obj,
     }
