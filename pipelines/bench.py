@@ -6,7 +6,6 @@ initialisation (memory and speed do not depend on the weights) to measure the re
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Iterable, Iterator, Optional
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .base import Reward, RewardError, check_frames
 from .clip import CLIP_B16, load_clip, to_image_tensor

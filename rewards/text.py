@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import torch
 
 from .base import Reward, RewardError, check_frames
 from .clip import CLIP_B16, load_clip

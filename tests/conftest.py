@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,57 @@ def examples_dir() -> Path:
 
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_examples.py")], check=True)
     return EXAMPLES
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run faster on one thread, and a loaded 2-core machine does not oversubscribe."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(port: int, log_path, extra=()):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", test_preset_name(), "--port",
+                             str(port), "--host", "127.0.0.1", "--no-cache-examples", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}: {open(log_path).read()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                if "Running on" in open(log_path).read():
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise RuntimeError(f"app did not start: {open(log_path).read()[-3000:]}")
+
+
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """One app server (the test preset, on 127.0.0.1) shared by the end-to-end and browser tests."""
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    proc, url = start_app(free_port(), log)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT
-from .test_app_e2e import _free_port, start_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 CHROMIUM = os.environ.get("GVS_CHROMIUM", "/usr/bin/chromium")
@@ -39,19 +37,12 @@ def _chromium_or_skip():
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def browser_app(app_url):
     _chromium_or_skip()
-    log = tmp_path_factory.mktemp("browser-app") / "app.log"
-    proc, url = start_app(_free_port(), log)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return app_url
 
 
-def test_generate_in_every_tab(app_url, examples_dir, tmp_path):
+def test_generate_in_every_tab(browser_app, examples_dir, tmp_path):
     pw = pytest.importorskip("playwright.sync_api")
     shots = Path(os.environ.get("GVS_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -59,7 +50,7 @@ def test_generate_in_every_tab(app_url, examples_dir, tmp_path):
         browser = p.chromium.launch(executable_path=_chromium_or_skip(), args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(app_url, wait_until="domcontentloaded", timeout=120_000)
+            page.goto(browser_app, wait_until="domcontentloaded", timeout=120_000)
             page.wait_for_selector("#preset-banner", timeout=120_000)
             assert "Live preset" in page.inner_text("#preset-banner")
             for task, label in TAB_LABELS.items():

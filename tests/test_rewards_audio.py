@@ -19,14 +19,6 @@ from rewards.imagebind import HUGE_CONFIG, ImageBindModel, filter_state_dict, im
 SR = 16000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _signal(seconds=1.0, seed=0):
     rng = np.random.RandomState(seed)
     t = np.arange(int(seconds * SR)) / SR

@@ -16,14 +16,6 @@ from rewards.interpolation import InterpolationReward
 from rewards.lvlm import LVLMJudge, frames_to_grid, key_frame_indices, parse_score
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------- interpolation
 def test_interpolation_reward():
     known = torch.rand(2, 3, 8, 8)
