@@ -131,3 +131,24 @@ def test_synth_impacts_audio():
         assert np.abs(wav[i : i + 400]).max() > 0.2
         if i > 800:
             assert np.abs(wav[i - 800 : i - 400]).max() < 1e-3
+
+
+def test_detector_robust_to_blur_and_noise():
+    """Generated videos are blurry and noisy: the detector must still read them."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    wrong = 0
+    for colour, shape, motion, background in ALL:
+        v, _ = render_clip(colour, shape, motion, background, rng=rng)
+        x = ndimage.gaussian_filter(v.numpy(), sigma=(0, 0, 0.6, 0.6))
+        x = np.clip(x + rng.normal(0, 0.03, x.shape), 0, 1)
+        d = detect(x)
+        wrong += (d["colour"], d["shape"], d["motion"], d["background"]) != (colour, shape, motion, background)
+    assert wrong <= len(ALL) // 50, wrong
+
+
+def test_detector_on_empty_video():
+    d = detect(torch.zeros(8, 3, 32, 32))
+    assert d["colour"] is None and d["motion"] is None and d["colour_consistency"] == 0.0
+    assert d["background"] == "black"
