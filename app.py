@@ -119,9 +119,10 @@ class Studio:
         if method not in self.specs:
             _fail("method", f"{method!r} is not one of {self.methods}")
         params = {}
-        for s in self.specs[method]:
+        for s in self.specs[method]:  # omitted ones get the preset's default in resolve_params
             v = kw.get(f"{method}__{s.name}")
-            params[s.name] = s.default if v is None else v
+            if v is not None:
+                params[s.name] = v
         req = GenerationRequest(
             task=task, prompt=kw.get("prompt"), negative_prompt=kw.get("negative_prompt") or "", method=method,
             params=params, mg_scale=kw["mg_scale"], cfg_schedule=bool(kw.get("cfg_schedule")), seed=kw["seed"],
@@ -173,19 +174,20 @@ def _plot(rows):
 
 
 # --------------------------------------------------------------------------------------------------------- layout
-def _param_widget(method: str, spec):
+def _param_widget(method: str, spec, default):
+    """A widget for one method parameter; `default` is the live preset's (METHODS.md's unless it tunes it)."""
     label = f"{spec.name}"
     info = spec.help or None
     field = f"param {spec.name}"
     if spec.kind == "bool":
-        return Checkbox(value=bool(spec.default), label=label, info=info, field=field)
+        return Checkbox(value=bool(default), label=label, info=info, field=field)
     if spec.kind == "choice":
-        return Dropdown(choices=list(spec.choices or []), value=spec.default, label=label, info=info, field=field)
+        return Dropdown(choices=list(spec.choices or []), value=default, label=label, info=info, field=field)
     if spec.min is not None and spec.max is not None:
         step = spec.step or (1 if spec.kind == "int" else (spec.max - spec.min) / 100)
-        return Slider(minimum=spec.min, maximum=spec.max, step=step, value=spec.default, label=label, info=info,
+        return Slider(minimum=spec.min, maximum=spec.max, step=step, value=default, label=label, info=info,
                       field=field)
-    return Number(value=spec.default, label=label, info=info, precision=0 if spec.kind == "int" else None,
+    return Number(value=default, label=label, info=info, precision=0 if spec.kind == "int" else None,
                   field=field)
 
 
@@ -271,7 +273,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                         if cls_summary:
                             gr.Markdown(f"**{m}** — {cls_summary}")
                         for spec in studio.specs[m]:
-                            named[f"{m}__{spec.name}"] = _param_widget(m, spec)
+                            named[f"{m}__{spec.name}"] = _param_widget(
+                                m, spec, preset.guidance_defaults(m).get(spec.name, spec.default))
                     groups[m] = grp
             with gr.Row():
                 named["mg_scale"] = Slider(minimum=MG_RANGE[0], maximum=100, step=1, value=0,
