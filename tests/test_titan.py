@@ -33,11 +33,31 @@ def test_jvp_through_unet_decoder_reward_matches_autograd():
 
 
 def test_forward_ad_safety_is_undone_after_the_jvp():
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
     pipe = tiny_pipe()
     norms = [m for m in pipe.vae.modules() if isinstance(m, torch.nn.GroupNorm)]
-    with forward_ad_safe([pipe.vae]):
+    before = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    with forward_ad_safe([pipe.unet, pipe.vae], attention_slices=1):
         assert all(len(m._forward_pre_hooks) == 1 for m in norms)
+        assert all(isinstance(p, SlicedAttnProcessor) for p in pipe.unet.attn_processors.values())
     assert all(len(m._forward_pre_hooks) == 0 for m in norms)
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before
+
+
+def test_sliced_attention_gives_the_same_directional_derivative():
+    pipe = tiny_pipe("float64")
+    target = torch.rand(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=4, steps=10, reward=TargetReward(target))
+    t = ctx.timesteps[3]
+    x = torch.randn(1, 4, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    J = _objective(ctx, t)
+    with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae]):
+        _, d_math = jvp(J, (x,), (v,))
+    with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae], attention_slices=1):
+        _, d_sliced = jvp(J, (x,), (v,))
+    assert float(d_sliced) == pytest.approx(float(d_math), rel=1e-9)
 
 
 def _cosine_for_k(ctx, x, t, g_true, k, seed):

@@ -36,6 +36,9 @@ class TitanGuidance(Guidance):
     schedule: str = param("constant", choices=["constant", "increase", "decrease"], help="λ_t = λ·s_t")
     n_iter: int = param(1, min=1, max=10, step=1, help="refinements per guided step")
     objective_cfg: bool = param(False, help="use CFG in the objective's UNet pass (doubles its cost)")
+    attention_slices: int = param(
+        0, min=0, max=64, step=1, help="0: math attention in the jvp; N: sliced attention, N heads at a time (less memory)"
+    )
     start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index")
     end_step: int = param(-1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)")
 
@@ -86,7 +89,7 @@ class TitanGuidance(Guidance):
         total = torch.zeros_like(x_prev)
         for _ in range(self.num_guesses):
             v = self.guess_direction(ctx, x_prev, eps, x0).to(x_prev.dtype)
-            with forward_ad_safe([ctx.unet, ctx.vae]):
+            with forward_ad_safe([ctx.unet, ctx.vae], self.attention_slices):
                 value, d = jvp(J, (x_prev,), (v,))
             if self.per_frame:
                 total = total + d.to(v.dtype)[None, None, :, None, None] * v
