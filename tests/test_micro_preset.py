@@ -21,7 +21,7 @@ needs_weights = pytest.mark.skipif(not have_weights, reason="assets/micro not tr
 def pipe():
     from diffusers import AnimateDiffPipeline
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     p = AnimateDiffPipeline.from_pretrained(str(MICRO_DIR))
     p.set_progress_bar_config(disable=True)
     return p

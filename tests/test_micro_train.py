@@ -22,7 +22,7 @@ def _falls(losses, k=3):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("micro")
     tr = Trainer(root / "out", root / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, ckpt_every=1000)
     losses = {s: tr.run(s, n) for s, n in STEPS.items()}
@@ -75,7 +75,7 @@ def test_export_loads_as_animatediff(trained):
 
 
 def test_resume_matches_uninterrupted(tmp_path):
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     a = Trainer(tmp_path / "a_out", tmp_path / "a_work", size="tiny", seed=1, quiet=True)
     la = a.run("vae", 6)
     b = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=1, quiet=True, stop_at=3)

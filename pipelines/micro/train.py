@@ -251,11 +251,11 @@ class Trainer:
             opt.step()
             losses.append(float(loss.detach()))
             if step % self.log_every == 0 or step == steps - 1:
-                logger.log(step=step, loss=float(loss), lr=opt.param_groups[0]["lr"], **info)
+                logger.log(step=step, loss=float(loss.detach()), lr=opt.param_groups[0]["lr"], **info)
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             if (step + 1) % self.ckpt_every == 0 and step + 1 < steps:
                 save_ckpt(ck, step + 1, model, opt)
             if self.stop_at is not None and step + 1 == self.stop_at and step + 1 < steps:
