@@ -421,7 +421,10 @@ class Trainer:
         B = self.cfg["batch_motion"]
 
         def loss_fn(rng):
-            vids, caps = render_clips(rng, B)
+            # The motion stage sees 8-frame clips; the joint stage also 12 and 16 frames (the app offers them) at
+            # about the same number of frames per batch.
+            f = 8 if stage == "motion" else int(rng.choice([8, 12, 16], p=[0.6, 0.2, 0.2]))
+            vids, caps = render_clips(rng, max(1, (B * 8) // f), num_frames=f)
             b, f = vids.shape[:2]
             caps = ["" if rng.random() < p_uncond else c for c in caps]
             z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
