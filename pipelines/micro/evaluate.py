@@ -37,8 +37,9 @@ def prompt_set(n_seen: int = 12):
 
 
 def generate(pipe, prompt: str, n: int, seed: int, steps: int, cfg: float, num_frames: int = 8) -> torch.Tensor:
-    out = pipe(prompt, num_frames=num_frames, num_inference_steps=steps, guidance_scale=cfg,
-               num_videos_per_prompt=n, generator=torch.Generator().manual_seed(seed), output_type="pt")
+    gens = [torch.Generator().manual_seed(1000 * seed + i) for i in range(n)]
+    out = pipe([prompt] * n, num_frames=num_frames, num_inference_steps=steps, guidance_scale=cfg,
+               generator=gens, output_type="pt")
     return out.frames  # (n, f, 3, H, W) in [0, 1]
 
 

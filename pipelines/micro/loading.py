@@ -31,6 +31,8 @@ def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Pat
     for sub, names in checks.items():
         d = folder / sub if sub else folder
         for name in names:
+            if name in ("vocab.json", "merges.txt") and (d / "tokenizer.json").is_file():
+                continue  # a fast-tokenizer file is enough
             if not (d / name).is_file():
                 raise FileNotFoundError(f"micro weights folder {folder}: missing {d / name}")
         if sub in ("vae", "unet", "text_encoder", "clip") and not any((d / w).is_file() for w in _WEIGHTS):

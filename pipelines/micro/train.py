@@ -298,6 +298,10 @@ class Trainer:
             d = self.out / "clip"
             model.save_pretrained(str(d), safe_serialization=True)
             tok.save_pretrained(str(d))
+            for name in ("vocab.json", "merges.txt", "special_tokens_map.json"):  # the slow-tokenizer files too
+                src_file = self.out / "tokenizer" / name
+                if src_file.exists():
+                    (d / name).write_bytes(src_file.read_bytes())
             from transformers import CLIPImageProcessor
 
             try:
