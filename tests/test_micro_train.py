@@ -95,3 +95,12 @@ def test_resume_matches_uninterrupted(tmp_path):
 def test_cli_rejects_unknown_stage(capsys):
     assert main(["--stages", "nope", "--out", "/nonexistent/x", "--work", "/nonexistent/y"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_v_loss_weighting_continues_from_unet(trained, tmp_path):
+    root, _ = trained
+    tr = Trainer(root / "out", tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True,
+                 loss_weight="v", init_unet=root / "work" / "unet_joint")
+    losses = tr.run("joint", 6)
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    assert (tmp_path / "work" / "unet_joint" / "config.json").is_file()

@@ -210,11 +210,14 @@ def make_scheduler():
 class Trainer:
     def __init__(self, out: Path, work: Path, size: str = "default", seed: int = 0, device: str = "cpu",
                  resume: bool = False, quiet: bool = False, fixed_batch: bool = False, ckpt_every: int = 200,
-                 log_every: int = 10, stop_at: int | None = None):
+                 log_every: int = 10, stop_at: int | None = None, loss_weight: str = "eps",
+                 init_unet: str | Path | None = None):
         self.out, self.work = Path(out), Path(work)
         self.cfg = SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
         self.fixed_batch, self.ckpt_every, self.log_every = fixed_batch, ckpt_every, log_every
+        self.loss_weight = loss_weight  # "eps": plain eps MSE; "v": eps MSE x (1 + 1/SNR), capped (v-loss weighting)
+        self.init_unet = Path(init_unet) if init_unet else None  # joint stage: start from this UNetMotionModel
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -386,7 +389,13 @@ class Trainer:
         t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=g).to(self.device)
         zt = sched.add_noise(z0, noise, t)
         pred = unet(zt, t, encoder_hidden_states=emb).sample
-        return F.mse_loss(pred, noise)
+        if self.loss_weight == "eps" or video_frames is None:
+            return F.mse_loss(pred, noise)
+        # v-loss weighting: eps error x 1/alpha_bar (= x0 error x SNR... balanced over t), capped. The layout of
+        # a clip (where the object is in each frame) is decided at high noise, where plain eps MSE is tiny.
+        ab = sched.alphas_cumprod.to(self.device)[t]
+        w = (1.0 / ab).clamp(max=50.0).view(-1, *([1] * (pred.ndim - 1)))
+        return (w * (pred - noise) ** 2).mean() / w.mean()
 
     # -- (c) image UNet
     def train_unet(self, steps: int, p_uncond: float = 0.1):
@@ -416,7 +425,7 @@ class Trainer:
             unet.freeze_unet2d_params()
             lr = self.cfg["lr_motion"]
         else:
-            src = self.work / "unet_motion"
+            src = self.init_unet or (self.work / "unet_motion")
             unet = UNetMotionModel.from_pretrained(str(src)).to(self.device)
             unet.requires_grad_(True)
             lr = self.cfg["lr_joint"]
@@ -434,7 +443,7 @@ class Trainer:
             z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
             z = z.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).contiguous()  # b c f h w
             # UNetMotionModel takes per-frame text embeddings ((b f), seq, dim), as the pipeline passes them.
-            return self._eps_loss(unet, sched, z, embed(caps).repeat_interleave(f, 0), rng), {}
+            return self._eps_loss(unet, sched, z, embed(caps).repeat_interleave(f, 0), rng, video_frames=f), {}
 
         def save():
             dest = self.work / "unet_motion" if stage == "motion" else self.work / "unet_joint"
@@ -496,6 +505,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--stop-at", type=int, default=None, help="stop each stage after this step (resume later)")
+    p.add_argument("--loss-weight", default="eps", choices=["eps", "v"],
+                   help="video stages: plain eps MSE, or v-loss weighting (eps MSE x 1/alpha_bar, capped at 50)")
+    p.add_argument("--init-unet", default=None, help="joint stage: start from this UNetMotionModel folder")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -521,7 +533,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else MICRO_DIR
     work = Path(args.work) if args.work else Path("runs/micro-train")
     tr = Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
-                 quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at)
+                 quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
+                 init_unet=args.init_unet)
     timings = {}
     for s in stages:
         t0 = time.time()
