@@ -43,6 +43,17 @@ class Preset:
         return dict(self.method_defaults.get(method, {}))
 
 
+#: Where the micro preset departs from METHODS.md's defaults (tuned for real CLIP / SD scales), and why:
+#: - free2guide: the micro CLIP's per-frame scores vary a lot from frame to frame, so 4 key frames are a noisy
+#:   proxy and 10 % of the steps is too little selection; decoding all 8 frames of 8 candidates at every step costs
+#:   little at 32×32 (bench/RESULTS.md has the comparison).
+#: - tfg: raw gradients of the micro rewards are far smaller than the real ones TFG's ρ̄/μ̄ were tuned for;
+#:   unit-rms gradients with a small μ̄ keep the update in a useful range.
+MICRO_METHOD_DEFAULTS = {
+    "free2guide": {"key_frames": 8, "num_candidates": 8, "guided_fraction": 1.0},
+    "tfg": {"normalize": "rms", "mu": 0.05},
+}
+
 _CACHE: dict = {}
 _LOCK = threading.Lock()
 
@@ -67,7 +78,7 @@ def _micro(device: torch.device, reason: str) -> Preset:
     return Preset(
         name="micro", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
         default_frames=8, default_size=32, default_steps=20, default_cfg=7.5, clip=str(folder / "clip"),
-        audio_reward="avsync", max_frames=16,
+        audio_reward="avsync", max_frames=16, method_defaults=MICRO_METHOD_DEFAULTS,
     )
 
 
