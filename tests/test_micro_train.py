@@ -104,3 +104,21 @@ def test_v_loss_weighting_continues_from_unet(trained, tmp_path):
     losses = tr.run("joint", 6)
     assert len(losses) == 6 and np.isfinite(losses).all()
     assert (tmp_path / "work" / "unet_joint" / "config.json").is_file()
+
+
+def test_joint_with_text_finetune_exports_text_encoder(trained, tmp_path):
+    from transformers import CLIPTextModel
+
+    root, _ = trained
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(root / "out", out)
+    tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, train_text=True,
+                 init_unet=root / "work" / "unet_joint")
+    before = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
+    losses = tr.run("joint", 8)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    tr.run("export")
+    after = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the text tower was fine-tuned

@@ -211,13 +211,14 @@ class Trainer:
     def __init__(self, out: Path, work: Path, size: str = "default", seed: int = 0, device: str = "cpu",
                  resume: bool = False, quiet: bool = False, fixed_batch: bool = False, ckpt_every: int = 200,
                  log_every: int = 10, stop_at: int | None = None, loss_weight: str = "eps",
-                 init_unet: str | Path | None = None):
+                 init_unet: str | Path | None = None, train_text: bool = False):
         self.out, self.work = Path(out), Path(work)
         self.cfg = SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
         self.fixed_batch, self.ckpt_every, self.log_every = fixed_batch, ckpt_every, log_every
         self.loss_weight = loss_weight  # "eps": plain eps MSE; "v": eps MSE x (1 + 1/SNR), capped (v-loss weighting)
         self.init_unet = Path(init_unet) if init_unet else None  # joint stage: start from this UNetMotionModel
+        self.train_text = train_text  # joint stage: also fine-tune the (copied) CLIP text tower
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -429,7 +430,20 @@ class Trainer:
             unet = UNetMotionModel.from_pretrained(str(src)).to(self.device)
             unet.requires_grad_(True)
             lr = self.cfg["lr_joint"]
-        params = [p for p in unet.parameters() if p.requires_grad]
+        train_text = stage == "joint" and self.train_text
+        tok = self.tokenizer()
+        if train_text:
+            # The contrastive CLIP makes captions that differ only in motion words nearly identical (a frame cannot
+            # show motion); fine-tuning the text tower with the video loss lets the motion words apart.
+            text.requires_grad_(True)
+            model = torch.nn.ModuleDict({"unet": unet, "text": text})
+
+            def embed(caps):  # noqa: F811  (with gradients, no cache)
+                ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+                return text(ids.input_ids.to(self.device))[0]
+        else:
+            model = unet
+        params = [p for p in model.parameters() if p.requires_grad]
         sched = make_scheduler()
         B = self.cfg["batch_motion"]
 
@@ -448,8 +462,10 @@ class Trainer:
         def save():
             dest = self.work / "unet_motion" if stage == "motion" else self.work / "unet_joint"
             unet.save_pretrained(str(dest), safe_serialization=True)
+            if train_text:
+                text.save_pretrained(str(self.work / "text_encoder_joint"), safe_serialization=True)
 
-        return self._loop(stage, steps, unet, params, lr, loss_fn, save)
+        return self._loop(stage, steps, model, params, lr, loss_fn, save)
 
     def train_motion(self, steps: int):
         return self._video_stage("motion", steps)
@@ -466,6 +482,11 @@ class Trainer:
             src = self.work / "unet_motion"
         unet = UNetMotionModel.from_pretrained(str(src))
         unet.save_pretrained(str(self.out / "unet"), safe_serialization=True)
+        te = self.work / "text_encoder_joint"
+        if (te / "config.json").exists():
+            from transformers import CLIPTextModel
+
+            CLIPTextModel.from_pretrained(str(te)).save_pretrained(str(self.out / "text_encoder"), safe_serialization=True)
         make_scheduler().save_pretrained(str(self.out / "scheduler"))
         index = {
             "_class_name": "AnimateDiffPipeline",
@@ -508,6 +529,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--loss-weight", default="eps", choices=["eps", "v"],
                    help="video stages: plain eps MSE, or v-loss weighting (eps MSE x 1/alpha_bar, capped at 50)")
     p.add_argument("--init-unet", default=None, help="joint stage: start from this UNetMotionModel folder")
+    p.add_argument("--train-text", action="store_true", help="joint stage: also fine-tune the text encoder")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -534,7 +556,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path("runs/micro-train")
     tr = Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
                  quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
-                 init_unet=args.init_unet)
+                 init_unet=args.init_unet, train_text=args.train_text)
     timings = {}
     for s in stages:
         t0 = time.time()
