@@ -370,7 +370,8 @@ def parse_args(argv=None):
     p.add_argument("--preset", default=os.environ.get("GVS_PRESET", "auto"),
                    help="auto (default) | micro | animatediff")
     p.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
-    p.add_argument("--host", default=os.environ.get("GVS_HOST", "127.0.0.1"),
+    # A Hugging Face Space sets GRADIO_SERVER_NAME=0.0.0.0; anywhere else the default is this machine only.
+    p.add_argument("--host", default=os.environ.get("GVS_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GVS_PORT", os.environ.get("GRADIO_SERVER_PORT",
                                                                                               7860))))
