@@ -211,7 +211,8 @@ class Trainer:
     def __init__(self, out: Path, work: Path, size: str = "default", seed: int = 0, device: str = "cpu",
                  resume: bool = False, quiet: bool = False, fixed_batch: bool = False, ckpt_every: int = 200,
                  log_every: int = 10, stop_at: int | None = None, loss_weight: str = "eps",
-                 init_unet: str | Path | None = None, train_text: bool = False):
+                 init_unet: str | Path | None = None, train_text: bool = False, reset_motion_words: bool = False,
+                 lr: float | None = None):
         self.out, self.work = Path(out), Path(work)
         self.cfg = SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
@@ -219,6 +220,8 @@ class Trainer:
         self.loss_weight = loss_weight  # "eps": plain eps MSE; "v": eps MSE x (1 + 1/SNR), capped (v-loss weighting)
         self.init_unet = Path(init_unet) if init_unet else None  # joint stage: start from this UNetMotionModel
         self.train_text = train_text  # joint stage: also fine-tune the (copied) CLIP text tower
+        self.reset_motion_words = reset_motion_words  # ... after giving the motion words distinct token embeddings
+        self.lr = lr  # override of the stage's learning rate
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -436,6 +439,15 @@ class Trainer:
             # The contrastive CLIP makes captions that differ only in motion words nearly identical (a frame cannot
             # show motion); fine-tuning the text tower with the video loss lets the motion words apart.
             text.requires_grad_(True)
+            if self.reset_motion_words and not (self.resume and (self.work / "ckpt" / "joint.pt").exists()):
+                emb_w = text.get_input_embeddings().weight
+                g = torch.Generator().manual_seed(self.seed + 7)
+                scale = float(emb_w.norm(dim=1).mean())
+                with torch.no_grad():
+                    for w in ("left", "right", "up", "down", "bouncing"):
+                        i = tok.convert_tokens_to_ids(w + "</w>")
+                        v = torch.randn(emb_w.shape[1], generator=g)
+                        emb_w[i] = (v / v.norm() * 2 * scale).to(emb_w)
             model = torch.nn.ModuleDict({"unet": unet, "text": text})
 
             def embed(caps):  # noqa: F811  (with gradients, no cache)
@@ -465,7 +477,7 @@ class Trainer:
             if train_text:
                 text.save_pretrained(str(self.work / "text_encoder_joint"), safe_serialization=True)
 
-        return self._loop(stage, steps, model, params, lr, loss_fn, save)
+        return self._loop(stage, steps, model, params, self.lr or lr, loss_fn, save)
 
     def train_motion(self, steps: int):
         return self._video_stage("motion", steps)
@@ -530,6 +542,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="video stages: plain eps MSE, or v-loss weighting (eps MSE x 1/alpha_bar, capped at 50)")
     p.add_argument("--init-unet", default=None, help="joint stage: start from this UNetMotionModel folder")
     p.add_argument("--train-text", action="store_true", help="joint stage: also fine-tune the text encoder")
+    p.add_argument("--reset-motion-words", action="store_true",
+                   help="with --train-text: give left/right/up/down/bouncing fresh distinct token embeddings first")
+    p.add_argument("--lr", type=float, default=None, help="override the video stages' learning rate")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -556,7 +571,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path("runs/micro-train")
     tr = Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
                  quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
-                 init_unet=args.init_unet, train_text=args.train_text)
+                 init_unet=args.init_unet, train_text=args.train_text,
+                 reset_motion_words=args.reset_motion_words, lr=args.lr)
     timings = {}
     for s in stages:
         t0 = time.time()
