@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import Guidance, guided_range, param, rms
+from .base import RangedGuidance, param, rms
 
 
 def _cfg_strength(ctx, parts, eps: torch.Tensor, t: int) -> torch.Tensor:
@@ -28,18 +28,13 @@ def _cfg_strength(ctx, parts, eps: torch.Tensor, t: int) -> torch.Tensor:
 
 
 @dataclass
-class FreeDoMGuidance(Guidance):
+class FreeDoMGuidance(RangedGuidance):
     name: ClassVar[str] = "freedom"
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "FreeDoM: reward gradient by backprop through the UNet and decoder."
 
     rho: float = param(0.2, min=0.0, max=10.0, step=0.01, help="ρ: step relative to the CFG correction")
     time_travel: int = param(0, min=0, max=10, step=1, help="r: re-noise and redo each guided step r times")
-    start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index")
-    end_step: int = param(-1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)")
-
-    def start(self, ctx) -> None:
-        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
 
     def one_step(self, ctx, x, t, i):
         with torch.enable_grad():
@@ -56,7 +51,7 @@ class FreeDoMGuidance(Guidance):
             return x_prev + rho_t * g
 
     def step(self, ctx, x, t, i):
-        if i not in self._steps or ctx.prev_t(t) < 0:
+        if not self.guided(ctx, t, i):
             return super().step(ctx, x, t, i)
         x_prev = self.one_step(ctx, x, t, i)
         for _ in range(self.time_travel):
@@ -65,23 +60,18 @@ class FreeDoMGuidance(Guidance):
 
 
 @dataclass
-class MPGDGuidance(Guidance):
+class MPGDGuidance(RangedGuidance):
     name: ClassVar[str] = "mpgd"
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "MPGD: reward gradient w.r.t. x̂0 through the decoder only (no UNet backprop)."
 
     rho: float = param(15.0, min=0.0, max=100.0, step=0.1, help="ρ: x̂0 step relative to the CFG correction")
-    start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index")
-    end_step: int = param(-1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)")
-
-    def start(self, ctx) -> None:
-        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
 
     def step(self, ctx, x, t, i):
         with torch.no_grad():
             eps, parts = ctx.eps(x, t, return_parts=True)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))
-        if i not in self._steps or ctx.prev_t(t) < 0:
+        if not self.guided(ctx, t, i):
             with torch.no_grad():
                 return ctx.ddim(x0, eps, t)
         with torch.enable_grad():
@@ -95,7 +85,7 @@ class MPGDGuidance(Guidance):
 
 
 @dataclass
-class TFGGuidance(Guidance):
+class TFGGuidance(RangedGuidance):
     name: ClassVar[str] = "tfg"
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "TFG: unified training-free guidance (ρ through the UNet, μ on x̂0, γ smoothing)."
@@ -111,11 +101,9 @@ class TFGGuidance(Guidance):
     normalize: str = param(
         "none", choices=["none", "rms"], help="none: raw gradients (TFG); rms: gradients scaled to unit rms"
     )
-    start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index")
-    end_step: int = param(-1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)")
 
     def start(self, ctx) -> None:
-        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
+        super().start(ctx)
         T = len(ctx.timesteps)
 
         def s(kind: str, t: int) -> float:
@@ -144,7 +132,7 @@ class TFGGuidance(Guidance):
         return g / (rms(g) + 1e-12) if self.normalize == "rms" else g
 
     def step(self, ctx, x, t, i):
-        if i not in self._steps or ctx.prev_t(t) < 0:
+        if not self.guided(ctx, t, i):
             return super().step(ctx, x, t, i)
         rho_t = self.rho * self._rho_w[t]
         mu_t = self.mu * self._mu_w[t]

@@ -15,9 +15,10 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 
 
-def param(default, *, min=None, max=None, step=None, choices=None, help=""):
-    """A dataclass field carrying the metadata the UI and validation need."""
-    return field(default=default, metadata={"min": min, "max": max, "step": step, "choices": choices, "help": help})
+def param(default, *, min=None, max=None, step=None, choices=None, help="", last=False):
+    """A dataclass field carrying the metadata the UI and validation need (`last`: list it after the others)."""
+    return field(default=default, metadata={"min": min, "max": max, "step": step, "choices": choices, "help": help,
+                                            "last": last})
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Guidance:
     @classmethod
     def params(cls) -> list[ParamSpec]:
         specs = []
-        for f in dataclasses.fields(cls):
+        fields = sorted(dataclasses.fields(cls), key=lambda f: bool(f.metadata.get("last")))  # stable sort
+        for f in fields:
             if not f.init or f.name.startswith("_"):
                 continue
             md = f.metadata
@@ -105,6 +107,23 @@ class Guidance:
             eps = ctx.eps(x, t)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))
             return ctx.ddim(x0, eps, t)
+
+
+@dataclass
+class RangedGuidance(Guidance):
+    """A method that guides a range of step indices `[start_step, end_step)` (the others are plain DDIM)."""
+
+    start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index", last=True)
+    end_step: int = param(
+        -1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)", last=True
+    )
+
+    def start(self, ctx) -> None:
+        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
+
+    def guided(self, ctx, t: int, i: int) -> bool:
+        """Step i is guided: inside the range and not the final step to t < 0."""
+        return i in self._steps and ctx.prev_t(t) >= 0
 
 
 def guided_range(total: int, start: int, end: int) -> range:

@@ -17,12 +17,12 @@ from typing import ClassVar
 import torch
 from torch.func import jvp
 
-from .base import Guidance, guided_range, param, rms, step_schedule
+from .base import RangedGuidance, param, rms, step_schedule
 from .forward_ad import forward_ad_safe
 
 
 @dataclass
-class TitanGuidance(Guidance):
+class TitanGuidance(RangedGuidance):
     name: ClassVar[str] = "titan"
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "TITAN-Guide: forward-mode (jvp) gradient estimates, no backprop through the UNet."
@@ -39,11 +39,6 @@ class TitanGuidance(Guidance):
     attention_slices: int = param(
         0, min=0, max=64, step=1, help="0: math attention in the jvp; N: sliced attention, N heads at a time (less memory)"
     )
-    start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index")
-    end_step: int = param(-1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)")
-
-    def start(self, ctx) -> None:
-        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
 
     # --- the pieces of the formula ----------------------------------------------------------------------
     def objective(self, ctx, t_prev: int):
@@ -103,11 +98,9 @@ class TitanGuidance(Guidance):
             eps = ctx.eps(x, t)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))
             x_prev = ctx.ddim(x0, eps, t)
-            if i not in self._steps:
+            if not self.guided(ctx, t, i):
                 return x_prev
             t_prev = ctx.prev_t(t)
-            if t_prev < 0:
-                return x_prev
             lam = self.step_size * step_schedule(self.schedule, i, len(ctx.timesteps))
             for _ in range(self.n_iter):
                 g = self.estimate(ctx, x_prev, t_prev, eps, x0)
