@@ -266,7 +266,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
             named["method"] = Dropdown(choices=studio.methods, value="none", label="Guidance method",
                                        field="method", elem_id=f"{task}-method")
             groups = {}
-            with gr.Accordion("Method parameters (METHODS.md defaults)", open=False):
+            with gr.Accordion("Method parameters (defaults: METHODS.md, or the live preset's tuned values)",
+                              open=False):
                 for m in studio.methods:
                     with gr.Group(visible=False) as grp:
                         cls_summary = _method_summary(m)
