@@ -122,3 +122,27 @@ def test_joint_with_text_finetune_exports_text_encoder(trained, tmp_path):
     tr.run("export")
     after = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the text tower was fine-tuned
+
+
+def test_joint_text_aux_loss_separates_motion_words(trained, tmp_path):
+    """--text-aux-weight: linear heads on the text encoder's mean hidden state learn the caption's motion (after a
+    short text-only pre-training); the heads are not exported, the text encoder is."""
+    import shutil
+
+    from transformers import CLIPTextModel
+
+    root, _ = trained
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, train_text=True,
+                 init_unet=root / "work" / "unet_joint", text_aux_weight=1.0, text_aux_pretrain=60,
+                 text_lr_scale=0.5, t_sampling="high")
+    losses = tr.run("joint", 4)
+    assert len(losses) == 4 and np.isfinite(losses).all()
+    pre = [json.loads(x) for x in (tmp_path / "work" / "logs" / "text_aux_pretrain.jsonl").read_text().splitlines()]
+    assert pre[-1]["loss"] < pre[0]["loss"] and pre[-1]["acc_motion"] > pre[0]["acc_motion"]
+    joint = [json.loads(x) for x in (tmp_path / "work" / "logs" / "joint.jsonl").read_text().splitlines()]
+    assert "acc_motion" in joint[0] and "eps" in joint[0]
+    tr.run("export")
+    sd = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
+    assert not any("heads" in k for k in sd)

@@ -55,6 +55,9 @@ SIZES = {
         lr_clip=2e-3, lr_vae=2e-3, lr_unet=1e-3, lr_motion=1e-3, lr_joint=1e-3,
     ),
 }
+AUX_CLASSES = {"motion": list(world.MOTIONS), "colour": list(world.COLOURS), "shape": list(world.SHAPES),
+               "background": list(world.BACKGROUNDS)}
+AUX_WEIGHTS = {"motion": 1.0, "colour": 0.25, "shape": 0.25, "background": 0.25}
 DEFAULT_STEPS = {"clip": 800, "vae": 1000, "unet": 2000, "motion": 800, "joint": 800}
 MAX_TOKENS = 24
 
@@ -212,7 +215,8 @@ class Trainer:
                  resume: bool = False, quiet: bool = False, fixed_batch: bool = False, ckpt_every: int = 200,
                  log_every: int = 10, stop_at: int | None = None, loss_weight: str = "eps",
                  init_unet: str | Path | None = None, train_text: bool = False, reset_motion_words: bool = False,
-                 lr: float | None = None):
+                 lr: float | None = None, text_aux_weight: float = 0.0, text_aux_pretrain: int = 0,
+                 text_lr_scale: float = 1.0, t_sampling: str = "uniform"):
         self.out, self.work = Path(out), Path(work)
         self.cfg = SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
@@ -222,6 +226,12 @@ class Trainer:
         self.train_text = train_text  # joint stage: also fine-tune the (copied) CLIP text tower
         self.reset_motion_words = reset_motion_words  # ... after giving the motion words distinct token embeddings
         self.lr = lr  # override of the stage's learning rate
+        # joint stage with train_text: auxiliary supervised loss on the text encoder (linear heads on the mean of
+        # the final hidden states predict the caption's motion/colour/shape/background; heads discarded after)
+        self.text_aux_weight = text_aux_weight
+        self.text_aux_pretrain = text_aux_pretrain  # steps of text+heads only (aux loss) before the joint loop
+        self.text_lr_scale = text_lr_scale  # text encoder lr = stage lr x this
+        self.t_sampling = t_sampling  # "uniform", or "high": t = T*sqrt(u) (density rising linearly with noise)
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -239,7 +249,9 @@ class Trainer:
         return stage_rng(self.seed, stage, 0 if self.fixed_batch else step)
 
     def _loop(self, stage: str, steps: int, model, params, lr: float, loss_fn, save_fn):
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        params = [q for g in groups for q in g["params"]]
+        opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
         ck = self.work / "ckpt" / f"{stage}.pt"
         start = 0
         if self.resume and ck.exists():
@@ -250,7 +262,7 @@ class Trainer:
         model.train()
         for step in range(start, steps):
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, steps, lr, warmup=min(50, max(1, steps // 10)))
+                g["lr"] = lr_at(step, steps, lr, warmup=min(50, max(1, steps // 10))) * g.get("lr_scale", 1.0)
             loss, info = loss_fn(self._rng(stage, step))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -390,7 +402,12 @@ class Trainer:
     def _eps_loss(self, unet, sched, z0, emb, rng, video_frames: int | None = None):
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         noise = torch.randn(z0.shape, generator=g).to(self.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=g).to(self.device)
+        T = sched.config.num_train_timesteps
+        if self.t_sampling == "high" and video_frames is not None:  # direction is decided at high noise
+            u = torch.rand((z0.shape[0],), generator=g)
+            t = (u.sqrt() * T).long().clamp(max=T - 1).to(self.device)
+        else:
+            t = torch.randint(0, T, (z0.shape[0],), generator=g).to(self.device)
         zt = sched.add_noise(z0, noise, t)
         pred = unet(zt, t, encoder_hidden_states=emb).sample
         if self.loss_weight == "eps" or video_frames is None:
@@ -448,14 +465,63 @@ class Trainer:
                         i = tok.convert_tokens_to_ids(w + "</w>")
                         v = torch.randn(emb_w.shape[1], generator=g)
                         emb_w[i] = (v / v.norm() * 2 * scale).to(emb_w)
-            model = torch.nn.ModuleDict({"unet": unet, "text": text})
+            modules = {"unet": unet, "text": text}
+            aux = self.text_aux_weight > 0
+            if aux:
+                h = text.config.hidden_size
+                torch.manual_seed(self.seed + 11)
+                heads = torch.nn.ModuleDict({k: torch.nn.Linear(h, len(v)) for k, v in AUX_CLASSES.items()})
+                modules["heads"] = heads.to(self.device)
+            model = torch.nn.ModuleDict(modules)
 
             def embed(caps):  # noqa: F811  (with gradients, no cache)
                 ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
                 return text(ids.input_ids.to(self.device))[0]
+
+            def aux_loss(rng, n: int = 64):
+                # random training captions; a linear head per attribute on the masked token mean of the final
+                # hidden states (what the UNet cross-attends to); motion is the point, the others keep their
+                # separation while the text moves.
+                attrs = [world.sample_attributes(rng, "train") for _ in range(n)]
+                caps = [world.caption(a["colour"], a["shape"], a["motion"], a["background"]) for a in attrs]
+                ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+                hs = text(ids.input_ids.to(self.device))[0]
+                m = ids.attention_mask.to(self.device).unsqueeze(-1).to(hs.dtype)
+                pooled = (hs * m).sum(1) / m.sum(1)
+                loss, info = 0.0, {}
+                for k, classes in AUX_CLASSES.items():
+                    y = torch.tensor([classes.index(a[k]) for a in attrs], device=self.device)
+                    logits = modules["heads"][k](pooled)
+                    loss = loss + AUX_WEIGHTS[k] * F.cross_entropy(logits, y)
+                    info[f"acc_{k}"] = round(float((logits.argmax(1) == y).float().mean()), 3)
+                return loss, info
         else:
             model = unet
-        params = [p for p in model.parameters() if p.requires_grad]
+        if train_text:
+            text_ids = {id(q) for q in text.parameters()}
+            head_ids = {id(q) for q in modules["heads"].parameters()} if aux else set()
+            params = [
+                {"params": [q for q in unet.parameters() if q.requires_grad]},
+                {"params": [q for q in text.parameters() if q.requires_grad], "lr_scale": self.text_lr_scale},
+            ]
+            if aux:
+                params.append({"params": list(modules["heads"].parameters()), "lr_scale": 5.0})
+            assert len(text_ids & head_ids) == 0
+        else:
+            params = [p for p in model.parameters() if p.requires_grad]
+        if train_text and aux and self.text_aux_pretrain > 0 and not (
+                self.resume and (self.work / "ckpt" / "joint.pt").exists()):
+            # text tower + heads alone for a few hundred steps (seconds): motion words separated from the start
+            pre = torch.optim.AdamW(list(text.parameters()) + list(modules["heads"].parameters()), lr=1e-3,
+                                    weight_decay=1e-2)
+            logger = Logger(self.work, "text_aux_pretrain", False)
+            for step in range(self.text_aux_pretrain):
+                loss, info = aux_loss(stage_rng(self.seed + 3, stage, step))
+                pre.zero_grad(set_to_none=True)
+                loss.backward()
+                pre.step()
+                if step % self.log_every == 0 or step == self.text_aux_pretrain - 1:
+                    logger.log(step=step, loss=float(loss.detach()), **info)
         sched = make_scheduler()
         B = self.cfg["batch_motion"]
 
@@ -469,7 +535,11 @@ class Trainer:
             z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
             z = z.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).contiguous()  # b c f h w
             # UNetMotionModel takes per-frame text embeddings ((b f), seq, dim), as the pipeline passes them.
-            return self._eps_loss(unet, sched, z, embed(caps).repeat_interleave(f, 0), rng, video_frames=f), {}
+            loss = self._eps_loss(unet, sched, z, embed(caps).repeat_interleave(f, 0), rng, video_frames=f)
+            if train_text and self.text_aux_weight > 0:
+                la, info = aux_loss(rng)
+                return loss + self.text_aux_weight * la, {"eps": round(float(loss.detach()), 5), **info}
+            return loss, {}
 
         def save():
             dest = self.work / "unet_motion" if stage == "motion" else self.work / "unet_joint"
@@ -545,6 +615,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--reset-motion-words", action="store_true",
                    help="with --train-text: give left/right/up/down/bouncing fresh distinct token embeddings first")
     p.add_argument("--lr", type=float, default=None, help="override the video stages' learning rate")
+    p.add_argument("--text-aux-weight", type=float, default=0.0,
+                   help="with --train-text: weight of an auxiliary loss (linear heads on the text encoder's mean "
+                        "final hidden state predict the caption's motion, and with 1/4 weight colour/shape/background)")
+    p.add_argument("--text-aux-pretrain", type=int, default=0,
+                   help="with --text-aux-weight: steps of text encoder + heads alone (aux loss) before the joint loop")
+    p.add_argument("--text-lr-scale", type=float, default=1.0, help="with --train-text: text lr = stage lr x this")
+    p.add_argument("--t-sampling", default="uniform", choices=["uniform", "high"],
+                   help="video stages' timestep sampling: uniform, or biased to high noise (t = T*sqrt(u))")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -572,7 +650,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     tr = Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
                  quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
                  init_unet=args.init_unet, train_text=args.train_text,
-                 reset_motion_words=args.reset_motion_words, lr=args.lr)
+                 reset_motion_words=args.reset_motion_words, lr=args.lr, text_aux_weight=args.text_aux_weight,
+                 text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
+                 t_sampling=args.t_sampling)
     timings = {}
     for s in stages:
         t0 = time.time()
