@@ -54,10 +54,8 @@ def test_loads_offline_and_generates_prompted_colour(pipe):
 
 @needs_weights
 def test_subclass_loads_same_folder():
-    pipelines = pytest.importorskip("pipelines")
-    cls = getattr(pipelines, "GuidedAnimateDiffPipeline", None)
-    if cls is None:
-        pytest.skip("GuidedAnimateDiffPipeline not available yet")
+    from pipelines import GuidedAnimateDiffPipeline as cls
+
     p = load_micro_pipeline(MICRO_DIR, pipeline_cls=cls)
     assert isinstance(p, cls)
 
