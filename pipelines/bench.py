@@ -11,27 +11,21 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
+from rewards.base import Reward
+
 from .guidance import METHODS, make_guidance
 from .memory import PeakMemory
 
 BENCH_PRESETS = ("micro", "tiny", "sd15-random")
 
 
-class _TargetReward:
+class _TargetReward(Reward):
     """A cheap differentiable stand-in reward (pulls frames toward mid-gray) so timings measure the method."""
 
     name = "bench"
-    differentiable = True
-    frame_local = True
 
     def __call__(self, frames, frame_indices=None, num_frames=None):
         return -((frames - 0.5) ** 2).mean(dim=(1, 2, 3))
-
-    def required_frames(self, num_frames):
-        return None
-
-    def score_candidates(self, candidates, frame_indices=None, num_frames=None):
-        return torch.stack([self(c).mean() for c in candidates])
 
 
 def parse_size(text: str) -> tuple[int, int]:

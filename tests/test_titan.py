@@ -16,14 +16,19 @@ def _objective(ctx, t):
     return J
 
 
-def test_jvp_through_unet_decoder_reward_matches_autograd():
+def _float64_problem(num_frames, step, mg_scale=0.0):
+    """A float64 tiny pipeline, the objective J at one timestep, a point x and a direction v."""
     pipe = tiny_pipe("float64")
-    target = torch.rand(8, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    ctx = make_denoiser(pipe, num_frames=8, steps=10, reward=TargetReward(target), mg_scale=5.0)
-    t = ctx.timesteps[4]
-    x = torch.randn(1, 4, 8, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    target = torch.rand(num_frames, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=num_frames, steps=10, reward=TargetReward(target), mg_scale=mg_scale)
+    t = ctx.timesteps[step]
+    x = torch.randn(1, 4, num_frames, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    J = _objective(ctx, t)
+    return pipe, _objective(ctx, t), x, v
+
+
+def test_jvp_through_unet_decoder_reward_matches_autograd():
+    pipe, J, x, v = _float64_problem(num_frames=8, step=4, mg_scale=5.0)
     with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae]):
         _, d = jvp(J, (x,), (v,))
     xr = x.clone().requires_grad_(True)
@@ -46,13 +51,7 @@ def test_forward_ad_safety_is_undone_after_the_jvp():
 
 
 def test_sliced_attention_gives_the_same_directional_derivative():
-    pipe = tiny_pipe("float64")
-    target = torch.rand(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    ctx = make_denoiser(pipe, num_frames=4, steps=10, reward=TargetReward(target))
-    t = ctx.timesteps[3]
-    x = torch.randn(1, 4, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    J = _objective(ctx, t)
+    pipe, J, x, v = _float64_problem(num_frames=4, step=3)
     with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae]):
         _, d_math = jvp(J, (x,), (v,))
     with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae], attention_slices=1):
