@@ -7,6 +7,7 @@ import torch
 from diffusers import AnimateDiffPipeline
 from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineOutput
 
+from .frame_tokens import FrameTokenGenerator
 from .guidance.base import Guidance
 from .sampler import Denoiser, StepEvent, StepHook, sample
 
@@ -19,7 +20,33 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     with the video; `__call__` runs the same loop and returns `AnimateDiffPipelineOutput`. With `guidance=None`,
     `mg_scale=0` and no hooks the result equals `AnimateDiffPipeline.__call__` for the same components, seed and
     arguments. `eta` defaults to 0.0 (diffusers' default) without guidance and to 1.0 with it (as in the papers).
+
+    Optional component `frame_tokens` (a `FrameTokenGenerator`, HARIVO's frame-wise tokens, shipped by the micro
+    preset): when present, every frame's text tokens get that frame's generated tokens appended.
     """
+
+    _optional_components = AnimateDiffPipeline._optional_components + ["frame_tokens"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, motion_adapter, scheduler,
+                 feature_extractor=None, image_encoder=None, frame_tokens: Optional[FrameTokenGenerator] = None):
+        super().__init__(vae, text_encoder, tokenizer, unet, motion_adapter, scheduler,
+                         feature_extractor=feature_extractor, image_encoder=image_encoder)
+        if frame_tokens is not None and not isinstance(frame_tokens, FrameTokenGenerator):
+            raise TypeError(f"frame_tokens must be a FrameTokenGenerator, got {type(frame_tokens).__name__}")
+        if frame_tokens is not None and frame_tokens.config.dim != text_encoder.config.hidden_size:
+            raise ValueError(f"frame_tokens dim {frame_tokens.config.dim} != text encoder hidden size "
+                             f"{text_encoder.config.hidden_size}")
+        if frame_tokens is not None and getattr(tokenizer, "model_max_length", None) != frame_tokens.config.text_length:
+            raise ValueError(f"frame_tokens was built for prompts of {frame_tokens.config.text_length} tokens, the "
+                             f"tokenizer pads to {getattr(tokenizer, 'model_max_length', None)}")
+        self.register_modules(frame_tokens=frame_tokens)
+
+    def per_frame_embeds(self, embeds: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`(B, M, D)` prompt embeddings → the UNet's per-frame `(B·F, M(+K), D)` encoder states."""
+        gen = getattr(self, "frame_tokens", None)
+        if gen is None:
+            return embeds.repeat_interleave(repeats=num_frames, dim=0)
+        return gen.expand(embeds, num_frames)
 
     def _check_guided_args(self, guidance, reward, batch: int) -> None:
         if guidance is not None and not isinstance(guidance, Guidance):
@@ -93,11 +120,9 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
             prompt, device, num_videos_per_prompt, self.do_classifier_free_guidance, negative_prompt,
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         )
-        cond = cond.repeat_interleave(repeats=num_frames, dim=0)
-        if self.do_classifier_free_guidance:
-            uncond = uncond.repeat_interleave(repeats=num_frames, dim=0)
-        else:
-            uncond = None
+        with torch.no_grad():
+            cond = self.per_frame_embeds(cond, num_frames)
+            uncond = self.per_frame_embeds(uncond, num_frames) if self.do_classifier_free_guidance else None
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps

@@ -42,6 +42,48 @@ def test_no_guidance_equals_animatediff_without_cfg_and_pil_output(pipes):
     assert len(pil[0]) == 4 and pil[0][0].size == (16, 16)
 
 
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+def test_no_guidance_equals_animatediff_other_prediction_types(prediction_type):
+    """A v- or x0-predicting UNet (the micro preset's is v) samples as diffusers' DDIM does."""
+    from diffusers import DDIMScheduler
+
+    comps = tiny_components()
+    comps["scheduler"] = DDIMScheduler.from_config(comps["scheduler"].config, prediction_type=prediction_type)
+    ref, ours = AnimateDiffPipeline(**comps), GuidedAnimateDiffPipeline(**comps)
+    kw = dict(prompt="a red circle moving left", num_frames=4, height=16, width=16, num_inference_steps=4,
+              output_type="pt", guidance_scale=7.5)
+    a = ref(generator=torch.Generator().manual_seed(2), **kw).frames
+    b = ours(generator=torch.Generator().manual_seed(2), **kw).frames
+    eps = GuidedAnimateDiffPipeline(**tiny_components())(generator=torch.Generator().manual_seed(2), **kw).frames
+    assert (a - b).abs().max().item() <= 1e-5
+    assert (a - eps).abs().max().item() > 1e-3  # the prediction type does change the result
+
+
+def test_frame_tokens_change_the_video_and_survive_save_load(pipes, tmp_path):
+    """An optional FrameTokenGenerator (HARIVO frame-wise tokens) is saved with the pipeline, loaded back, and used."""
+    from pipelines.frame_tokens import FrameTokenGenerator
+
+    _, ours = pipes
+    comps = dict(ours.components)
+    dim = comps["text_encoder"].config.hidden_size
+    torch.manual_seed(0)
+    gen = FrameTokenGenerator(dim=dim, hidden=16, text_length=comps["tokenizer"].model_max_length, token_features=4)
+    torch.nn.init.normal_(gen.net[-1].weight, std=0.5)
+    comps["frame_tokens"] = gen
+    with_tokens = GuidedAnimateDiffPipeline(**comps)
+    with_tokens.set_progress_bar_config(disable=True)
+    kw = dict(prompt="a red circle", num_frames=4, height=16, width=16, num_inference_steps=3, output_type="pt")
+    a = ours(generator=torch.Generator().manual_seed(0), **kw).frames
+    b = with_tokens(generator=torch.Generator().manual_seed(0), **kw).frames
+    assert (a - b).abs().max().item() > 1e-4
+    with_tokens.save_pretrained(tmp_path)
+    loaded = GuidedAnimateDiffPipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.frame_tokens, FrameTokenGenerator)
+    loaded.set_progress_bar_config(disable=True)
+    c = loaded(generator=torch.Generator().manual_seed(0), **kw).frames
+    assert (b - c).abs().max().item() <= 1e-5
+
+
 def test_from_pretrained_roundtrip(pipes, tmp_path):
     _, ours = pipes
     ours.save_pretrained(tmp_path)
