@@ -152,3 +152,27 @@ def test_detector_on_empty_video():
     d = detect(torch.zeros(8, 3, 32, 32))
     assert d["colour"] is None and d["motion"] is None and d["colour_consistency"] == 0.0
     assert d["background"] == "black"
+
+
+@pytest.mark.parametrize("num_frames", [8, 12, 16])
+@pytest.mark.parametrize("motion", world.MOTIONS)
+def test_enumerate_trajectories_matches_sampler(motion, num_frames):
+    """Every path `trajectory` draws is one of the enumerated paths, with the enumerated probabilities."""
+    paths, probs = world.enumerate_trajectories(motion, num_frames)
+    assert paths.shape[1:] == (num_frames, 2) and abs(probs.sum() - 1) < 1e-9
+    index = {tuple(map(tuple, p)): i for i, p in enumerate(paths)}
+    assert len(index) == len(paths)  # no path listed twice
+    rng = np.random.default_rng(0)
+    counts = np.zeros(len(paths))
+    n = 4000
+    for _ in range(n):
+        xs, ys, _ = world.trajectory(motion, num_frames, rng)
+        counts[index[tuple(zip(xs, ys))]] += 1  # KeyError if a sampled path is missing
+    # frequencies within ~4 standard errors of the enumerated probabilities
+    assert np.all(np.abs(counts / n - probs) <= 4 * np.sqrt(probs * (1 - probs) / n) + 1e-3)
+
+
+def test_render_positions_equals_render_clip():
+    frames, meta = world.render_clip("cyan", "triangle", "moving down", "striped", seed=4)
+    again = world.render_positions("cyan", "triangle", "striped", meta["positions"])
+    assert np.array_equal(frames.numpy(), again)

@@ -182,6 +182,63 @@ def trajectory(motion: str, num_frames: int, rng: np.random.Generator, size: int
     return xs, ys, impacts
 
 
+def enumerate_trajectories(motion: str, num_frames: int = NUM_FRAMES, size: int = SIZE):
+    """Every path `trajectory(motion, num_frames, rng)` can return, with its probability.
+
+    Returns `(positions, probs)`: int array `(n, num_frames, 2)` of top-left `(x, y)` per frame and float array
+    `(n,)` summing to 1. It mirrors `trajectory`'s draws exactly (a test checks this), which lets training compute
+    the exact posterior mean of a clip given a noisy version of it (`pipelines.micro.train`, `--x0-target`).
+    """
+    span = size - OBJ
+    steps = max(num_frames - 1, 1)
+    paths: list[list[tuple[int, int]]] = []
+    probs: list[float] = []
+    if motion in ("moving left to right", "moving right to left", "moving up", "moving down"):
+        vmax = max(1, min(3, span // steps))
+        speeds = list(range(max(1, vmax - 1), vmax + 1))
+        others = list(range(2, span - 1))
+        for v in speeds:
+            starts = list(range(0, span - v * steps + 1))
+            if not starts:
+                raise ValueError(f"{num_frames} frames do not fit a straight path in a {size}px world")
+            for start in starts:
+                along = [start + v * k for k in range(num_frames)]
+                if motion in ("moving right to left", "moving up"):
+                    along = along[::-1]
+                for other in others:
+                    if motion in ("moving left to right", "moving right to left"):
+                        paths.append([(a, other) for a in along])
+                    else:
+                        paths.append([(other, a) for a in along])
+                    probs.append(1.0 / (len(speeds) * len(starts) * len(others)))
+    elif motion == "bouncing":
+        heights = list(range(12, min(span, 18) + 1))
+        xs = list(range(2, span - 1))
+        half = BOUNCE_PERIOD / 2
+        for h in heights:
+            for t0 in range(BOUNCE_PERIOD):
+                ys = [int(round(span - h * (1 - ((((k + t0) % BOUNCE_PERIOD) - half) / half) ** 2)))
+                      for k in range(num_frames)]
+                for x in xs:
+                    paths.append([(x, y) for y in ys])
+                    probs.append(1.0 / (len(heights) * BOUNCE_PERIOD * len(xs)))
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    return np.asarray(paths, dtype=np.int64), np.asarray(probs, dtype=np.float64)
+
+
+def render_positions(colour: str, shape: str, background: str, positions, size: int = SIZE) -> np.ndarray:
+    """Frames `(n, 3, size, size)` float32 with the object's top-left at each `(x, y)` of `positions`."""
+    bg = background_image(background, size)
+    col = np.asarray(COLOURS[colour], np.float32)
+    mask = SHAPE_MASKS[shape]
+    frames = np.repeat(np.repeat(bg[None, None], 3, axis=1), len(positions), axis=0).copy()
+    for k, (x, y) in enumerate(positions):
+        region = frames[k, :, y : y + OBJ, x : x + OBJ]
+        region[:, mask] = col[:, None]
+    return frames
+
+
 def render_clip(
     colour: str,
     shape: str,
@@ -197,13 +254,8 @@ def render_clip(
         raise ValueError(f"unknown attributes {(colour, shape, motion, background)!r}")
     g = _rng(rng, seed)
     xs, ys, impacts = trajectory(motion, num_frames, g, size)
-    bg = background_image(background, size)
-    col = np.asarray(COLOURS[colour], np.float32)
+    frames = render_positions(colour, shape, background, list(zip(xs, ys)), size)  # f,3,H,W
     mask = SHAPE_MASKS[shape]
-    frames = np.repeat(np.repeat(bg[None, None], 3, axis=1), num_frames, axis=0).copy()  # f,3,H,W
-    for k, (x, y) in enumerate(zip(xs, ys)):
-        region = frames[k, :, y : y + OBJ, x : x + OBJ]
-        region[:, mask] = col[:, None]
     meta = {
         "colour": colour,
         "shape": shape,
