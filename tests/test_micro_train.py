@@ -92,6 +92,14 @@ def test_resume_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
 
 
+def test_write_at_stop_writes_the_interrupted_stage(tmp_path):
+    torch.set_num_threads(1)
+    tr = Trainer(tmp_path / "out", tmp_path / "work", size="tiny", seed=1, quiet=True, stop_at=2, write_at_stop=True)
+    assert len(tr.run("vae", 6)) == 2
+    assert (tmp_path / "out" / "vae" / "config.json").is_file()
+    assert torch.load(tmp_path / "work" / "ckpt" / "vae.pt", weights_only=False)["step"] == 2
+
+
 def test_cli_rejects_unknown_stage(capsys):
     assert main(["--stages", "nope", "--out", "/nonexistent/x", "--work", "/nonexistent/y"]) == 2
     assert "nope" in capsys.readouterr().err
@@ -146,3 +154,125 @@ def test_joint_text_aux_loss_separates_motion_words(trained, tmp_path):
     tr.run("export")
     sd = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
     assert not any("heads" in k for k in sd)
+
+
+def test_joint_with_frame_tokens_exports_generator(trained, tmp_path):
+    """--frame-tokens K: the joint stage trains HARIVO's frame-wise token generator with the UNet; export writes it
+    with a model_index entry; GuidedAnimateDiffPipeline loads and uses it, plain AnimateDiffPipeline still loads."""
+    import shutil
+
+    from diffusers import AnimateDiffPipeline
+
+    from pipelines.frame_tokens import FrameTokenGenerator
+    from pipelines.pipeline import GuidedAnimateDiffPipeline
+
+    root, _ = trained
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, frame_tokens=3,
+                 init_unet=root / "work" / "unet_joint")
+    losses = tr.run("joint", 8)
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    tr.run("export")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["frame_tokens"] == ["pipelines.frame_tokens", "FrameTokenGenerator"]
+    gen = FrameTokenGenerator.from_pretrained(str(out / "frame_tokens"))
+    assert gen.config.num_tokens == 3
+    assert gen.net[-1].weight.abs().sum() > 0  # trained away from its zero initialisation
+    assert (gen.text_scale != 1).any()  # standardisation statistics set from the training captions
+    pipe = GuidedAnimateDiffPipeline.from_pretrained(str(out))
+    assert isinstance(pipe.frame_tokens, FrameTokenGenerator)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape),
+                                        with_kwargs=True)
+    video = pipe("a red square moving up on a black background", num_frames=6, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").frames
+    assert tuple(video.shape) == (1, 6, 3, 32, 32)
+    assert seen and all(s[0] == 2 * 6 and s[1] == 24 + 3 for s in seen)  # (cfg · frames, tokens + K)
+    plain = AnimateDiffPipeline.from_pretrained(str(out))
+    assert not hasattr(plain, "frame_tokens")
+    # an export without the generator removes a stale one
+    tr2 = Trainer(out, root / "work", size="tiny", seed=0, quiet=True)
+    tr2.run("export")
+    assert not (out / "frame_tokens").exists()
+    assert "frame_tokens" not in json.loads((out / "model_index.json").read_text())
+
+
+
+@pytest.fixture(scope="module")
+def world_latents(trained):
+    from diffusers import AutoencoderKL
+
+    from pipelines.micro.train import WorldLatents
+
+    root, _ = trained
+    vae = AutoencoderKL.from_pretrained(str(root / "out" / "vae")).eval()
+    return vae, WorldLatents(vae)
+
+
+def test_world_latents_table_is_the_vae_encoding(world_latents):
+    from pipelines.micro import world
+
+    vae, wl = world_latents
+    a = {"colour": "red", "shape": "circle", "motion": "moving left to right", "background": "checkered"}
+    z = wl.clip(a, 8, np.random.default_rng(3))  # (c, f, h, w)
+    # find the path and encode the rendered clip
+    paths, _ = world.enumerate_trajectories(a["motion"], 8)
+    zk = wl.z[wl.keys.index(("red", "circle", "checkered"))]
+    idx, _ = wl.paths(a["motion"], 8)
+    j = next(i for i in range(len(idx)) if torch.equal(zk[idx[i]].permute(1, 0, 2, 3), z))
+    frames = torch.from_numpy(world.render_positions("red", "circle", "checkered", [tuple(p) for p in paths[j]]))
+    with torch.no_grad():
+        enc = vae.encode(frames * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+    torch.testing.assert_close(z.permute(1, 0, 2, 3), enc, rtol=1e-4, atol=1e-5)
+
+
+def test_world_latents_posterior_mean_limits(world_latents):
+    """Exact posterior mean: the clip itself at low noise, the caption's prior mean at (near) pure noise."""
+    _, wl = world_latents
+    a = {"colour": "green", "shape": "square", "motion": "moving up", "background": "gray"}
+    rng = np.random.default_rng(0)
+    z = wl.clip(a, 8, rng)
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    ab = 0.999
+    m = wl.posterior_mean(a, ab ** 0.5 * z + (1 - ab) ** 0.5 * noise, ab)
+    torch.testing.assert_close(m, z, rtol=1e-4, atol=1e-4)
+    idx, logp = wl.paths(a["motion"], 8)
+    zk = wl.z[wl.keys.index(("green", "square", "gray"))]
+    prior = (logp.exp()[:, None, None, None, None] * zk[idx]).sum(0).permute(1, 0, 2, 3)  # (c, f, h, w)
+    ab = 1e-9
+    m = wl.posterior_mean(a, ab ** 0.5 * z + (1 - ab) ** 0.5 * noise, ab)
+    torch.testing.assert_close(m, prior.float(), rtol=1e-3, atol=1e-4)
+    # in between: closer to the clip than the prior is
+    ab = 0.3
+    m = wl.posterior_mean(a, ab ** 0.5 * z + (1 - ab) ** 0.5 * noise, ab)
+    assert (m - z).norm() < (prior.float() - z).norm()
+
+
+def test_joint_posterior_target_v_prediction(trained, tmp_path):
+    """--x0-target posterior --prediction v_prediction --t-sampling layout: the joint stage trains on table clips
+    with exact posterior targets, its loss falls, and export writes a v-prediction scheduler the pipeline uses."""
+    import shutil
+
+    from pipelines.pipeline import GuidedAnimateDiffPipeline
+
+    root, _ = trained
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, x0_target="posterior",
+                 prediction="v_prediction", t_sampling="layout", frame_tokens=2,
+                 init_unet=root / "work" / "unet_joint")
+    losses = tr.run("joint", 8)
+    assert np.isfinite(losses).all() and np.mean(losses[-3:]) < np.mean(losses[:3])
+    tr.run("export")
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction"
+    pipe = GuidedAnimateDiffPipeline.from_pretrained(str(out))
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    video = pipe("a red square moving up on a black background", num_frames=8, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0), output_type="pt").frames
+    assert torch.isfinite(video).all()
+    with pytest.raises(ValueError, match="x0_target"):
+        Trainer(out, tmp_path / "w2", size="tiny", x0_target="nope")
+    with pytest.raises(ValueError, match="prediction"):
+        Trainer(out, tmp_path / "w3", size="tiny", prediction="nope")

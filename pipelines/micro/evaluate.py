@@ -47,7 +47,7 @@ def evaluate(model: str | Path | None = None, steps: int = 20, cfg: float = 7.5,
              pipe=None, verbose: bool = True) -> dict:
     from .loading import load_micro_pipeline
 
-    if pipe is None:
+    if pipe is None:  # GuidedAnimateDiffPipeline: unguided it is AnimateDiff's, plus the shipped frame-wise tokens
         pipe = load_micro_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
     rows = []
@@ -104,6 +104,13 @@ def table(res: dict) -> str:
     for split, s in res["summary"].items():
         lines.append(f"| {split} | {s['videos']} | {s['colour']:.0%} | {s['shape']:.0%} | {s['direction']:.0%} | "
                      f"{s['background']:.0%} | {s['colour_kept_frames']:.0%} |")
+    lines += ["", "Direction (rows: prompt, columns: detected, all prompts):", "",
+              "| prompt \\ detected | " + " | ".join(world.MOTIONS) + " | none |",
+              "|---" * (len(world.MOTIONS) + 2) + "|"]
+    for m in world.MOTIONS:
+        got = [r["detected"]["motion"] for r in res["rows"] if r["motion"] == m]
+        counts = [sum(g == d for g in got) for d in world.MOTIONS] + [sum(g not in world.MOTIONS for g in got)]
+        lines.append(f"| {m} | " + " | ".join(str(c) for c in counts) + " |")
     return "\n".join(lines)
 
 

@@ -71,11 +71,12 @@ def load_micro_clip(folder: str | Path | None = None, device: str = "cpu"):
 
 
 def load_micro_pipeline(folder: str | Path | None = None, pipeline_cls=None, device: str = "cpu"):
-    """The micro AnimateDiff pipeline (default class `diffusers.AnimateDiffPipeline`) from `folder`, fp32."""
+    """The micro pipeline from `folder`, fp32. Default class `GuidedAnimateDiffPipeline`, which also loads the
+    shipped frame-wise tokens (`diffusers.AnimateDiffPipeline` loads the folder too, without them)."""
     folder = Path(folder) if folder is not None else _default_dir()
     check_micro_dir(folder)
     if pipeline_cls is None:
-        from diffusers import AnimateDiffPipeline as pipeline_cls
+        from ..pipeline import GuidedAnimateDiffPipeline as pipeline_cls
     import torch
 
     def load():

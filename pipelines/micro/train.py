@@ -84,6 +84,66 @@ def render_clips(rng: np.random.Generator, n: int, num_frames: int = world.NUM_F
     return vids, caps  # (n, f, 3, H, W)
 
 
+class WorldLatents:
+    """Exact posterior-mean targets for the micro world (`--x0-target posterior`).
+
+    The VAE encodes frames one at a time, so a clip's latent is a stack of single-frame latents, and a frame is
+    fixed by (colour, shape, background) and the object's top-left position. This holds the latent (posterior
+    mean × scaling factor) of every such frame: 72 attribute triples × 23² positions. With
+    `world.enumerate_trajectories` (every path a motion can take, with its probability) the denoising target
+    E[z0 | z_t, caption] is then a finite sum: a softmax over the caption's paths of
+    log p(path) − ‖z_t − √ᾱ z0(path)‖² / (2(1 − ᾱ)). Regressing on it instead of on the one sampled clip removes
+    the sampling noise of the target; that noise is what hides the direction of travel at high noise levels, where
+    one sampled clip says little about the average path for a caption.
+    """
+
+    def __init__(self, vae, device="cpu", chunk: int = 512):
+        span = world.SIZE - world.OBJ
+        self.side = span + 1
+        self.keys = [(c, s, b) for c in world.COLOURS for s in world.SHAPES for b in world.BACKGROUNDS]
+        positions = [(x, y) for y in range(self.side) for x in range(self.side)]  # index y * side + x
+        lat = []
+        with torch.no_grad():
+            for key in self.keys:
+                frames = torch.from_numpy(world.render_positions(*key, positions))
+                parts = [vae.encode(frames[i:i + chunk].to(device) * 2 - 1).latent_dist.mean
+                         for i in range(0, len(frames), chunk)]
+                lat.append(torch.cat(parts) * vae.config.scaling_factor)
+        self.z = torch.stack(lat).float()  # (keys, positions, c, h, w)
+        self._paths: dict = {}
+
+    def paths(self, motion: str, num_frames: int):
+        k = (motion, num_frames)
+        if k not in self._paths:
+            pos, probs = world.enumerate_trajectories(motion, num_frames)
+            idx = torch.from_numpy(pos[..., 1] * self.side + pos[..., 0])  # (n, f)
+            self._paths[k] = (idx.to(self.z.device), torch.from_numpy(np.log(probs)).to(self.z.device))
+        return self._paths[k]
+
+    def clip(self, a: dict, num_frames: int, rng: np.random.Generator) -> torch.Tensor:
+        """A clip's latent `(c, f, h, w)`: a path drawn with `world.trajectory`'s probabilities."""
+        idx, logp = self.paths(a["motion"], num_frames)
+        j = int(rng.choice(len(idx), p=logp.exp().double().cpu().numpy() / float(logp.exp().sum())))
+        zk = self.z[self.keys.index((a["colour"], a["shape"], a["background"]))]
+        return zk[idx[j]].permute(1, 0, 2, 3)
+
+    def posterior_mean(self, a: dict, zt: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """E[z0 | z_t, caption attributes] for one clip `zt` `(c, f, h, w)`."""
+        f = zt.shape[1]
+        idx, logp = self.paths(a["motion"], f)
+        zk = self.z[self.keys.index((a["colour"], a["shape"], a["background"]))].flatten(1).double()  # (P, d)
+        x = zt.detach().permute(1, 0, 2, 3).flatten(1).double()  # (f, d)
+        ab = float(alpha_bar)
+        # ‖x_k − √ᾱ z_p‖² up to terms that do not depend on the path
+        d = -2 * ab ** 0.5 * (x @ zk.t()) + ab * (zk * zk).sum(1)[None]  # (f, P)
+        logits = logp.double() - d.gather(1, idx.t()).t().sum(1) / (2 * (1 - ab))  # (n,)
+        w = torch.softmax(logits, 0)
+        weights = torch.zeros(f, zk.shape[0], dtype=torch.float64, device=zk.device)
+        weights.scatter_add_(1, idx.t(), w[None].expand(f, -1).contiguous())  # (f, P)
+        mean = (weights @ zk).view(f, *zt.shape[:1], *zt.shape[2:])
+        return mean.permute(1, 0, 2, 3).to(zt.dtype)
+
+
 def clip_normalize(x: torch.Tensor) -> torch.Tensor:
     m = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     s = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
@@ -200,12 +260,12 @@ def build_motion_unet(cfg: dict, unet2d):
     return UNetMotionModel.from_unet2d(unet2d, adapter)
 
 
-def make_scheduler():
+def make_scheduler(prediction_type: str = "epsilon"):
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
     )
 
 
@@ -216,7 +276,9 @@ class Trainer:
                  log_every: int = 10, stop_at: int | None = None, loss_weight: str = "eps",
                  init_unet: str | Path | None = None, train_text: bool = False, reset_motion_words: bool = False,
                  lr: float | None = None, text_aux_weight: float = 0.0, text_aux_pretrain: int = 0,
-                 text_lr_scale: float = 1.0, t_sampling: str = "uniform"):
+                 text_lr_scale: float = 1.0, t_sampling: str = "uniform", frame_tokens: int = 0,
+                 x0_target: str = "sample", prediction: str = "epsilon",
+                 init_frame_tokens: str | Path | None = None, write_at_stop: bool = False):
         self.out, self.work = Path(out), Path(work)
         self.cfg = SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
@@ -231,8 +293,20 @@ class Trainer:
         self.text_aux_weight = text_aux_weight
         self.text_aux_pretrain = text_aux_pretrain  # steps of text+heads only (aux loss) before the joint loop
         self.text_lr_scale = text_lr_scale  # text encoder lr = stage lr x this
-        self.t_sampling = t_sampling  # "uniform", or "high": t = T*sqrt(u) (density rising linearly with noise)
+        self.t_sampling = t_sampling  # "uniform"; "high": t = T*sqrt(u); "layout": half at t >= 0.7 T
+        # joint stage: "sample" (the usual eps target) or "posterior" (exact E[z0 | z_t, caption], WorldLatents)
+        if x0_target not in ("sample", "posterior"):
+            raise ValueError(f"x0_target must be 'sample' or 'posterior', got {x0_target!r}")
+        self.x0_target = x0_target
+        # joint stage: what the UNet predicts, "epsilon" or "v_prediction" (v = √ᾱ ε − √(1−ᾱ) z0: at high noise the
+        # network outputs the clean clip itself instead of a tiny correction to a copy of its input)
+        if prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', got {prediction!r}")
+        self.prediction = prediction
+        self.init_frame_tokens = Path(init_frame_tokens) if init_frame_tokens else None  # ... continue this one
+        self.frame_tokens = frame_tokens  # joint stage: train HARIVO frame-wise tokens (K per frame; 0 = none)
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
+        self.write_at_stop = write_at_stop  # ... unless this is set
         self.out.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
 
@@ -281,6 +355,9 @@ class Trainer:
                 save_ckpt(ck, step + 1, model, opt)
                 if bar is not None:
                     bar.close()
+                if self.write_at_stop:  # the stage's outputs as they are at this step
+                    model.eval()
+                    save_fn()
                 return losses
         if bar is not None:
             bar.close()
@@ -358,7 +435,8 @@ class Trainer:
             w = 1.0 + 4.0 * (((mx - mn) > 0.3) | (mn > 0.78)).float()[:, None]  # object pixels count more
             rl = (w * (rec - x) ** 2).mean() + 0.5 * (w * (rec - x).abs()).mean()
             kl = (0.5 * (post.mean ** 2 + post.var - 1.0 - post.logvar)).mean()
-            return rl + kl_weight * kl, {"rec": round(float(((rec - x) ** 2).mean()), 5), "kl": round(float(kl), 3)}
+            info = {"rec": round(float(((rec - x) ** 2).detach().mean()), 5), "kl": round(float(kl.detach()), 3)}
+            return rl + kl_weight * kl, info
 
         def save():
             with torch.no_grad():
@@ -399,24 +477,46 @@ class Trainer:
 
         return vae, text, embed, encode
 
-    def _eps_loss(self, unet, sched, z0, emb, rng, video_frames: int | None = None):
+    def _eps_loss(self, unet, sched, z0, emb, rng, video_frames: int | None = None, x0_mean=None):
+        """Denoising loss; with `x0_mean(zt, t) -> (z0 estimate (b, ...), used (b,) bool)` the target is derived
+        from that estimate where `used` (the exact posterior mean, `WorldLatents`)."""
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         noise = torch.randn(z0.shape, generator=g).to(self.device)
         T = sched.config.num_train_timesteps
         if self.t_sampling == "high" and video_frames is not None:  # direction is decided at high noise
             u = torch.rand((z0.shape[0],), generator=g)
             t = (u.sqrt() * T).long().clamp(max=T - 1).to(self.device)
+        elif self.t_sampling == "layout" and video_frames is not None:
+            # half of the clips at t in [0.7 T, T), where a clip's layout (and direction of travel) is decided
+            # in sampling, the others uniform
+            u = torch.rand((z0.shape[0],), generator=g)
+            hi = torch.rand((z0.shape[0],), generator=g) < 0.5
+            t = (torch.where(hi, 0.7 + 0.3 * u, u) * T).long().clamp(max=T - 1).to(self.device)
         else:
             t = torch.randint(0, T, (z0.shape[0],), generator=g).to(self.device)
         zt = sched.add_noise(z0, noise, t)
+        b = z0.shape[0]
+        target = noise
+        ab_t = sched.alphas_cumprod.to(self.device)[t].view(-1, *([1] * (zt.ndim - 1)))
+        x0_tgt = z0
+        if x0_mean is not None:
+            mean, used = x0_mean(zt, t)
+            used = used.view(-1, *([1] * (zt.ndim - 1))).to(self.device)
+            eps_mean = (zt - ab_t.sqrt() * mean) / (1 - ab_t).sqrt()
+            target = torch.where(used, eps_mean, noise)
+            x0_tgt = torch.where(used, mean, z0)
+        v_pred = video_frames is not None and self.prediction == "v_prediction"
+        if v_pred:
+            target = ab_t.sqrt() * target - (1 - ab_t).sqrt() * x0_tgt
         pred = unet(zt, t, encoder_hidden_states=emb).sample
-        if self.loss_weight == "eps" or video_frames is None:
-            return F.mse_loss(pred, noise)
-        # v-loss weighting: eps error x 1/alpha_bar (= x0 error x SNR... balanced over t), capped. The layout of
-        # a clip (where the object is in each frame) is decided at high noise, where plain eps MSE is tiny.
-        ab = sched.alphas_cumprod.to(self.device)[t]
-        w = (1.0 / ab).clamp(max=50.0).view(-1, *([1] * (pred.ndim - 1)))
-        return (w * (pred - noise) ** 2).mean() / w.mean()
+        if self.loss_weight == "eps" or video_frames is None or v_pred:  # v-MSE is eps-MSE / ᾱ already
+            w = torch.ones(b, device=self.device)
+        else:
+            # v-loss weighting: eps error x 1/alpha_bar (= x0 error x SNR... balanced over t), capped. The layout
+            # of a clip (where the object is in each frame) is decided at high noise, where plain eps MSE is tiny.
+            w = (1.0 / sched.alphas_cumprod.to(self.device)[t]).clamp(max=50.0)
+        err = ((pred - target) ** 2).flatten(1).mean(1)  # (b,)
+        return (w * err).mean() / w.mean()
 
     # -- (c) image UNet
     def train_unet(self, steps: int, p_uncond: float = 0.1):
@@ -439,7 +539,7 @@ class Trainer:
     def _video_stage(self, stage: str, steps: int, p_uncond: float = 0.1):
         from diffusers import UNet2DConditionModel, UNetMotionModel
 
-        _, text, embed, encode = self._frozen()
+        vae, text, embed, encode = self._frozen()
         if stage == "motion":
             unet2d = UNet2DConditionModel.from_pretrained(str(self.work / "unet2d"))
             unet = build_motion_unet(self.cfg, unet2d).to(self.device)
@@ -472,7 +572,6 @@ class Trainer:
                 torch.manual_seed(self.seed + 11)
                 heads = torch.nn.ModuleDict({k: torch.nn.Linear(h, len(v)) for k, v in AUX_CLASSES.items()})
                 modules["heads"] = heads.to(self.device)
-            model = torch.nn.ModuleDict(modules)
 
             def embed(caps):  # noqa: F811  (with gradients, no cache)
                 ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
@@ -496,7 +595,12 @@ class Trainer:
                     info[f"acc_{k}"] = round(float((logits.argmax(1) == y).float().mean()), 3)
                 return loss, info
         else:
-            model = unet
+            modules = {"unet": unet}
+        gen = None
+        if stage == "joint" and self.frame_tokens > 0:
+            gen = self._frame_token_generator(text, embed)
+            modules["frame_tokens"] = gen
+        model = torch.nn.ModuleDict(modules) if len(modules) > 1 else unet
         if train_text:
             text_ids = {id(q) for q in text.parameters()}
             head_ids = {id(q) for q in modules["heads"].parameters()} if aux else set()
@@ -508,7 +612,9 @@ class Trainer:
                 params.append({"params": list(modules["heads"].parameters()), "lr_scale": 5.0})
             assert len(text_ids & head_ids) == 0
         else:
-            params = [p for p in model.parameters() if p.requires_grad]
+            params = [{"params": [q for q in unet.parameters() if q.requires_grad]}]
+        if gen is not None:  # a fresh module on a trained UNet: a larger step size
+            params.append({"params": list(gen.parameters()), "lr_scale": 5.0})
         if train_text and aux and self.text_aux_pretrain > 0 and not (
                 self.resume and (self.work / "ckpt" / "joint.pt").exists()):
             # text tower + heads alone for a few hundred steps (seconds): motion words separated from the start
@@ -524,18 +630,37 @@ class Trainer:
                     logger.log(step=step, loss=float(loss.detach()), **info)
         sched = make_scheduler()
         B = self.cfg["batch_motion"]
+        wl = None
+        if stage == "joint" and self.x0_target == "posterior":
+            wl = WorldLatents(vae, self.device)
 
         def loss_fn(rng):
             # The motion stage sees 8-frame clips; the joint stage also 12 and 16 frames (the app offers them) at
             # about the same number of frames per batch.
             f = 8 if stage == "motion" else int(rng.choice([8, 12, 16], p=[0.6, 0.2, 0.2]))
-            vids, caps = render_clips(rng, max(1, (B * 8) // f), num_frames=f)
-            b, f = vids.shape[:2]
-            caps = ["" if rng.random() < p_uncond else c for c in caps]
-            z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
-            z = z.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).contiguous()  # b c f h w
+            x0_mean = None
+            if wl is not None:  # clips straight from the latent table, targets from the exact posterior
+                attrs = [world.sample_attributes(rng, "train") for _ in range(max(1, (B * 8) // f))]
+                z = torch.stack([wl.clip(a, f, rng) for a in attrs]).to(self.device)
+                caps = [world.caption(a["colour"], a["shape"], a["motion"], a["background"]) for a in attrs]
+                caps = ["" if rng.random() < p_uncond else c for c in caps]
+                ab_all = sched.alphas_cumprod
+
+                def x0_mean(zt, t):
+                    used = torch.tensor([bool(c) for c in caps])
+                    mean = torch.stack([wl.posterior_mean(a, zt[i], float(ab_all[int(t[i])])) if c else zt[i]
+                                        for i, (a, c) in enumerate(zip(attrs, caps))])
+                    return mean, used
+            else:
+                vids, caps = render_clips(rng, max(1, (B * 8) // f), num_frames=f)
+                b, f = vids.shape[:2]
+                caps = ["" if rng.random() < p_uncond else c for c in caps]
+                z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
+                z = z.unflatten(0, (b, f)).permute(0, 2, 1, 3, 4).contiguous()  # b c f h w
             # UNetMotionModel takes per-frame text embeddings ((b f), seq, dim), as the pipeline passes them.
-            loss = self._eps_loss(unet, sched, z, embed(caps).repeat_interleave(f, 0), rng, video_frames=f)
+            emb = embed(caps)
+            emb = gen.expand(emb, f) if gen is not None else emb.repeat_interleave(f, 0)
+            loss = self._eps_loss(unet, sched, z, emb, rng, video_frames=f, x0_mean=x0_mean)
             if train_text and self.text_aux_weight > 0:
                 la, info = aux_loss(rng)
                 return loss + self.text_aux_weight * la, {"eps": round(float(loss.detach()), 5), **info}
@@ -546,8 +671,27 @@ class Trainer:
             unet.save_pretrained(str(dest), safe_serialization=True)
             if train_text:
                 text.save_pretrained(str(self.work / "text_encoder_joint"), safe_serialization=True)
+            if gen is not None:
+                gen.save_pretrained(str(self.work / "frame_tokens"), safe_serialization=True)
+            if stage == "joint":  # the prediction type goes with the UNet
+                make_scheduler(self.prediction).save_pretrained(str(self.work / "scheduler_joint"))
 
         return self._loop(stage, steps, model, params, self.lr or lr, loss_fn, save)
+
+    def _frame_token_generator(self, text, embed):
+        """HARIVO frame-wise token generator; its text standardisation comes from the training captions."""
+        from ..frame_tokens import FrameTokenGenerator
+
+        if self.init_frame_tokens is not None:
+            return FrameTokenGenerator.from_pretrained(str(self.init_frame_tokens)).to(self.device)
+        torch.manual_seed(self.seed + 13)
+        gen = FrameTokenGenerator(dim=text.config.hidden_size, num_tokens=self.frame_tokens,
+                                  hidden=2 * text.config.hidden_size, text_length=MAX_TOKENS).to(self.device)
+        caps = [world.caption(c, s, m, b) for (c, s, m) in world.TRAIN_COMBOS for b in world.BACKGROUNDS] + [""]
+        with torch.no_grad():
+            tokens = torch.cat([embed(caps[i:i + 256]) for i in range(0, len(caps), 256)])
+        gen.set_text_statistics(tokens)
+        return gen
 
     def train_motion(self, steps: int):
         return self._video_stage("motion", steps)
@@ -569,7 +713,19 @@ class Trainer:
             from transformers import CLIPTextModel
 
             CLIPTextModel.from_pretrained(str(te)).save_pretrained(str(self.out / "text_encoder"), safe_serialization=True)
-        make_scheduler().save_pretrained(str(self.out / "scheduler"))
+        sched = self.work / "scheduler_joint" / "scheduler_config.json"
+        pred = json.loads(sched.read_text()).get("prediction_type", "epsilon") if sched.exists() else "epsilon"
+        make_scheduler(pred).save_pretrained(str(self.out / "scheduler"))
+        ft = self.work / "frame_tokens"
+        if (ft / "config.json").exists():
+            from ..frame_tokens import FrameTokenGenerator
+
+            FrameTokenGenerator.from_pretrained(str(ft)).save_pretrained(str(self.out / "frame_tokens"),
+                                                                         safe_serialization=True)
+        elif (self.out / "frame_tokens").exists():  # a stale generator from an earlier export would not match
+            import shutil
+
+            shutil.rmtree(self.out / "frame_tokens")
         index = {
             "_class_name": "AnimateDiffPipeline",
             "_diffusers_version": __import__("diffusers").__version__,
@@ -582,6 +738,8 @@ class Trainer:
             "unet": ["diffusers", "UNetMotionModel"],
             "vae": ["diffusers", "AutoencoderKL"],
         }
+        if (self.out / "frame_tokens" / "config.json").exists():
+            index["frame_tokens"] = ["pipelines.frame_tokens", "FrameTokenGenerator"]
         (self.out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         meta = {"unet_source": src.name, "size": [k for k, v in SIZES.items() if v is self.cfg][:1], "seed": self.seed}
         (self.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -608,6 +766,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--stop-at", type=int, default=None, help="stop each stage after this step (resume later)")
+    p.add_argument("--write-at-stop", action="store_true",
+                   help="with --stop-at: also write the stage's outputs as they are at that step")
     p.add_argument("--loss-weight", default="eps", choices=["eps", "v"],
                    help="video stages: plain eps MSE, or v-loss weighting (eps MSE x 1/alpha_bar, capped at 50)")
     p.add_argument("--init-unet", default=None, help="joint stage: start from this UNetMotionModel folder")
@@ -621,8 +781,18 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--text-aux-pretrain", type=int, default=0,
                    help="with --text-aux-weight: steps of text encoder + heads alone (aux loss) before the joint loop")
     p.add_argument("--text-lr-scale", type=float, default=1.0, help="with --train-text: text lr = stage lr x this")
-    p.add_argument("--t-sampling", default="uniform", choices=["uniform", "high"],
-                   help="video stages' timestep sampling: uniform, or biased to high noise (t = T*sqrt(u))")
+    p.add_argument("--t-sampling", default="uniform", choices=["uniform", "high", "layout"],
+                   help="video stages' timestep sampling: uniform, biased to high noise (t = T*sqrt(u)), or "
+                        "'layout': half the clips at t >= 0.7 T, half uniform")
+    p.add_argument("--x0-target", default="sample", choices=["sample", "posterior"],
+                   help="joint stage: regress on the sampled clip (usual), or on the exact posterior mean "
+                        "E[z0 | z_t, caption] of the micro world (clips drawn from a table of frame latents)")
+    p.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"],
+                   help="joint stage: the UNet predicts eps (as the earlier stages) or v; export writes it to the scheduler")
+    p.add_argument("--init-frame-tokens", default=None,
+                   help="with --frame-tokens: continue this trained FrameTokenGenerator folder")
+    p.add_argument("--frame-tokens", type=int, default=0,
+                   help="joint stage: train HARIVO frame-wise tokens, this many per frame (0 = none; HARIVO uses 3)")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -652,7 +822,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                  init_unet=args.init_unet, train_text=args.train_text,
                  reset_motion_words=args.reset_motion_words, lr=args.lr, text_aux_weight=args.text_aux_weight,
                  text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
-                 t_sampling=args.t_sampling)
+                 t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target, prediction=args.prediction,
+                 init_frame_tokens=args.init_frame_tokens, write_at_stop=args.write_at_stop)
     timings = {}
     for s in stages:
         t0 = time.time()
