@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--mg-scale", type=float, default=0.0)
+    ap.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
     ap.add_argument("--param", action="append", default=[], help="method.name=value (repeatable)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     events = list(preset.pipe.stream(
                         case["prompt"], num_frames=8, height=32, width=32, num_inference_steps=a.steps,
-                        generator=torch.Generator().manual_seed(seed), guidance=make_guidance(method, **params),
+                        guidance_scale=a.cfg, generator=torch.Generator().manual_seed(seed), guidance=make_guidance(method, **params),
                         reward=setup.reward, hooks=setup.hooks, mg_scale=a.mg_scale, eta=1.0, preview_every=0))
                     secs.append(time.perf_counter() - t0)
                     final = events[-1]

@@ -53,6 +53,27 @@ def test_loads_offline_and_generates_prompted_colour(pipe):
 
 
 @needs_weights
+def test_generates_prompted_motion():
+    """The shipped model follows the motion words (each motion, 2 seeds; the evaluation set gets 84/84)."""
+    from pipelines import GuidedAnimateDiffPipeline
+
+    from pipelines.micro import world
+
+    torch.set_num_threads(1)
+    p = load_micro_pipeline(MICRO_DIR)
+    assert isinstance(p, GuidedAnimateDiffPipeline) and p.frame_tokens is not None
+    assert p.scheduler.config.prediction_type == "v_prediction"
+    p.set_progress_bar_config(disable=True)
+    prompts = [world.caption("yellow", "circle", m, "gray") for m in world.MOTIONS]
+    gens = [torch.Generator().manual_seed(s) for _ in prompts for s in (0, 1)]
+    video = p([q for q in prompts for _ in (0, 1)], num_frames=8, num_inference_steps=20, guidance_scale=7.5,
+              generator=gens, output_type="pt").frames
+    got = [detect(v)["motion"] for v in video]
+    want = [m for m in world.MOTIONS for _ in (0, 1)]
+    assert sum(g == w for g, w in zip(got, want)) >= 9, list(zip(want, got))
+
+
+@needs_weights
 def test_subclass_loads_same_folder():
     from pipelines import GuidedAnimateDiffPipeline as cls
 
