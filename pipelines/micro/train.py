@@ -477,9 +477,10 @@ class Trainer:
 
         return vae, text, embed, encode
 
-    def _eps_loss(self, unet, sched, z0, emb, rng, video_frames: int | None = None, x0_mean=None):
-        """Denoising loss; with `x0_mean(zt, t) -> (z0 estimate (b, ...), used (b,) bool)` the target is derived
-        from that estimate where `used` (the exact posterior mean, `WorldLatents`)."""
+    def _eps_loss(self, unet, sched, z0, emb, rng, video_frames: int | None = None, x0_mean=None,
+                  v_pred: bool = False):
+        """Denoising loss (eps target, or v with `v_pred`); with `x0_mean(zt, t) -> (z0 estimate (b, ...), used (b,)
+        bool)` the target is derived from that estimate where `used` (the exact posterior mean, `WorldLatents`)."""
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         noise = torch.randn(z0.shape, generator=g).to(self.device)
         T = sched.config.num_train_timesteps
@@ -505,7 +506,6 @@ class Trainer:
             eps_mean = (zt - ab_t.sqrt() * mean) / (1 - ab_t).sqrt()
             target = torch.where(used, eps_mean, noise)
             x0_tgt = torch.where(used, mean, z0)
-        v_pred = video_frames is not None and self.prediction == "v_prediction"
         if v_pred:
             target = ab_t.sqrt() * target - (1 - ab_t).sqrt() * x0_tgt
         pred = unet(zt, t, encoder_hidden_states=emb).sample
@@ -660,7 +660,8 @@ class Trainer:
             # UNetMotionModel takes per-frame text embeddings ((b f), seq, dim), as the pipeline passes them.
             emb = embed(caps)
             emb = gen.expand(emb, f) if gen is not None else emb.repeat_interleave(f, 0)
-            loss = self._eps_loss(unet, sched, z, emb, rng, video_frames=f, x0_mean=x0_mean)
+            loss = self._eps_loss(unet, sched, z, emb, rng, video_frames=f, x0_mean=x0_mean,
+                                  v_pred=stage == "joint" and self.prediction == "v_prediction")
             if train_text and self.text_aux_weight > 0:
                 la, info = aux_loss(rng)
                 return loss + self.text_aux_weight * la, {"eps": round(float(loss.detach()), 5), **info}
@@ -788,7 +789,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="joint stage: regress on the sampled clip (usual), or on the exact posterior mean "
                         "E[z0 | z_t, caption] of the micro world (clips drawn from a table of frame latents)")
     p.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"],
-                   help="joint stage: the UNet predicts eps (as the earlier stages) or v; export writes it to the scheduler")
+                   help="joint stage: the UNet predicts eps (as the earlier stages) or v; export writes it to the "
+                        "scheduler")
     p.add_argument("--init-frame-tokens", default=None,
                    help="with --frame-tokens: continue this trained FrameTokenGenerator folder")
     p.add_argument("--frame-tokens", type=int, default=0,
@@ -822,8 +824,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                  init_unet=args.init_unet, train_text=args.train_text,
                  reset_motion_words=args.reset_motion_words, lr=args.lr, text_aux_weight=args.text_aux_weight,
                  text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
-                 t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target, prediction=args.prediction,
-                 init_frame_tokens=args.init_frame_tokens, write_at_stop=args.write_at_stop)
+                 t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target,
+                 prediction=args.prediction, init_frame_tokens=args.init_frame_tokens,
+                 write_at_stop=args.write_at_stop)
     timings = {}
     for s in stages:
         t0 = time.time()
