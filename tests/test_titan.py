@@ -65,7 +65,7 @@ def _cosine_for_k(ctx, x, t, g_true, k, seed):
     ctx.aux_generator.manual_seed(seed)
     # estimate() evaluates J at its own timestep; pass the step whose objective we differentiated
     est = titan.estimate(ctx, x, t, None, None)
-    return float(torch.nn.functional.cosine_similarity(est.flatten(), g_true.flatten(), dim=0))
+    return float(torch.nn.functional.cosine_similarity(est.detach().flatten(), g_true.flatten(), dim=0))
 
 
 def test_more_random_guesses_give_better_gradient_estimates():
