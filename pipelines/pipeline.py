@@ -12,6 +12,17 @@ from .guidance.base import Guidance
 from .sampler import Denoiser, StepEvent, StepHook, sample
 
 
+def _check_frame_tokens(frame_tokens, text_encoder, tokenizer) -> None:
+    if not isinstance(frame_tokens, FrameTokenGenerator):
+        raise TypeError(f"frame_tokens must be a FrameTokenGenerator, got {type(frame_tokens).__name__}")
+    cfg = frame_tokens.config
+    if cfg.dim != text_encoder.config.hidden_size:
+        raise ValueError(f"frame_tokens dim {cfg.dim} != text encoder hidden size {text_encoder.config.hidden_size}")
+    length = getattr(tokenizer, "model_max_length", None)
+    if length != cfg.text_length:
+        raise ValueError(f"frame_tokens was built for prompts of {cfg.text_length} tokens, the tokenizer pads to {length}")
+
+
 class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     """AnimateDiff with training-free guidance.
 
@@ -31,14 +42,8 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
                  feature_extractor=None, image_encoder=None, frame_tokens: Optional[FrameTokenGenerator] = None):
         super().__init__(vae, text_encoder, tokenizer, unet, motion_adapter, scheduler,
                          feature_extractor=feature_extractor, image_encoder=image_encoder)
-        if frame_tokens is not None and not isinstance(frame_tokens, FrameTokenGenerator):
-            raise TypeError(f"frame_tokens must be a FrameTokenGenerator, got {type(frame_tokens).__name__}")
-        if frame_tokens is not None and frame_tokens.config.dim != text_encoder.config.hidden_size:
-            raise ValueError(f"frame_tokens dim {frame_tokens.config.dim} != text encoder hidden size "
-                             f"{text_encoder.config.hidden_size}")
-        if frame_tokens is not None and getattr(tokenizer, "model_max_length", None) != frame_tokens.config.text_length:
-            raise ValueError(f"frame_tokens was built for prompts of {frame_tokens.config.text_length} tokens, the "
-                             f"tokenizer pads to {getattr(tokenizer, 'model_max_length', None)}")
+        if frame_tokens is not None:
+            _check_frame_tokens(frame_tokens, text_encoder, tokenizer)
         self.register_modules(frame_tokens=frame_tokens)
 
     def per_frame_embeds(self, embeds: torch.Tensor, num_frames: int) -> torch.Tensor:
