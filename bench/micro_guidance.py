@@ -7,7 +7,8 @@ seeds, a task metric read by the exact detector, and seconds per video. Prints a
 with --json). Method parameters: METHODS.md defaults with the micro preset's `method_defaults` on top.
 
 Metrics:
-- t2v (held-out prompts, CLIP text reward): attribute accuracy, mean of colour / shape / direction correct.
+- t2v (held-out prompts, CLIP text reward): attribute accuracy, mean of colour / shape / direction correct (each
+  of the three in the JSON lines' "attributes").
 - style (reference: a striped background image; prompts ask for a black background): share of videos whose
   detected background is the reference's pattern.
 - interpolate (first/last frames of a rendered clip of another motion): mean squared error of the endpoints.
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     for task in a.tasks.split(","):
         cs = cases(task, a.cases)
         for method in a.methods.split(","):
-            rewards, metrics, secs, gains = [], [], [], []
+            rewards, metrics, secs, gains, parts = [], [], [], [], []
             for ci, case in enumerate(cs):
                 setup = build_task(preset, task, TaskInputs(prompt=case["prompt"], **case.get("inputs", {})),
                                    8, 32, 32)
@@ -114,6 +115,9 @@ def main(argv=None) -> int:
                     final = events[-1]
                     rewards.append(final.reward)
                     metrics.append(metric(task, case, final.frames, preset.fps))
+                    if task == "t2v":  # per attribute, for the JSON lines
+                        d, tgt = detect(final.frames), case["target"]
+                        parts.append({k: float(d[k] == tgt[k]) for k in ("colour", "shape", "motion")})
                     if method == "none":
                         base[(task, ci, seed)] = final.reward
                     elif (task, ci, seed) in base:
@@ -122,6 +126,8 @@ def main(argv=None) -> int:
                        gain=statistics.mean(gains) if gains else None,
                        gain_positive=(sum(g > 0 for g in gains) / len(gains)) if gains else None,
                        metric=statistics.mean(metrics), seconds=statistics.mean(secs), n=len(rewards))
+            if parts:
+                row["attributes"] = {k: statistics.mean(q[k] for q in parts) for k in parts[0]}
             rows.append(row)
             gain = "–" if row["gain"] is None else f"{row['gain']:+.4f} ({row['gain_positive']:.0%} of runs up)"
             print(f"| {task} | {method} | {row['reward']:.4f} | {gain} | {row['metric']:.3f} | {row['seconds']:.1f} |",
