@@ -146,82 +146,89 @@ def _rng(rng=None, seed=None) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+_STRAIGHT = ("moving left to right", "moving right to left", "moving up", "moving down")
+
+
+def _straight_ranges(num_frames: int, size: int):
+    """Speeds, the start range for a speed, and the cross-axis range of a straight path (what `trajectory` draws)."""
+    span, steps = size - OBJ, max(num_frames - 1, 1)
+    vmax = max(1, min(3, span // steps))
+
+    def starts(v: int) -> range:
+        r = range(0, span - v * steps + 1)
+        if not r:
+            raise ValueError(f"{num_frames} frames do not fit a straight path in a {size}px world")
+        return r
+
+    return range(max(1, vmax - 1), vmax + 1), starts, range(2, span - 1)
+
+
+def _straight_path(motion: str, v: int, start: int, other: int, num_frames: int):
+    along = [start + v * k for k in range(num_frames)]
+    if motion in ("moving right to left", "moving up"):
+        along = along[::-1]
+    if motion in ("moving left to right", "moving right to left"):
+        return along, [other] * num_frames
+    return [other] * num_frames, along
+
+
+def _bounce_ranges(size: int):
+    """Heights, phases and x positions of a bouncing path."""
+    span = size - OBJ
+    return range(12, min(span, 18) + 1), range(BOUNCE_PERIOD), range(2, span - 1)
+
+
+def _bounce_path(h: int, t0: int, x: int, num_frames: int, size: int):
+    floor, half = size - OBJ, BOUNCE_PERIOD / 2
+    phases = [(k + t0) % BOUNCE_PERIOD for k in range(num_frames)]
+    ys = [int(round(floor - h * (1 - ((ph - half) / half) ** 2))) for ph in phases]
+    return [x] * num_frames, ys, [k for k, ph in enumerate(phases) if ph == 0]
+
+
+def _draw(rng: np.random.Generator, r: range) -> int:
+    return int(rng.integers(r.start, r.stop))
+
+
 def trajectory(motion: str, num_frames: int, rng: np.random.Generator, size: int = SIZE):
     """Top-left (x, y) per frame and bounce impact frame indices."""
-    span = size - OBJ  # max top-left coordinate
-    impacts: list[int] = []
-    steps = max(num_frames - 1, 1)
-    if motion in ("moving left to right", "moving right to left", "moving up", "moving down"):
-        vmax = max(1, min(3, span // steps))
-        v = int(rng.integers(max(1, vmax - 1), vmax + 1))
-        travel = v * steps
-        start = int(rng.integers(0, span - travel + 1))
-        other = int(rng.integers(2, span - 1))
-        along = [start + v * k for k in range(num_frames)]
-        if motion in ("moving right to left", "moving up"):
-            along = along[::-1]
-        if motion in ("moving left to right", "moving right to left"):
-            xs, ys = along, [other] * num_frames
-        else:
-            xs, ys = [other] * num_frames, along
-    elif motion == "bouncing":
-        floor = span
-        h = int(rng.integers(12, min(span, 18) + 1))
-        t0 = int(rng.integers(0, BOUNCE_PERIOD))
-        x = int(rng.integers(2, span - 1))
-        xs, ys = [], []
-        half = BOUNCE_PERIOD / 2
-        for k in range(num_frames):
-            ph = (k + t0) % BOUNCE_PERIOD
-            ys.append(int(round(floor - h * (1 - ((ph - half) / half) ** 2))))
-            xs.append(x)
-            if ph == 0:
-                impacts.append(k)
-    else:
-        raise ValueError(f"unknown motion {motion!r}")
-    return xs, ys, impacts
+    if motion in _STRAIGHT:
+        speeds, starts, others = _straight_ranges(num_frames, size)
+        v = _draw(rng, speeds)
+        start = _draw(rng, starts(v))
+        other = _draw(rng, others)
+        xs, ys = _straight_path(motion, v, start, other, num_frames)
+        return xs, ys, []
+    if motion == "bouncing":
+        heights, phases, xs = _bounce_ranges(size)
+        h, t0, x = _draw(rng, heights), _draw(rng, phases), _draw(rng, xs)
+        return _bounce_path(h, t0, x, num_frames, size)
+    raise ValueError(f"unknown motion {motion!r}")
 
 
 def enumerate_trajectories(motion: str, num_frames: int = NUM_FRAMES, size: int = SIZE):
     """Every path `trajectory(motion, num_frames, rng)` can return, with its probability.
 
     Returns `(positions, probs)`: int array `(n, num_frames, 2)` of top-left `(x, y)` per frame and float array
-    `(n,)` summing to 1. It mirrors `trajectory`'s draws exactly (a test checks this), which lets training compute
-    the exact posterior mean of a clip given a noisy version of it (`pipelines.micro.train`, `--x0-target`).
+    `(n,)` summing to 1. It walks the same ranges `trajectory` draws from (a test checks the two agree), which lets
+    training compute the exact posterior mean of a clip given a noisy version of it (`pipelines.micro.train`,
+    `--x0-target`).
     """
-    span = size - OBJ
-    steps = max(num_frames - 1, 1)
     paths: list[list[tuple[int, int]]] = []
     probs: list[float] = []
-    if motion in ("moving left to right", "moving right to left", "moving up", "moving down"):
-        vmax = max(1, min(3, span // steps))
-        speeds = list(range(max(1, vmax - 1), vmax + 1))
-        others = list(range(2, span - 1))
+    if motion in _STRAIGHT:
+        speeds, starts, others = _straight_ranges(num_frames, size)
         for v in speeds:
-            starts = list(range(0, span - v * steps + 1))
-            if not starts:
-                raise ValueError(f"{num_frames} frames do not fit a straight path in a {size}px world")
-            for start in starts:
-                along = [start + v * k for k in range(num_frames)]
-                if motion in ("moving right to left", "moving up"):
-                    along = along[::-1]
+            for start in starts(v):
                 for other in others:
-                    if motion in ("moving left to right", "moving right to left"):
-                        paths.append([(a, other) for a in along])
-                    else:
-                        paths.append([(other, a) for a in along])
-                    probs.append(1.0 / (len(speeds) * len(starts) * len(others)))
+                    paths.append(list(zip(*_straight_path(motion, v, start, other, num_frames))))
+                    probs.append(1.0 / (len(speeds) * len(starts(v)) * len(others)))
     elif motion == "bouncing":
-        heights = list(range(12, min(span, 18) + 1))
-        xs = list(range(2, span - 1))
-        half = BOUNCE_PERIOD / 2
+        heights, phases, xs = _bounce_ranges(size)
         for h in heights:
-            for t0 in range(BOUNCE_PERIOD):
-                ys = [int(round(span - h * (1 - ((((k + t0) % BOUNCE_PERIOD) - half) / half) ** 2)))
-                      for k in range(num_frames)]
+            for t0 in phases:
                 for x in xs:
-                    paths.append([(x, y) for y in ys])
-                    probs.append(1.0 / (len(heights) * BOUNCE_PERIOD * len(xs)))
+                    paths.append(list(zip(*_bounce_path(h, t0, x, num_frames, size)[:2])))
+                    probs.append(1.0 / (len(heights) * len(phases) * len(xs)))
     else:
         raise ValueError(f"unknown motion {motion!r}")
     return np.asarray(paths, dtype=np.int64), np.asarray(probs, dtype=np.float64)
