@@ -101,6 +101,7 @@ class WorldLatents:
         span = world.SIZE - world.OBJ
         self.side = span + 1
         self.keys = [(c, s, b) for c in world.COLOURS for s in world.SHAPES for b in world.BACKGROUNDS]
+        self._key_index = {k: i for i, k in enumerate(self.keys)}
         positions = [(x, y) for y in range(self.side) for x in range(self.side)]  # index y * side + x
         lat = []
         with torch.no_grad():
@@ -111,27 +112,33 @@ class WorldLatents:
                 lat.append(torch.cat(parts) * vae.config.scaling_factor)
         self.z = torch.stack(lat).float()  # (keys, positions, c, h, w)
         self._paths: dict = {}
+        self._probs: dict = {}
 
     def paths(self, motion: str, num_frames: int):
+        """(frame-latent index per path and frame `(n, f)`, log-probability per path `(n,)`)."""
         k = (motion, num_frames)
         if k not in self._paths:
             pos, probs = world.enumerate_trajectories(motion, num_frames)
             idx = torch.from_numpy(pos[..., 1] * self.side + pos[..., 0])  # (n, f)
             self._paths[k] = (idx.to(self.z.device), torch.from_numpy(np.log(probs)).to(self.z.device))
+            self._probs[k] = probs
         return self._paths[k]
+
+    def frames_of(self, a: dict) -> torch.Tensor:
+        """The table for one (colour, shape, background): `(positions, c, h, w)`."""
+        return self.z[self._key_index[(a["colour"], a["shape"], a["background"])]]
 
     def clip(self, a: dict, num_frames: int, rng: np.random.Generator) -> torch.Tensor:
         """A clip's latent `(c, f, h, w)`: a path drawn with `world.trajectory`'s probabilities."""
-        idx, logp = self.paths(a["motion"], num_frames)
-        j = int(rng.choice(len(idx), p=logp.exp().double().cpu().numpy() / float(logp.exp().sum())))
-        zk = self.z[self.keys.index((a["colour"], a["shape"], a["background"]))]
-        return zk[idx[j]].permute(1, 0, 2, 3)
+        idx, _ = self.paths(a["motion"], num_frames)
+        j = int(rng.choice(len(idx), p=self._probs[(a["motion"], num_frames)]))
+        return self.frames_of(a)[idx[j]].permute(1, 0, 2, 3)
 
     def posterior_mean(self, a: dict, zt: torch.Tensor, alpha_bar: float) -> torch.Tensor:
         """E[z0 | z_t, caption attributes] for one clip `zt` `(c, f, h, w)`."""
         f = zt.shape[1]
         idx, logp = self.paths(a["motion"], f)
-        zk = self.z[self.keys.index((a["colour"], a["shape"], a["background"]))].flatten(1).double()  # (P, d)
+        zk = self.frames_of(a).flatten(1).double()  # (P, d)
         x = zt.detach().permute(1, 0, 2, 3).flatten(1).double()  # (f, d)
         ab = float(alpha_bar)
         # ‖x_k − √ᾱ z_p‖² up to terms that do not depend on the path
@@ -644,11 +651,11 @@ class Trainer:
                 z = torch.stack([wl.clip(a, f, rng) for a in attrs]).to(self.device)
                 caps = [world.caption(a["colour"], a["shape"], a["motion"], a["background"]) for a in attrs]
                 caps = ["" if rng.random() < p_uncond else c for c in caps]
-                ab_all = sched.alphas_cumprod
 
                 def x0_mean(zt, t):
                     used = torch.tensor([bool(c) for c in caps])
-                    mean = torch.stack([wl.posterior_mean(a, zt[i], float(ab_all[int(t[i])])) if c else zt[i]
+                    ab = sched.alphas_cumprod
+                    mean = torch.stack([wl.posterior_mean(a, zt[i], float(ab[int(t[i])])) if c else zt[i]
                                         for i, (a, c) in enumerate(zip(attrs, caps))])
                     return mean, used
             else:
