@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--frames", default=None)
     g.add_argument("--size", default=None)
     g.add_argument("--seed", default="0", help="integer, or -1 for a random seed")
+    g.add_argument("--eta", default=None, help="DDIM η, the same for every method, `none` included (default 1.0)")
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--report", required=True, help="output JSON report")
     g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
@@ -129,7 +130,7 @@ def cmd_generate(a) -> int:
     req = GenerationRequest(
         task=a.task, prompt=a.prompt, negative_prompt=a.negative_prompt, method=a.method, params=params,
         mg_scale=a.mg_scale, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
-        size=a.size, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
+        size=a.size, eta=a.eta, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
         interpolation_mode=a.interpolation_mode, t2v_reward=a.reward,
     )
     from .presets import load_preset

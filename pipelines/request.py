@@ -40,6 +40,10 @@ MAX_SEED = 2**32 - 1
 STEPS_RANGE = (1, 200)
 CFG_RANGE = (0.0, 30.0)
 MG_RANGE = (0.0, 200.0)
+ETA_RANGE = (0.0, 1.0)
+#: One η for every method, the unguided `none` included: comparing a guided run with an unguided one at another η
+#: changes two things at once. Free²Guide draws its candidates from the DDIM noise σ_t, which needs η > 0.
+DEFAULT_ETA = 1.0
 INTERPOLATION_MODES = ("both", "reward", "replacement")
 
 
@@ -61,6 +65,7 @@ class GenerationRequest:
     params: dict = field(default_factory=dict)  # method parameters (METHODS.md names); missing -> defaults
     mg_scale: float = 0.0  # HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)
     cfg_schedule: bool = False  # HARIVO CFG schedule (high CFG early, 7.5 after)
+    eta: Optional[float] = None  # DDIM η, the same for every method; None -> DEFAULT_ETA
     seed: Optional[int] = 0  # None -> random
     steps: Optional[int] = None  # None -> preset default
     cfg: Optional[float] = None
@@ -87,6 +92,7 @@ class Prepared:
     steps: int
     cfg: float
     seed: int
+    eta: float
     params: dict  # resolved method parameters (defaults filled in)
     guidance: Any
     setup: Any  # pipelines.tasks.TaskSetup
@@ -247,6 +253,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     steps = _number(preset.default_steps if req.steps is None else req.steps, "steps", int, *STEPS_RANGE)
     cfg = _number(preset.default_cfg if req.cfg is None else req.cfg, "cfg", float, *CFG_RANGE)
     mg = _number(0.0 if req.mg_scale is None else req.mg_scale, "mg_scale", float, *MG_RANGE)
+    eta = _number(DEFAULT_ETA if req.eta is None else req.eta, "eta", float, *ETA_RANGE)
     seed = random.randint(0, MAX_SEED) if req.seed is None or req.seed == -1 else _number(
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
@@ -258,7 +265,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     params = resolve_params(req.method, req.params, preset)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
-                               "seed": seed, "params": params})
+                               "seed": seed, "eta": eta, "params": params})
 
     fps = int(preset.fps)
     style = first = last = None
@@ -316,7 +323,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     except ValueError as e:
         raise RequestError("params", str(e)) from None
     return Prepared(request=req, preset_name=preset.name, device=str(preset.device), fps=fps, frames=frames,
-                    size=size, steps=steps, cfg=cfg, seed=seed, params=params, guidance=guidance, setup=setup,
+                    size=size, steps=steps, cfg=cfg, seed=seed, eta=eta, params=params, guidance=guidance, setup=setup,
                     audio=audio, notices=notices)
 
 
@@ -362,7 +369,7 @@ class Generation:
         gen = torch.Generator(device="cpu").manual_seed(int(p.seed))
         stream = self.preset.pipe.stream(
             r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
-            num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance,
+            num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance, eta=p.eta,
             reward=p.setup.reward, mg_scale=float(r.mg_scale), cfg_schedule="harivo" if r.cfg_schedule else None,
             hooks=p.setup.hooks, should_stop=self.should_stop,
         )
@@ -440,6 +447,7 @@ def build_report(gen: Generation) -> dict:
         "cfg_schedule": "harivo" if r.cfg_schedule else None,
         "mg_scale": r.mg_scale,
         "seed": p.seed,
+        "eta": p.eta,
         "params": p.params,
         "prompt": r.prompt,
         "negative_prompt": r.negative_prompt,
