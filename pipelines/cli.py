@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None)
     b.add_argument("--seed", type=int, default=None)
 
+    from .evaluate import build_parser as evaluate_parser
+
+    evaluate_parser(sub.add_parser("evaluate", help="exact guidance suites × methods × seeds on the micro preset"))
+
     t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -200,6 +204,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_generate(a)
         if a.command == "bench":
             return cmd_bench(a)
+        if a.command == "evaluate":
+            from .evaluate import main as evaluate_main
+
+            return evaluate_main(args=a)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

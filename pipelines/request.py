@@ -347,8 +347,10 @@ class Generation:
     `pipelines.sampler.Cancelled`, memory is released, and the exception propagates.
     """
 
-    def __init__(self, prepared: Prepared, preset, should_stop: Optional[Callable[[], bool]] = None):
+    def __init__(self, prepared: Prepared, preset, should_stop: Optional[Callable[[], bool]] = None,
+                 preview_every: int = 1):
         self.prepared = prepared
+        self.preview_every = preview_every  # 0: no per-step previews nor per-step rewards (batch evaluation)
         self.preset = preset
         self.should_stop = should_stop
         self.reward_per_step: list[Optional[float]] = []
@@ -371,7 +373,7 @@ class Generation:
             r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
             num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance, eta=p.eta,
             reward=p.setup.reward, mg_scale=float(r.mg_scale), cfg_schedule="harivo" if r.cfg_schedule else None,
-            hooks=p.setup.hooks, should_stop=self.should_stop,
+            hooks=p.setup.hooks, should_stop=self.should_stop, preview_every=self.preview_every,
         )
         try:
             for ev in stream:

@@ -120,3 +120,74 @@ def test_titan_parameters_are_validated():
         make_guidance("titan", num_guesses=0)
     with pytest.raises(ValueError, match="unknown parameter"):
         make_guidance("titan", lambda_=0.1)
+
+
+def test_deep_objective_jvp_matches_autograd():
+    """depth = 2: the objective runs two η = 0 DDIM steps before Tweedie; its jvp is still exact."""
+    pipe = tiny_pipe("float64")
+    target = torch.rand(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=4, steps=10, reward=TargetReward(target))
+    titan = make_guidance("titan", depth=2)
+    t = ctx.timesteps[3]
+    assert titan.chain(ctx, t) == [t, ctx.prev_t(t), ctx.prev_t(ctx.prev_t(t))]
+    J = titan.objective(ctx, t)
+    x = torch.randn(1, 4, 4, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), forward_ad_safe([pipe.unet, pipe.vae]):
+        value, d = jvp(J, (x,), (v,))
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(J(xr), xr)
+    assert abs(float(d) - float((g * v).sum())) / abs(float((g * v).sum())) <= 1e-4
+    # a deeper objective is a different function of x (it runs more of the chain)
+    assert float(value) != pytest.approx(float(_objective(ctx, t)(x)), rel=1e-6)
+
+
+def test_full_depth_chain_reaches_the_last_timestep():
+    pipe = tiny_pipe()
+    ctx = make_denoiser(pipe, num_frames=4, steps=6)
+    ts = make_guidance("titan", depth=-1).chain(ctx, ctx.timesteps[1])
+    assert ts == ctx.timesteps[1:]
+
+
+@pytest.mark.parametrize("fill", ["pad", "tile"])
+def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
+    pipe = tiny_pipe()
+    target = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=6, steps=4, reward=TargetReward(target))
+    titan = make_guidance("titan", fill=fill, subset_frames=2)
+    x0 = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(1))
+    ctx.aux_generator.manual_seed(5)
+    frames = titan.pick_frames(ctx, 6)
+    ctx.aux_generator.manual_seed(5)
+    g = titan.direct_guess(ctx, x0)
+    per_frame = g.abs().sum(dim=(0, 1, 3, 4))
+    others = [k for k in range(6) if k not in frames]
+    assert all(per_frame[k] > 0 for k in frames)
+    if fill == "pad":  # the true gradient restricted to S: zero elsewhere
+        assert all(per_frame[k] == 0 for k in others)
+    else:  # the public code: S's gradient copied onto the other frames
+        assert all(per_frame[k] > 0 for k in others)
+        assert torch.equal(g[:, :, len(frames)], g[:, :, 0])
+
+
+@pytest.mark.parametrize("update", ["noise", "cfg", "rms", "sign"])
+def test_update_forms_have_their_documented_size(update):
+    pipe = tiny_pipe()
+    ctx = make_denoiser(pipe, num_frames=4, steps=10)
+    titan = make_guidance("titan", update=update)
+    t = ctx.timesteps[2]
+    t_prev = ctx.prev_t(t)
+    g = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 7.0
+    x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eps, parts = ctx.eps(x, t, return_parts=True)
+    u = titan.scale(ctx, g, t, t_prev, parts, eps)
+    size = float(u.pow(2).mean().sqrt())
+    expected = {
+        "noise": float((1 - ctx.alpha_bar(t_prev)).sqrt()),
+        "cfg": float(ctx.cfg_scale(t) * (parts[0] - parts[1]).pow(2).mean().sqrt()),
+        "rms": 1.0,
+        "sign": 1.0,
+    }[update]
+    assert size == pytest.approx(expected, rel=1e-4)
+    assert float((u * g).sum()) > 0  # always along the estimate

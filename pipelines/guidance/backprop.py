@@ -65,7 +65,17 @@ class MPGDGuidance(RangedGuidance):
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "MPGD: reward gradient w.r.t. x̂0 through the decoder only (no UNet backprop)."
 
-    rho: float = param(15.0, min=0.0, max=100.0, step=0.1, help="ρ: x̂0 step relative to the CFG correction")
+    rho: float = param(15.0, min=0.0, max=100.0, step=0.1,
+                       help="ρ: x̂0 step, relative to the CFG correction (scale=cfg) or to the noise left (scale=noise)")
+    scale: str = param("cfg", choices=["cfg", "noise"],
+                       help="cfg: c_t = ρ·w·rms(ε_c−ε_u)/rms(g0) (METHODS.md); noise: the step moves x_{t−1} by "
+                            "ρ·√(1−ᾱ_{t−1}) in rms")
+
+    def step_size(self, ctx, parts, eps, t, g0) -> torch.Tensor:
+        if self.scale == "noise":  # √ᾱ_{t−1} c_t rms(g0) = ρ √(1−ᾱ_{t−1})
+            ap = ctx.alpha_bar(ctx.prev_t(t))
+            return self.rho * ((1 - ap) / ap).sqrt() / (rms(g0) + 1e-12)
+        return self.rho * _cfg_strength(ctx, parts, eps, t) / (rms(g0) + 1e-12)
 
     def step(self, ctx, x, t, i):
         with torch.no_grad():
@@ -80,8 +90,7 @@ class MPGDGuidance(RangedGuidance):
             (g0,) = torch.autograd.grad(objective, y)
         ctx.stats["objective"] = float(objective.detach())
         with torch.no_grad():
-            c_t = self.rho * _cfg_strength(ctx, parts, eps, t) / (rms(g0) + 1e-12)
-            return ctx.ddim(x0 + c_t * g0, eps, t)
+            return ctx.ddim(x0 + self.step_size(ctx, parts, eps, t, g0) * g0, eps, t)
 
 
 @dataclass

@@ -1,13 +1,18 @@
 """TITAN-Guide: guidance with forward-mode gradients (seed 000; METHODS.md "TITAN-Guide").
 
 Per guided step, after the unguided DDIM step gives x_{t−1}:
-    J(x) = Σ_k R_k(D(x̂0(x, t−1)))                       the reward of x_{t−1} at its own timestep
-    V    = random N(0, I) | score ε̂/‖ε̂‖ | direct g/‖g‖   the gradient guess
-    (J, d) = jvp(J, x_{t−1}, V);  ĝ = d · V               one forward-mode pass, no stored activations
-    x_{t−1} ← x_{t−1} + λ_t ĝ / (rms(ĝ) + 1e-8)
-The direct guess is the reverse-mode gradient of the reward through the decoder and reward only (never the UNet),
-on |S| sampled latent frames of x̂0, tiled along the frame axis. K guesses are averaged. No backprop through the
-UNet, ever: the only reverse-mode pass is decoder + reward on |S| frames.
+    J(x) = Σ_k R_k(D(x̂0_k(x)))          x̂0_k: the estimate after `depth` more deterministic DDIM steps from x
+                                         (depth 0: Tweedie at t−1; depth −1: the whole remaining chain to t = 0)
+    V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames (zeros elsewhere, or tiled)
+    (J, d) = jvp(J, x_{t−1}, V/‖V‖);  ĝ = d · V/‖V‖, averaged over K guesses
+    x_{t−1} ← x_{t−1} + λ_t u(ĝ)
+Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
+    noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1 (default)
+    cfg    w·rms(ε_c−ε_u) ĝ/rms(ĝ)       FreeDoM's yardstick: the size of the CFG correction
+    rms    ĝ/rms(ĝ)                     the first implementation: λ latent-rms units at every step
+    sign   sign(ĝ)                      the public code's effective AdamW step
+No backprop through the UNet, ever: the only reverse-mode pass is decoder + reward on the |S| frames of the direct
+guess; the objective, however deep, is differentiated in forward mode, so its memory does not grow with `depth`.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from torch.func import jvp
 from .base import RangedGuidance, param, rms, step_schedule
 from .forward_ad import forward_ad_safe
 
+UPDATES = ("noise", "cfg", "rms", "sign")
+
 
 @dataclass
 class TitanGuidance(RangedGuidance):
@@ -31,20 +38,45 @@ class TitanGuidance(RangedGuidance):
     num_guesses: int = param(1, min=1, max=64, step=1, help="K guesses averaged per refinement")
     subset_frames: int = param(2, min=1, max=64, step=1, help="frames decoded for the direct guess (the sampled subset S)")
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
+    fill: str = param("pad", choices=["pad", "tile"],
+                      help="direct guess on frames outside S: pad = zeros (the true gradient restricted to S), "
+                           "tile = copies of S's gradient (the public code)")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
-    step_size: float = param(0.1, min=0.0, max=5.0, step=0.01, help="λ: step size in units of latent rms")
+    update: str = param("noise", choices=list(UPDATES),
+                        help="step form: noise = λ√(1−ᾱ) ĝ/rms(ĝ); cfg = λ·w·rms(ε_c−ε_u) ĝ/rms(ĝ); "
+                             "rms = λ ĝ/rms(ĝ); sign = λ sign(ĝ)")
+    step_size: float = param(1.0, min=0.0, max=10.0, step=0.01, help="λ: step size in the units of `update`")
     schedule: str = param("constant", choices=["constant", "increase", "decrease"], help="λ_t = λ·s_t")
+    depth: int = param(0, min=-1, max=1000, step=1,
+                       help="objective depth k: DDIM steps run inside the objective before Tweedie "
+                            "(0 = Tweedie at t−1; −1 = the whole chain to t = 0)")
     n_iter: int = param(1, min=1, max=10, step=1, help="refinements per guided step")
-    objective_cfg: bool = param(False, help="use CFG in the objective's UNet pass (doubles its cost)")
+    objective_cfg: bool = param(False, help="use CFG in the objective's UNet passes (doubles their cost)")
     attention_slices: int = param(
         0, min=0, max=64, step=1, help="0: math attention in the jvp; N: sliced attention, N heads at a time (less memory)"
     )
 
     # --- the pieces of the formula ----------------------------------------------------------------------
+    def chain(self, ctx, t_prev: int) -> list[int]:
+        """Timesteps the objective visits: t−1 and the next `depth` ones of the schedule (fewer near the end)."""
+        ts = [t_prev]
+        k = len(ctx.timesteps) if self.depth < 0 else self.depth
+        while len(ts) <= k:
+            nxt = ctx.prev_t(ts[-1])
+            if nxt < 0:
+                break
+            ts.append(nxt)
+        return ts
+
     def objective(self, ctx, t_prev: int):
+        ts = self.chain(ctx, t_prev)
+
         def J(z: torch.Tensor) -> torch.Tensor:
-            eps = ctx.eps(z, t_prev, cfg=self.objective_cfg)
-            r = ctx.reward(ctx.decode(ctx.x0(z, eps, t_prev)))  # (f,)
+            for t in ts[:-1]:  # `depth` deterministic (η = 0) DDIM steps
+                eps = ctx.eps(z, t, cfg=self.objective_cfg)
+                z = ctx.ddim(ctx.x0(z, eps, t), eps, t, eta=0.0)
+            eps = ctx.eps(z, ts[-1], cfg=self.objective_cfg)
+            r = ctx.reward(ctx.decode(ctx.x0(z, eps, ts[-1])))  # (f,)
             return r if self.per_frame else r.sum()
 
         return J
@@ -54,10 +86,13 @@ class TitanGuidance(RangedGuidance):
         frames = self.pick_frames(ctx, f)
         with torch.enable_grad():
             sub = x0[:, :, frames].detach().requires_grad_(True)  # (1, c, |S|, h, w): decode only S
-            r = ctx.reward(ctx.decode(sub), frames).sum()
+            r = ctx.reward(ctx.decode(sub, None), frames).sum()
             (g_s,) = torch.autograd.grad(r, sub)
-        reps = -(-f // len(frames))
-        g = g_s.repeat(1, 1, reps, 1, 1)[:, :, :f]  # tile along the frame axis
+        if self.fill == "tile":  # the public code: S's gradient copied along the frame axis
+            reps = -(-f // len(frames))
+            return g_s.repeat(1, 1, reps, 1, 1)[:, :, :f]
+        g = torch.zeros_like(x0)
+        g[:, :, frames] = g_s
         return g
 
     def pick_frames(self, ctx, f: int) -> list[int]:
@@ -91,11 +126,25 @@ class TitanGuidance(RangedGuidance):
             else:
                 total = total + d.to(v.dtype) * v
             ctx.stats["objective"] = float(value.detach().sum())
+            ctx.stats["jvp"] = float(d.detach().float().sum())
         return total / self.num_guesses
+
+    def scale(self, ctx, g: torch.Tensor, t: int, t_prev: int, parts, eps) -> torch.Tensor:
+        """u(ĝ): the update direction at its size (before λ_t)."""
+        if self.update == "sign":
+            return torch.sign(g)
+        unit = g / (rms(g) + 1e-12)
+        if self.update == "rms":
+            return unit
+        if self.update == "noise":
+            return (1 - ctx.alpha_bar(t_prev)).sqrt() * unit
+        eps_c, eps_u = parts
+        strength = rms(eps) if eps_u is None else ctx.cfg_scale(t) * rms(eps_c - eps_u)
+        return strength * unit
 
     def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         with torch.no_grad():
-            eps = ctx.eps(x, t)
+            eps, parts = ctx.eps(x, t, return_parts=True)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))
             x_prev = ctx.ddim(x0, eps, t)
             if not self.guided(ctx, t, i):
@@ -104,5 +153,5 @@ class TitanGuidance(RangedGuidance):
             lam = self.step_size * step_schedule(self.schedule, i, len(ctx.timesteps))
             for _ in range(self.n_iter):
                 g = self.estimate(ctx, x_prev, t_prev, eps, x0)
-                x_prev = x_prev + lam * g / (rms(g) + 1e-8)
+                x_prev = x_prev + lam * self.scale(ctx, g, t, t_prev, parts, eps)
             return x_prev

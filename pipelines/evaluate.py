@@ -1,0 +1,617 @@
+"""Exact evaluation of guidance: suites × methods × seeds, read by the micro world's detector.
+
+    python -m pipelines evaluate --suite style,interpolate --methods none,titan,mpgd --seeds 2 --out runs/eval
+
+Every generation is one *cell* (suite, case, method spec, seed, η) and one JSON line in `DIR/rows.jsonl`; a rerun
+skips the cells already there (resumable). The summary (`summary.md`, `summary.csv`) and the plots (`plots/`) are
+rebuilt from all rows at the end. Every metric comes from the exact detector (`pipelines.micro.detector`), never
+from the reward that guides, and every method is compared with `none` at the same case, seed and η.
+
+A *method spec* is a method name with optional settings in brackets, e.g. `titan[update=rms,step_size=0.1]`:
+method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm` (normalised α, when supported),
+`cfg` and `steps`. The spec string is the row's label.
+
+Suites (micro preset; `cases()` says exactly what each contains):
+- `t2v-hard`  held-out prompts at CFG 1.5, where unguided sampling misses attributes: colour / shape / direction.
+- `style`     striped and checkered references on prompts asking for a black or gray background: the share of
+              videos whose detected background becomes the reference's pattern.
+- `interpolate` key frames with the object where the prompt's motion does not put it, for the reward, replacement
+              and both modes: endpoint distance (px), path jerk (second differences of the centroid, px),
+              monotone interior.
+- `audio`     two impacts one bounce period apart at each of the 4 phases: IoU of floor contacts with impact frames
+              at the exact frame (chance 1/4 for a regular bounce of random phase) and within ±1 frame.
+- `mg`        plain prompts for a HARIVO MG α sweep: frame-to-frame change, one object per frame, colour kept.
+
+Sharding: under `torchrun` or `accelerate launch` (RANK / WORLD_SIZE in the environment) each process takes every
+WORLD_SIZE-th pending cell, on its own GPU when there are several, writes `rows.rank{r}.jsonl`, and process 0 merges
+after a barrier.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+SUITES = ("t2v-hard", "style", "interpolate", "audio", "mg")
+#: Request fields a method spec may set (the rest of its settings are method parameters).
+REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "cfg": "cfg", "steps": "steps"}
+#: The metric each suite is judged by, and whether higher is better (the first column of the summary).
+PRIMARY = {
+    "t2v-hard": ("accuracy", True),
+    "style": ("style_changed", True),
+    "interpolate": ("endpoint_px", False),
+    "audio": ("sync_iou", True),
+    "mg": ("change", False),
+}
+
+
+@dataclass
+class Case:
+    id: str
+    task: str
+    prompt: str
+    inputs: dict = field(default_factory=dict)  # GenerationRequest fields (media, interpolation mode)
+    target: dict = field(default_factory=dict)  # what the metric compares with
+    cfg: Optional[float] = None
+
+
+# ------------------------------------------------------------------------------------------------------ suites
+def _pil(frame) -> Any:
+    from PIL import Image
+
+    a = np.asarray(frame, np.float32)
+    return Image.fromarray((np.clip(a.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8))
+
+
+def _reference(pattern: str):
+    from .micro import world
+
+    img = np.repeat(world.background_image(pattern)[None], 3, 0)
+    return _pil(img)
+
+
+#: t2v-hard: CFG at which the unguided micro model leaves room (bench/EVALUATE.md has the CFG sweep behind it).
+T2V_HARD_CFG = 1.5
+#: interpolate: key positions (top-left x, y) of the object in the first and last frame: corners and edges that
+#: a straight motion of the prompt would not connect.
+KEY_POSITIONS = [((2, 2), (20, 20)), ((20, 2), (2, 20)), ((2, 20), (20, 2)), ((11, 2), (11, 20))]
+#: audio: the frame of the first impact (the second one follows a bounce period later).
+AUDIO_PHASES = (0, 1, 2, 3)
+
+
+def cases(suite: str, num_frames: int = 8) -> list[Case]:
+    from .micro import world
+
+    held = list(world.HELD_OUT)
+    if suite == "t2v-hard":
+        out = []
+        for i, (c, s, m) in enumerate(held):
+            bg = world.BACKGROUNDS[i % len(world.BACKGROUNDS)]
+            out.append(Case(f"h{i}", "t2v", world.caption(c, s, m, bg), target=dict(colour=c, shape=s, motion=m),
+                            cfg=T2V_HARD_CFG))
+        return out
+    if suite == "style":
+        out = []
+        for i, (c, s, m) in enumerate(held[:4]):
+            pattern = ("striped", "checkered")[i % 2]
+            bg = ("black", "gray")[(i // 2) % 2]
+            out.append(Case(f"{pattern}-{i}", "style", world.caption(c, s, m, bg),
+                            inputs=dict(style_image=_reference(pattern)), target=dict(background=pattern)))
+        return out
+    if suite == "interpolate":
+        out = []
+        for i, ((p0, p1), (c, s, m)) in enumerate(zip(KEY_POSITIONS, held)):
+            motion = "moving left to right" if i != 0 else "moving up"  # a motion that does not join the keys
+            frames = world.render_positions(c, s, "gray", [p0, p1])
+            keys = _centroids(frames)
+            for mode in ("reward", "replacement", "both"):
+                out.append(Case(f"k{i}/{mode}", "interpolate", world.caption(c, s, motion, "gray"),
+                                inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
+                                            interpolation_mode=mode),
+                                target=dict(first=keys[0], last=keys[1], mode=mode)))
+        return out
+    if suite == "audio":
+        out = []
+        fps = world.FPS
+        for k, (c, s, _m) in zip(AUDIO_PHASES, held):
+            impacts = [f for f in (k, k + world.BOUNCE_PERIOD) if f < num_frames]
+            wave = world.synth_impacts_audio([f / fps for f in impacts], num_frames / fps)
+            bg = world.BACKGROUNDS[k % len(world.BACKGROUNDS)]
+            out.append(Case(f"phase{k}", "audio", world.caption(c, s, "bouncing", bg),
+                            inputs=dict(audio=(wave, world.SAMPLE_RATE)), target=dict(impacts=impacts)))
+        return out
+    if suite == "mg":
+        out = []
+        for i, (c, s, m) in enumerate(held[:4]):
+            bg = world.BACKGROUNDS[i % len(world.BACKGROUNDS)]
+            out.append(Case(f"m{i}", "t2v", world.caption(c, s, m, bg), target=dict(colour=c, shape=s, motion=m)))
+        return out
+    raise ValueError(f"suite must be one of {', '.join(SUITES)}, got {suite!r}")
+
+
+def _centroids(frames) -> list[tuple[float, float]]:
+    """Centroids (x, y) in px of the object in rendered frames, as the detector reads them."""
+    from .micro.detector import detect
+
+    return [tuple(c) for c in detect(frames)["centroids"]]
+
+
+# ----------------------------------------------------------------------------------------------------- metrics
+def _count_objects(frame: np.ndarray) -> int:
+    from scipy import ndimage
+
+    from .micro.detector import object_mask
+
+    lab, n = ndimage.label(object_mask(frame))
+    if n == 0:
+        return 0
+    sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
+    return int((np.asarray(sizes) >= 4).sum())
+
+
+def _match(a: list[int], b: list[int], tol: int) -> int:
+    """Size of a one-to-one matching of frame lists `a` and `b` within `tol` frames (greedy, sorted)."""
+    used, n = set(), 0
+    for x in sorted(a):
+        for j, y in enumerate(sorted(b)):
+            if j not in used and abs(x - y) <= tol:
+                used.add(j)
+                n += 1
+                break
+    return n
+
+
+def metrics(suite: str, case: Case, frames) -> dict:
+    """The suite's exact metrics of one generated video `frames` (f, 3, H, W) in [0, 1]."""
+    from .micro.detector import _to_numpy, detect
+
+    d = detect(frames)
+    a = _to_numpy(frames)
+    out: dict[str, Any] = {}
+    if suite in ("t2v-hard", "mg"):
+        t = case.target
+        for k in ("colour", "shape", "motion"):
+            out[k] = float(d[k] == t[k])
+        out["accuracy"] = (out["colour"] + out["shape"] + out["motion"]) / 3
+    if suite == "mg":
+        out["change"] = float(np.abs(np.diff(a, axis=0)).mean())
+        out["one_object"] = float(np.mean([_count_objects(fr) == 1 for fr in a]))
+        out["colour_kept"] = float(d["colour_consistency"] if d["colour"] == case.target["colour"] else 0.0)
+    if suite == "style":
+        out["background"] = d["background"]
+        out["style_changed"] = float(d["background"] == case.target["background"])
+    if suite == "interpolate":
+        cents = d["centroids"]
+        size = a.shape[-1]
+        dist = []
+        for k, key in ((0, case.target["first"]), (-1, case.target["last"])):
+            c = cents[k]
+            dist.append(float(size) if c is None else math.hypot(c[0] - key[0], c[1] - key[1]))
+        out["endpoint_px"] = float(np.mean(dist))
+        pts = np.asarray([c for c in cents if c is not None], np.float64)
+        out["jerk_px"] = float(np.linalg.norm(np.diff(pts, 2, axis=0), axis=1).mean()) if len(pts) >= 3 else None
+        out["object_frames"] = int(d["object_frames"])
+        # monotone: every centroid's projection on the first→last key axis moves forward (1 px slack)
+        k0, k1 = np.asarray(case.target["first"]), np.asarray(case.target["last"])
+        axis = (k1 - k0) / (np.linalg.norm(k1 - k0) + 1e-9)
+        if len(pts) == len(cents):
+            proj = (pts - k0) @ axis
+            out["monotone"] = float(bool(np.all(np.diff(proj) >= -1.0)))
+        else:
+            out["monotone"] = 0.0
+    if suite == "audio":
+        impacts = case.target["impacts"]
+        contacts = list(d.get("bounce_frames") or [])
+        for name, tol in (("sync_iou", 0), ("sync_iou_1", 1)):
+            m = _match(impacts, contacts, tol)
+            out[name] = m / float(len(impacts) + len(contacts) - m)
+        out["impacts_met"] = _match(impacts, contacts, 1) / float(len(impacts))
+        out["contacts"] = contacts
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- method specs
+_SPEC = re.compile(r"^\s*([a-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def _value(v: str):
+    v = v.strip()
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def parse_spec(spec: str) -> tuple[str, dict, dict]:
+    """`titan[update=rms,step_size=0.1,eta=0]` → ("titan", method params, request fields)."""
+    from .guidance import METHODS
+
+    m = _SPEC.match(spec)
+    if not m or m.group(1) not in METHODS:
+        raise ValueError(f"method spec {spec!r}: expected NAME or NAME[key=value,...] with NAME one of "
+                         f"{', '.join(METHODS)}")
+    params, request = {}, {}
+    for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
+        if "=" not in item:
+            raise ValueError(f"method spec {spec!r}: {item!r} is not key=value")
+        k, v = (s.strip() for s in item.split("=", 1))
+        if k in REQUEST_KEYS:
+            request[REQUEST_KEYS[k]] = _value(v)
+        elif k == "mode":
+            request["interpolation_mode"] = v
+        else:
+            params[k] = _value(v)
+    return m.group(1), params, request
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma list of specs, keeping commas inside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ the grid
+@dataclass
+class Cell:
+    suite: str
+    case: Case
+    spec: str
+    seed: int
+    eta: float
+    steps: int
+    frames: int
+
+    @property
+    def key(self) -> str:
+        raw = json.dumps([self.suite, self.case.id, self.spec, self.seed, self.eta, self.steps, self.frames])
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def grid(suites, specs, seeds, eta, steps, frames, max_cases=None) -> list[Cell]:
+    cells = []
+    for suite in suites:
+        cs = cases(suite, frames)
+        if max_cases:
+            cs = _first_cases(cs, max_cases)
+        for case in cs:
+            for spec in specs:
+                for seed in seeds:
+                    cells.append(Cell(suite, case, spec, seed, eta, steps, frames))
+    return cells
+
+
+def _first_cases(cs: list[Case], n: int) -> list[Case]:
+    """The first `n` cases, counting interpolation's mode variants of one key pair as one case."""
+    groups: list[str] = []
+    for c in cs:
+        g = c.id.split("/")[0]
+        if g not in groups:
+            groups.append(g)
+    keep = set(groups[:n])
+    return [c for c in cs if c.id.split("/")[0] in keep]
+
+
+def run_cell(cell: Cell, preset, params_override: Optional[dict] = None) -> dict:
+    from .request import Generation, GenerationRequest, validate
+
+    method, params, request = parse_spec(cell.spec)
+    params = {**(params_override or {}).get(method, {}), **params}
+    fields = dict(task=cell.case.task, prompt=cell.case.prompt, method=method, params=params, seed=cell.seed,
+                  eta=cell.eta, steps=cell.steps, frames=cell.frames, cfg=cell.case.cfg, **cell.case.inputs)
+    fields.update(request)
+    gen = Generation(validate(GenerationRequest(**fields), preset), preset, preview_every=0)
+    t0 = time.perf_counter()
+    for _ in gen:
+        pass
+    seconds = time.perf_counter() - t0
+    frames = gen.final_event.frames
+    p = gen.prepared
+    return {
+        "key": cell.key, "suite": cell.suite, "case": cell.case.id, "method": cell.spec, "base_method": method,
+        "seed": cell.seed, "eta": p.eta, "steps": p.steps, "cfg": p.cfg, "frames": p.frames,
+        "mg_scale": p.request.mg_scale, "params": p.params, "metrics": metrics(cell.suite, cell.case, frames),
+        "final_reward": gen.final_reward(), "seconds": round(seconds, 4),
+        "peak_memory_bytes": int(gen.peak_memory_bytes), "device": p.device, "preset": p.preset_name,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- summary
+def read_rows(out: Path) -> list[dict]:
+    rows, seen = [], set()
+    for path in [out / "rows.jsonl"] + sorted(out.glob("rows.rank*.jsonl")):
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a killed run: that cell runs again
+                continue
+            if r.get("key") not in seen:
+                seen.add(r["key"])
+                rows.append(r)
+    return rows
+
+
+def _mean(xs):
+    xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool) and x is not None]
+    return statistics.mean(xs) if xs else None
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per (suite, method spec): means of every numeric metric, the primary metric's change against
+    `none` at the same case, seed and η (over the pairs that exist), seconds and peak memory."""
+    base = {(r["suite"], r["case"], r["seed"], r["eta"]): r for r in rows if r["method"] == "none"}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["suite"], r["method"]), []).append(r)
+    out = []
+    for (suite, method), rs in groups.items():
+        names = sorted({k for r in rs for k, v in r["metrics"].items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        primary, higher = PRIMARY[suite]
+        diffs, wins = [], []
+        for r in rs:
+            b = base.get((suite, r["case"], r["seed"], r["eta"]))
+            if b is None or method == "none":
+                continue
+            x, y = r["metrics"].get(primary), b["metrics"].get(primary)
+            if x is None or y is None:
+                continue
+            diffs.append(x - y)
+            wins.append((x - y) * (1 if higher else -1))
+        out.append({
+            "suite": suite, "method": method, "n": len(rs), "primary": primary,
+            **{k: _mean(r["metrics"].get(k) for r in rs) for k in names},
+            "delta_vs_none": _mean(diffs), "better_than_none": (sum(w > 0 for w in wins) / len(wins)) if wins else None,
+            "worse_than_none": (sum(w < 0 for w in wins) / len(wins)) if wins else None,
+            "seconds": _mean(r["seconds"] for r in rs),
+            "peak_memory_mib": max(r["peak_memory_bytes"] for r in rs) / 2**20,
+            "eta": sorted({r["eta"] for r in rs}),
+        })
+    order = {s: i for i, s in enumerate(SUITES)}
+    out.sort(key=lambda s: (order.get(s["suite"], 99), s["method"] != "none"))
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def write_summary(rows: list[dict], out: Path) -> list[dict]:
+    summary = summarize(rows)
+    lines = []
+    for suite in dict.fromkeys(s["suite"] for s in summary):
+        ss = [s for s in summary if s["suite"] == suite]
+        primary = PRIMARY[suite][0]
+        extra = sorted({k for s in ss for k in s if k not in _FIXED and k != primary})
+        cols = ["method", "n", primary, "delta_vs_none", "better_than_none", "worse_than_none", *extra,
+                "seconds", "peak_memory_mib", "eta"]
+        lines += [f"### {suite} ({primary}: {'higher' if PRIMARY[suite][1] else 'lower'} is better)", "",
+                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for s in ss:
+            lines.append("| " + " | ".join(_fmt(s.get(c)) for c in cols) + " |")
+        lines.append("")
+    (out / "summary.md").write_text("\n".join(lines))
+    keys = list(dict.fromkeys(k for s in summary for k in s))
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for s in summary:
+            w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in s.items()})
+    return summary
+
+
+_FIXED = {"suite", "method", "n", "primary", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
+          "peak_memory_mib", "eta"}
+
+
+def plot(summary: list[dict], out: Path) -> list[Path]:
+    """Per suite: the primary metric per method, and against seconds and peak memory. Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency; a bare install may lack it
+        print("evaluate: matplotlib is not installed; no plots", file=sys.stderr)
+        return []
+    folder = out / "plots"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for suite in dict.fromkeys(s["suite"] for s in summary):
+        ss = [s for s in summary if s["suite"] == suite and s.get(PRIMARY[suite][0]) is not None]
+        if not ss:
+            continue
+        primary = PRIMARY[suite][0]
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        names = [s["method"] for s in ss]
+        vals = [s[primary] for s in ss]
+        axes[0].barh(range(len(ss)), vals, color="#4c72b0")
+        axes[0].set_yticks(range(len(ss)), names, fontsize=7)
+        axes[0].invert_yaxis()
+        axes[0].set_xlabel(primary)
+        for ax, key, label in ((axes[1], "seconds", "seconds per video"),
+                               (axes[2], "peak_memory_mib", "peak memory (MiB)")):
+            ax.scatter([s[key] for s in ss], vals)
+            for s, v in zip(ss, vals):
+                ax.annotate(s["method"].split("[")[0], (s[key], v), fontsize=7)
+            ax.set_xlabel(label)
+            ax.set_ylabel(primary)
+        fig.suptitle(f"{suite}: {primary} ({'higher' if PRIMARY[suite][1] else 'lower'} is better)")
+        fig.tight_layout()
+        path = folder / f"{suite}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------- running
+def _dist_env() -> tuple[int, int, int]:
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def _barrier(world: int) -> None:
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=None, frames=None,
+             max_cases=None, params_override=None, device=None, threads=None, log=print) -> list[dict]:
+    import torch
+
+    from .presets import load_preset
+    from .request import DEFAULT_ETA
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, local = _dist_env()
+    if threads:
+        torch.set_num_threads(int(threads))
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{local % torch.cuda.device_count()}"
+    preset = load_preset(preset_name, device=device)
+    if preset.name != "micro":
+        raise ValueError(f"preset {preset.name!r}: the exact suites need the micro preset (its detector reads the "
+                         "micro world)")
+    eta = DEFAULT_ETA if eta is None else float(eta)
+    steps = preset.default_steps if steps is None else int(steps)
+    frames = preset.default_frames if frames is None else int(frames)
+    for spec in specs:
+        parse_spec(spec)  # fail before any work
+    cells = grid(suites, specs, seeds, eta, steps, frames, max_cases)
+    done = {r["key"] for r in read_rows(out)}
+    todo = [c for c in cells if c.key not in done]
+    mine = todo[rank::world]
+    log(f"evaluate: {len(cells)} cells, {len(cells) - len(todo)} done before, {len(mine)} for process "
+        f"{rank}/{world} on {preset.device}")
+    shard = out / (f"rows.rank{rank}.jsonl" if world > 1 else "rows.jsonl")
+    t0 = time.perf_counter()
+    for n, cell in enumerate(mine, 1):
+        row = run_cell(cell, preset, params_override)
+        with open(shard, "a") as fh:
+            fh.write(json.dumps(row, default=_json_default) + "\n")
+        eta_s = (time.perf_counter() - t0) / n * (len(mine) - n)
+        log(f"[{rank}] {n}/{len(mine)} {cell.suite} {cell.case.id} {cell.spec} seed {cell.seed}: "
+            f"{_short(row['metrics'])} ({row['seconds']:.1f} s, ~{eta_s / 60:.1f} min left)")
+    _barrier(world)
+    if rank != 0:
+        return []
+    rows = read_rows(out)
+    if world > 1:  # merge the shards into rows.jsonl
+        tmp = out / "rows.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+        os.replace(tmp, out / "rows.jsonl")
+        for p in out.glob("rows.rank*.jsonl"):
+            p.unlink()
+    wanted = {c.key for c in cells}
+    summary = write_summary([r for r in rows if r["key"] in wanted] or rows, out)
+    plot(summary, out)
+    return summary
+
+
+def _short(m: dict) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in m.items() if not isinstance(v, list))
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return repr(o)
+
+
+def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="python -m pipelines evaluate")
+    p.description = "Exact guidance suites on the micro preset (see pipelines/evaluate.py)."
+    p.add_argument("--suite", required=True, help=f"comma list of {', '.join(SUITES)}, or all")
+    p.add_argument("--methods", default="none,titan", help="comma list of method specs, e.g. none,titan[update=rms]")
+    p.add_argument("--seeds", default="2", help="N (seeds 0..N-1) or a comma list")
+    p.add_argument("--cases", type=int, default=None, help="at most this many cases per suite")
+    p.add_argument("--eta", type=float, default=None, help="DDIM η for every cell (default: the request default)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--preset", default="micro")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a parameter for every spec of that method (a spec's own settings win)")
+    p.add_argument("--out", required=True, help="output folder (rows.jsonl, summary.md/.csv, plots/)")
+    return p
+
+
+def main(argv=None, args=None) -> int:
+    a = args if args is not None else build_parser().parse_args(argv)
+    suites = list(SUITES) if a.suite == "all" else [s.strip() for s in a.suite.split(",") if s.strip()]
+    for s in suites:
+        if s not in SUITES:
+            print(f"error: --suite: {s!r} is not one of {', '.join(SUITES)}", file=sys.stderr)
+            return 2
+    seeds = list(range(int(a.seeds))) if a.seeds.strip().isdigit() else [int(s) for s in a.seeds.split(",")]
+    override: dict = {}
+    for item in a.param:
+        try:
+            key, value = item.split("=", 1)
+            m, name = key.split(".", 1)
+        except ValueError:
+            print(f"error: --param: expected METHOD.NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        override.setdefault(m, {})[name] = _value(value)
+    try:
+        summary = evaluate(suites, split_specs(a.methods), seeds, a.out, preset_name=a.preset, eta=a.eta,
+                           steps=a.steps, frames=a.frames, max_cases=a.cases, params_override=override,
+                           device=a.device, threads=a.threads, log=lambda s: print(s, file=sys.stderr, flush=True))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary:
+        print((Path(a.out) / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

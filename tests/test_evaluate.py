@@ -1,0 +1,156 @@
+"""`python -m pipelines evaluate`: exact suite metrics on clips with known answers, method specs, rows, resume,
+summary, plots, and a 2-process sharded run that equals the 1-process run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines import evaluate as ev
+from pipelines.micro import world
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _case(suite, cid):
+    return next(c for c in ev.cases(suite) if c.id == cid)
+
+
+# ------------------------------------------------------------------------------------------ metrics, known answers
+def test_style_metric_reads_the_background_class():
+    case = _case("style", "striped-0")
+    striped, _ = world.render_clip("red", "square", "moving up", "striped", seed=0)
+    black, _ = world.render_clip("red", "square", "moving up", "black", seed=0)
+    assert ev.metrics("style", case, torch.from_numpy(striped))["style_changed"] == 1.0
+    assert ev.metrics("style", case, torch.from_numpy(black))["style_changed"] == 0.0
+
+
+def test_interpolation_metrics_on_straight_static_and_jumping_paths():
+    case = _case("interpolate", "k0/reward")
+    (x0, y0), (x1, y1) = ev.KEY_POSITIONS[0]
+    c, s = world.HELD_OUT[0][:2]
+    line = [(round(x0 + (x1 - x0) * k / 7), round(y0 + (y1 - y0) * k / 7)) for k in range(8)]
+    straight = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", line))
+    assert straight["endpoint_px"] < 0.5 and straight["monotone"] == 1.0 and straight["jerk_px"] < 1.0
+    static = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 8))
+    assert static["endpoint_px"] == pytest.approx(np.hypot(x1 - x0, y1 - y0) / 2, abs=0.5)
+    # exact endpoints but a static interior that jumps at the end: what replacement alone gave
+    jump = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 7 + [line[-1]]))
+    assert jump["endpoint_px"] < 0.5 and jump["jerk_px"] > 3 * straight["jerk_px"]
+    back = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", line[:4] + line[:3] + line[-1:]))
+    assert back["monotone"] == 0.0
+
+
+def test_audio_metric_is_exact_at_the_frame_and_penalises_extra_contacts():
+    case = _case("audio", "phase1")
+    assert case.target["impacts"] == [1, 5]
+    rng = np.random.default_rng(0)
+    seen = {}
+    for _ in range(200):  # bouncing clips of every phase
+        clip, meta = world.render_clip("red", "circle", "bouncing", "black", rng=rng)
+        seen[tuple(meta["impact_frames"])] = ev.metrics("audio", case, clip)
+    assert seen[(1, 5)]["sync_iou"] == 1.0
+    assert seen[(2, 6)]["sync_iou"] == 0.0 and seen[(2, 6)]["sync_iou_1"] == 1.0  # one frame late
+    # chance: a regular bounce of random phase meets the exact frames in one phase of four
+    assert np.mean([m["sync_iou"] for m in seen.values()]) == pytest.approx(0.25, abs=0.01)
+
+
+def test_mg_metrics_on_a_static_and_a_moving_clip():
+    case = _case("mg", "m0")
+    c, s, m = world.HELD_OUT[0]
+    moving, _ = world.render_clip(c, s, m, "black", seed=1)
+    static = np.repeat(moving[:1], 8, 0)
+    a, b = ev.metrics("mg", case, moving), ev.metrics("mg", case, static)
+    assert b["change"] == 0.0 < a["change"]
+    assert a["one_object"] == 1.0 and a["colour_kept"] == 1.0 and a["accuracy"] == 1.0
+    two = moving.copy()
+    two[:, :, 0:4, 0:4] = np.asarray(world.COLOURS["green"], np.float32)[None, :, None, None]
+    assert ev.metrics("mg", case, two)["one_object"] == 0.0
+
+
+def test_cases_are_what_the_docstring_says():
+    t2v = ev.cases("t2v-hard")
+    assert len(t2v) == len(world.HELD_OUT) and all(c.cfg == ev.T2V_HARD_CFG for c in t2v)
+    style = ev.cases("style")
+    assert {c.target["background"] for c in style} == {"striped", "checkered"}
+    assert all(world.parse_caption(c.prompt)["background"] in ("black", "gray") for c in style)
+    interp = ev.cases("interpolate")
+    assert {c.inputs["interpolation_mode"] for c in interp} == {"reward", "replacement", "both"}
+    audio = ev.cases("audio")
+    assert sorted(c.target["impacts"][0] for c in audio) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------------ method specs
+def test_method_specs_split_method_and_request_settings():
+    assert ev.split_specs("none,titan[update=rms,step_size=0.1],mpgd") == [
+        "none", "titan[update=rms,step_size=0.1]", "mpgd"]
+    name, params, req = ev.parse_spec("titan[update=rms,step_size=0.1,eta=0,mg=40,fill=tile,per_frame=true]")
+    assert name == "titan"
+    assert params == {"update": "rms", "step_size": 0.1, "fill": "tile", "per_frame": True}
+    assert req == {"eta": 0, "mg_scale": 40}
+    with pytest.raises(ValueError, match="method spec"):
+        ev.parse_spec("magic")
+    with pytest.raises(ValueError, match="key=value"):
+        ev.parse_spec("titan[fast]")
+
+
+# ----------------------------------------------------------------------------------------------- runs and resume
+ARGS = ["--suite", "style,audio", "--methods", "none,titan[step_size=0.5]", "--seeds", "2", "--cases", "1",
+        "--steps", "3", "--threads", "1"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_grid_writes_rows_summary_and_plots_and_resumes(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert ev.main(ARGS + ["--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2  # suites × methods × seeds
+    assert {r["suite"] for r in rows} == {"style", "audio"}
+    assert all(r["eta"] == rows[0]["eta"] for r in rows)  # one η for every method, none included
+    assert all("style_changed" in r["metrics"] for r in rows if r["suite"] == "style")
+    assert all("sync_iou" in r["metrics"] and r["seconds"] > 0 and r["peak_memory_bytes"] > 0
+               for r in rows if r["suite"] == "audio")
+    md = (out / "summary.md").read_text()
+    assert "### style" in md and "titan[step_size=0.5]" in md and "delta_vs_none" in md
+    assert (out / "summary.csv").read_text().count("\n") == 1 + 4
+    assert (out / "plots" / "style.png").stat().st_size > 1000
+    # resume: nothing runs again
+    monkeypatch.setattr(ev, "run_cell", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    assert ev.main(ARGS + ["--out", str(out)]) == 0
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 8
+    assert "0 for process 0/1" in capsys.readouterr().err
+
+
+def test_bad_suite_and_spec_are_refused(tmp_path, capsys):
+    assert ev.main(["--suite", "nope", "--out", str(tmp_path)]) == 2
+    assert "--suite" in capsys.readouterr().err
+    assert ev.main(["--suite", "style", "--methods", "none,wizard", "--out", str(tmp_path)]) == 2
+    assert "wizard" in capsys.readouterr().err
+
+
+def test_two_process_sharded_run_equals_one_process_run(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    cmd = [sys.executable, "-m", "pipelines", "evaluate", *ARGS]
+    subprocess.run(cmd + ["--out", str(one)], check=True, env=_env(), cwd=ROOT, capture_output=True, timeout=600)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                "-m", "pipelines", "evaluate", *ARGS, "--out", str(two)]
+    res = subprocess.run(torchrun, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "for process 1/2" in res.stderr and "for process 0/2" in res.stderr
+    assert not list(two.glob("rows.rank*.jsonl"))  # merged by process 0
+
+    def load(p):
+        return {r["key"]: r for r in map(json.loads, (p / "rows.jsonl").read_text().splitlines())}
+
+    a, b = load(one), load(two)
+    assert a.keys() == b.keys() and len(a) == 8
+    for k in a:
+        assert a[k]["metrics"] == b[k]["metrics"]
+        assert a[k]["final_reward"] == pytest.approx(b[k]["final_reward"], rel=1e-5, abs=1e-6)
