@@ -255,7 +255,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
         from accelerate import FullyShardedDataParallelPlugin
 
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+    # cpu=True where there is no GPU: with several processes (torchrun / `accelerate launch --multi_gpu`) accelerate
+    # then sets up gloo DDP across CPU processes instead of running each process alone.
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **kwargs)
     out = Path(cfg.out)
     base = load_base(cfg)
