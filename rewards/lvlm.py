@@ -121,6 +121,8 @@ class LVLMJudge(Reward):
     name = "lvlm"
     differentiable = False
     frame_local = False
+    #: the fixed scale an ensemble's weighted sum maps to [0, 1]: (s − 1)/8
+    score_range = (1.0, 9.0)
 
     def __init__(
         self,

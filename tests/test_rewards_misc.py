@@ -68,10 +68,16 @@ def test_matrix_functions():
     torch.testing.assert_close(bp[1], torch.full((4,), 2.5, dtype=torch.float64))
     torch.testing.assert_close(bp[2], torch.tensor([1.0, 3.0, 2.0, 4.0], dtype=torch.float64))  # best gets n
     assert int(borda(R).argmax()) == 1
-    # weighted: scales do not matter after min-max; weights pick the winner
+    # weighted: each reward on its fixed scale mapped to [0, 1] (here 1–9 and 0–1000); weights pick the winner
     W = torch.tensor([[9.0, 1.0, 5.0], [0.0, 1000.0, 400.0]])
-    assert int(weighted_sum(W, [0.75, 0.25]).argmax()) == 0
-    assert int(weighted_sum(W, [0.25, 0.75]).argmax()) == 1
+    scales = [(1.0, 9.0), (0.0, 1000.0)]
+    torch.testing.assert_close(weighted_sum(W, [0.75, 0.25], scales),
+                               torch.tensor([0.75, 0.25, 0.475], dtype=torch.float64))
+    assert int(weighted_sum(W, [0.25, 0.75], scales).argmax()) == 1
+    with pytest.raises(RewardError, match="score range"):
+        weighted_sum(W, [0.5, 0.5], [(1.0, 9.0)])
+    with pytest.raises(RewardError, match="hi > lo"):
+        weighted_sum(W, [0.5, 0.5], [(1.0, 9.0), (2.0, 2.0)])
     torch.testing.assert_close(normalized_sum(W), torch.tensor([1.0, 1.0, 0.9], dtype=torch.float64))
     with pytest.raises(RewardError, match="weights"):
         weighted_sum(W, [1.0])
