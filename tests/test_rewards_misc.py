@@ -160,12 +160,12 @@ def test_parse_score():
     assert parse_score("The circle is red and moves left.\nAnswer: 7") == 7
     assert parse_score("Frame 1 shows... Frame 4 shows... so 8") == 8
     assert parse_score("answer: 6/9") == 6
-    with pytest.warns(RuntimeWarning, match="scored 0"):
-        assert parse_score("I cannot tell.") == 0
+    with pytest.warns(RuntimeWarning, match="scored 1 \\(the lowest\\)"):
+        assert parse_score("I cannot tell.") == 1
     with pytest.warns(RuntimeWarning):
-        assert parse_score("Answer: 12") == 0
+        assert parse_score("Answer: 12") == 1
     with pytest.warns(RuntimeWarning):
-        assert parse_score("") == 0
+        assert parse_score("") == 1
 
 
 def test_grid_and_key_frames():
@@ -190,7 +190,9 @@ def test_lvlm_judge_openai_backend(monkeypatch, caplog):
         assert out.shape == (16,) and (out == 8).all()
         req = srv.requests[0]
         assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {SECRET}"
-        content = req["body"]["messages"][0]["content"]
+        system, user = req["body"]["messages"]
+        assert system["role"] == "system" and "ONE video" in system["content"] and "time order" in system["content"]
+        content = user["content"]
         assert req["body"]["model"] == "fake-vlm"
         assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/png;base64,") for p in content)
         text = next(p["text"] for p in content if p["type"] == "text")
@@ -198,8 +200,8 @@ def test_lvlm_judge_openai_backend(monkeypatch, caplog):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             scores = judge.score_candidates([torch.rand(4, 3, 8, 8) for _ in range(3)])
-        assert sorted(scores.tolist()) == [0.0, 3.0, 9.0]  # concurrent: order of answers may vary
-        assert any("scored 0" in str(x.message) for x in w)
+        assert sorted(scores.tolist()) == [1.0, 3.0, 9.0]  # concurrent: order of answers may vary
+        assert any("scored 1 (the lowest)" in str(x.message) for x in w)
         assert SECRET not in repr(judge) and SECRET not in str(vars(judge))
     assert SECRET not in caplog.text
 
