@@ -110,3 +110,21 @@ def test_normalized_alpha_has_the_same_effect_at_any_size():
     assert normalized_mg_scale(40.0, 2, 64) == 40.0  # MG is off below 3 frames anyway
     with pytest.raises(ValueError, match="bad size"):
         normalized_mg_scale(40.0, 16, 0)
+
+
+def test_request_converts_a_normalized_alpha_for_its_latent_size():
+    from types import SimpleNamespace
+
+    from pipelines.guidance.temporal import normalized_mg_scale
+    from pipelines.request import Generation, GenerationRequest
+
+    pipe = SimpleNamespace(vae_scale_factor=8, unet=SimpleNamespace(config=SimpleNamespace(in_channels=4)))
+    preset = SimpleNamespace(pipe=pipe)
+
+    def alpha(**kw):
+        req = GenerationRequest(mg_scale=40.0, **kw)
+        return Generation(SimpleNamespace(request=req, frames=16, size=512), preset).mg_alpha()
+
+    assert alpha() == 40.0
+    assert alpha(mg_normalized=True) == pytest.approx(normalized_mg_scale(40.0, 16, 64, 4))
+    assert alpha(mg_normalized=True) == pytest.approx(120.8, abs=0.1)
