@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable), e.g. --param scale=2.0")
     g.add_argument("--mg-scale", default="0", help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
+    g.add_argument("--mg-normalized", action="store_true",
+                   help="read --mg-scale as HARIVO's α (its effect at 24 frames × 32² latents) at this video's size")
     g.add_argument("--cfg-schedule", action="store_true", help="HARIVO CFG schedule (high CFG early)")
     g.add_argument("--steps", default=None)
     g.add_argument("--cfg", default=None)
@@ -133,7 +135,7 @@ def cmd_generate(a) -> int:
     seed = a.seed
     req = GenerationRequest(
         task=a.task, prompt=a.prompt, negative_prompt=a.negative_prompt, method=a.method, params=params,
-        mg_scale=a.mg_scale, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
+        mg_scale=a.mg_scale, mg_normalized=a.mg_normalized, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
         size=a.size, eta=a.eta, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
         interpolation_mode=a.interpolation_mode, t2v_reward=a.reward,
     )

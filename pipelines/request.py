@@ -64,6 +64,7 @@ class GenerationRequest:
     method: str = "none"
     params: dict = field(default_factory=dict)  # method parameters (METHODS.md names); missing -> defaults
     mg_scale: float = 0.0  # HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)
+    mg_normalized: bool = False  # read mg_scale as HARIVO's α at 24 × 32² latents, converted to this size
     cfg_schedule: bool = False  # HARIVO CFG schedule (high CFG early, 7.5 after)
     eta: Optional[float] = None  # DDIM η, the same for every method; None -> DEFAULT_ETA
     seed: Optional[int] = 0  # None -> random
@@ -361,6 +362,17 @@ class Generation:
         self.seconds = 0.0
         self.started = None
 
+    def mg_alpha(self) -> float:
+        """The raw MG α the sampler uses (`mg_normalized`: converted from HARIVO's setting to this latent size)."""
+        p, r = self.prepared, self.prepared.request
+        if not (r.mg_normalized and r.mg_scale):
+            return float(r.mg_scale)
+        from .guidance.temporal import normalized_mg_scale
+
+        pipe = self.preset.pipe
+        return normalized_mg_scale(float(r.mg_scale), p.frames, p.size // pipe.vae_scale_factor,
+                                   int(pipe.unet.config.in_channels))
+
     def __iter__(self) -> Iterator:
         import torch
 
@@ -372,7 +384,7 @@ class Generation:
         stream = self.preset.pipe.stream(
             r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
             num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance, eta=p.eta,
-            reward=p.setup.reward, mg_scale=float(r.mg_scale), cfg_schedule="harivo" if r.cfg_schedule else None,
+            reward=p.setup.reward, mg_scale=self.mg_alpha(), cfg_schedule="harivo" if r.cfg_schedule else None,
             hooks=p.setup.hooks, should_stop=self.should_stop, preview_every=self.preview_every,
         )
         try:
@@ -448,6 +460,8 @@ def build_report(gen: Generation) -> dict:
         "cfg": p.cfg,
         "cfg_schedule": "harivo" if r.cfg_schedule else None,
         "mg_scale": r.mg_scale,
+        "mg_normalized": bool(r.mg_normalized),
+        "mg_alpha": gen.mg_alpha(),  # the raw α applied (differs from mg_scale when mg_normalized)
         "seed": p.seed,
         "eta": p.eta,
         "params": p.params,

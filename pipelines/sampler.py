@@ -101,9 +101,9 @@ class Denoiser:
 
     # --- schedule -------------------------------------------------------------------------------------
     def prev_t(self, t: int) -> int:
-        i = self.timesteps.index(int(t)) if int(t) in self.timesteps else None
-        if i is not None and i + 1 < len(self.timesteps):
-            return self.timesteps[i + 1]
+        """The timestep DDIM steps to from `t`: diffusers' DDIMScheduler.step rule, `t − T // N`, for every
+        timestep spacing. With "linspace" (the animatediff preset) this is not the next listed timestep
+        (25 steps: 999 → 959, while the list goes 999, 957, ...); the UNet still runs at the listed ones."""
         return int(t) - self.num_train // max(1, len(self.timesteps))
 
     def alpha_bar(self, t: int) -> torch.Tensor:

@@ -1,8 +1,15 @@
-"""LVLM judge (Free²Guide): a vision-language model rates how well the prompt describes the video, 1–9.
+"""LVLM judge (Free²Guide): a vision-language model rates how well the prompt describes the video.
 
-Four key frames are stitched into a 2×2 grid labelled "Frame 1".."Frame 4"; the model is asked to reason first,
-then end with "Answer: <integer 1–9>". Parsing: the first integer after the last "Answer:" if there is one, else the
-last integer in the reply; it must lie in 1–9; anything else scores 0 with a `warnings.warn`.
+Four key frames are stitched into a 2×2 grid labelled "Frame 1".."Frame 4"; a system prompt (`SYSTEM_PROMPT`) tells
+the model the grid is one video's frames in time order. Two policies (Free²Guide's Table 4):
+- ``"score"`` (default): reason, then end with "Answer: <integer 1–9>". Parsing: the integer following the last
+  "Answer:" (with no "Answer:", the last integer of the reply); it must lie in 1–9; anything else gets the lowest
+  score, 1, with a `warnings.warn`. Range (1, 9): an ensemble's weighted sum maps it to [0, 1] by (s − 1)/8.
+- ``"binary"``: answer yes or no; the reward is the probability of "yes", `p(yes) / (p(yes) + p(no))`, from the
+  token log-probabilities where the backend gives them (OpenAI-compatible `logprobs`/`top_logprobs` of the first
+  answer token; the transformers backend's logits of the first generated token), else 1 for a "yes" reply and 0
+  for anything else (a warning when it is neither yes nor no). Range (0, 1).
+The policy is the `policy` argument, else env ``GVS_LVLM_POLICY``, else "score".
 
 Backends:
 - ``"openai"``: any OpenAI-compatible server. ``GVS_LVLM_URL`` (base URL, e.g. http://127.0.0.1:8000/v1),
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 import re
 import warnings
@@ -26,11 +34,26 @@ import torch
 
 from .base import Reward, RewardError, broadcast_video_reward, check_frames
 
+POLICIES = ("score", "binary")
+
+SYSTEM_PROMPT = (
+    "You judge generated videos. The image you receive is a grid of {n} key frames taken from ONE video, in time "
+    'order, labelled "Frame 1" to "Frame {n}" (read left to right, then top to bottom: in a 2x2 grid Frame 1 is top '
+    "left, Frame 2 top right, Frame 3 bottom left, Frame 4 bottom right). Judge the video as a whole: its objects, "
+    "their attributes, the background, the style, and the motion from one frame to the next."
+)
+
 QUESTION = (
     'The image shows {n} key frames of one video in temporal order, labelled "Frame 1" to "Frame {n}". '
     'Does the following prompt describe this video: "{prompt}"? Consider the objects, their attributes, the motion '
     "across frames, the background and the style. First explain your reasoning briefly. Then, on the last line, "
     'write "Answer:" followed by a single integer from 1 (does not match at all) to 9 (matches perfectly).'
+)
+
+QUESTION_BINARY = (
+    'The image shows {n} key frames of one video in temporal order, labelled "Frame 1" to "Frame {n}". '
+    'Does the following prompt describe this video, including the motion across frames: "{prompt}"? '
+    "Answer with a single word: yes or no."
 )
 
 
@@ -87,11 +110,15 @@ def frames_to_grid(frames: torch.Tensor, min_tile: int = 256, labels: bool = Tru
 _INT = re.compile(r"(?<![\d.])-?\d+(?![\d.])")
 
 
+LOWEST_SCORE = 1
+
+
 def parse_score(text: Optional[str]) -> int:
-    """The judge's integer 1–9, or 0 (with a warning) when none can be parsed."""
+    """The judge's integer 1–9: the integer following the last "Answer:" (no "Answer:": the reply's last integer);
+    unparsable or out of range -> the lowest score, 1, with a warning."""
     if not isinstance(text, str) or not text.strip():
-        warnings.warn("lvlm: empty answer, scored 0", RuntimeWarning, stacklevel=2)
-        return 0
+        warnings.warn(f"lvlm: empty answer, scored {LOWEST_SCORE} (the lowest)", RuntimeWarning, stacklevel=2)
+        return LOWEST_SCORE
     value = None
     pos = text.lower().rfind("answer:")
     if pos >= 0:
@@ -104,9 +131,47 @@ def parse_score(text: Optional[str]) -> int:
             value = int(ints[-1])
     if value is None or not 1 <= value <= 9:
         snippet = text.strip().replace("\n", " ")[-80:]
-        warnings.warn(f"lvlm: cannot parse a score 1-9 from the answer (...{snippet!r}), scored 0", RuntimeWarning, stacklevel=2)
-        return 0
+        warnings.warn(f"lvlm: cannot parse a score 1-9 from the answer (...{snippet!r}), scored {LOWEST_SCORE} "
+                      "(the lowest)", RuntimeWarning, stacklevel=2)
+        return LOWEST_SCORE
     return value
+
+
+_YESNO = re.compile(r"^[\s\"'*_:.(\[]*(yes|no)(?![a-z])", re.IGNORECASE)
+
+
+def yes_no(token: Optional[str]) -> Optional[str]:
+    """"yes" / "no" when a token or reply starts with that word (any case, after spaces or quotes), else None."""
+    if not isinstance(token, str):
+        return None
+    m = _YESNO.match(token)
+    return m.group(1).lower() if m else None
+
+
+def yes_probability(logprobs) -> Optional[float]:
+    """`p(yes) / (p(yes) + p(no))` from the log-probabilities of one position, a {token: logprob} dict or
+    (token, logprob) pairs (variants like " Yes" summed); None when neither word appears."""
+    pairs = logprobs.items() if isinstance(logprobs, dict) else logprobs
+    py = pn = 0.0
+    for tok, lp in pairs:
+        word = yes_no(tok)
+        if word == "yes":
+            py += math.exp(lp)
+        elif word == "no":
+            pn += math.exp(lp)
+    if py + pn <= 0:
+        return None
+    return py / (py + pn)
+
+
+def binary_from_text(text: Optional[str]) -> float:
+    """1 for a reply starting with yes, 0 for no; anything else 0 with a warning."""
+    word = yes_no(text.strip() if isinstance(text, str) else text)
+    if word is None:
+        snippet = (text or "").strip().replace("\n", " ")[:80]
+        warnings.warn(f"lvlm: the answer is neither yes nor no ({snippet!r}), scored 0", RuntimeWarning, stacklevel=2)
+        return 0.0
+    return 1.0 if word == "yes" else 0.0
 
 
 def _png_data_url(image) -> str:
@@ -116,11 +181,14 @@ def _png_data_url(image) -> str:
 
 
 class LVLMJudge(Reward):
-    """Video-level, non-differentiable reward: the judge's 1–9 score on every frame."""
+    """Video-level, non-differentiable reward on every frame: the judge's 1–9 score (policy "score") or its
+    probability of "yes" (policy "binary")."""
 
     name = "lvlm"
     differentiable = False
     frame_local = False
+    #: the fixed scale an ensemble's weighted sum maps to [0, 1] ((s − 1)/8 for "score"; (0, 1) for "binary")
+    score_range = (1.0, 9.0)
 
     def __init__(
         self,
@@ -134,7 +202,10 @@ class LVLMJudge(Reward):
         num_key_frames: int = 4,
         max_workers: int = 4,
         device=None,
-        question: str = QUESTION,
+        question: Optional[str] = None,
+        policy: Optional[str] = None,
+        system_prompt: str = SYSTEM_PROMPT,
+        top_logprobs: int = 10,
     ):
         if not isinstance(prompt, str) or not prompt.strip():
             raise RewardError("lvlm: prompt must be a non-empty string")
@@ -142,10 +213,17 @@ class LVLMJudge(Reward):
             raise RewardError(f"lvlm: backend must be 'openai' or 'transformers', got {backend!r}")
         if not 1 <= int(num_key_frames) <= 4:
             raise RewardError(f"lvlm: num_key_frames must be 1..4, got {num_key_frames}")
+        policy = policy or os.environ.get("GVS_LVLM_POLICY") or "score"
+        if policy not in POLICIES:
+            raise RewardError(f"lvlm: policy must be one of {POLICIES} (argument or GVS_LVLM_POLICY), got {policy!r}")
+        self.policy = policy
+        self.score_range = (1.0, 9.0) if policy == "score" else (0.0, 1.0)
+        self.system_prompt = system_prompt
+        self.top_logprobs = int(top_logprobs)
         self.prompt, self.backend = prompt, backend
         self.timeout, self.max_new_tokens = float(timeout), int(max_new_tokens)
         self.num_key_frames, self.max_workers = int(num_key_frames), int(max_workers)
-        self.question = question
+        self.question = question or (QUESTION if policy == "score" else QUESTION_BINARY)
         self.device = device
         self.last_answers: list[str] = []
         if backend == "openai":
@@ -171,6 +249,9 @@ class LVLMJudge(Reward):
     def question_text(self, n: int) -> str:
         return self.question.format(n=n, prompt=self.prompt)
 
+    def system_text(self, n: int) -> str:
+        return self.system_prompt.format(n=n)
+
     def grid(self, frames: torch.Tensor, frame_indices=None, num_frames=None):
         check_frames(frames, "lvlm")
         f = frames.shape[0]
@@ -183,7 +264,8 @@ class LVLMJudge(Reward):
         key = self._key.get()
         return text.replace(key, "<hidden>") if key else text
 
-    def _ask_openai(self, image, n: int) -> str:
+    def _ask_openai(self, image, n: int):
+        """(reply text, {token: logprob} of the first answer token or None)."""
         import requests
 
         headers = {"Content-Type": "application/json"}
@@ -192,6 +274,7 @@ class LVLMJudge(Reward):
         body = {
             "model": self.model,
             "messages": [
+                {"role": "system", "content": self.system_text(n)},
                 {
                     "role": "user",
                     "content": [
@@ -203,6 +286,8 @@ class LVLMJudge(Reward):
             "max_tokens": self.max_new_tokens,
             "temperature": 0.0,
         }
+        if self.policy == "binary":
+            body.update(max_tokens=min(self.max_new_tokens, 4), logprobs=True, top_logprobs=self.top_logprobs)
         endpoint = self.url + "/chat/completions"
         err = None
         try:
@@ -217,14 +302,15 @@ class LVLMJudge(Reward):
             detail = self._scrub(resp.text[:300].replace("\n", " "))
             raise RewardError(f"lvlm: {endpoint} returned HTTP {resp.status_code}: {detail}")
         try:
-            content = resp.json()["choices"][0]["message"]["content"]
+            choice = resp.json()["choices"][0]
+            content = choice["message"]["content"]
         except Exception:
-            content = None
+            choice, content = {}, None
         if isinstance(content, list):  # content parts
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         if not isinstance(content, str):
             raise RewardError(f"lvlm: {endpoint} returned no choices[0].message.content")
-        return content
+        return content, _first_answer_logprobs(choice.get("logprobs") if isinstance(choice, dict) else None)
 
     def _load_hf(self):
         if self._hf is None:
@@ -243,28 +329,58 @@ class LVLMJudge(Reward):
             self._hf = (processor, model.eval())
         return self._hf
 
-    def _ask_transformers(self, image, n: int) -> str:
+    def _chat_text(self, processor, n: int) -> str:
+        user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question_text(n)}]}
+        system = {"role": "system", "content": [{"type": "text", "text": self.system_text(n)}]}
+        try:
+            return processor.apply_chat_template([system, user], add_generation_prompt=True)
+        except Exception:  # some chat templates have no system role: put it before the question
+            user["content"][1]["text"] = self.system_text(n) + "\n\n" + self.question_text(n)
+            return processor.apply_chat_template([user], add_generation_prompt=True)
+
+    def _ask_transformers(self, image, n: int):
+        """(reply text, p(yes) from the first generated token's logits for "binary", else None)."""
         processor, model = self._load_hf()
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question_text(n)}]}]
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = self._chat_text(processor, n)
         inputs = processor(text=[text], images=[image], return_tensors="pt").to(model.device)
+        binary = self.policy == "binary"
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return processor.batch_decode(new, skip_special_tokens=True)[0]
+            out = model.generate(**inputs, max_new_tokens=min(self.max_new_tokens, 4) if binary else self.max_new_tokens,
+                                 do_sample=False, output_scores=binary, return_dict_in_generate=True)
+        seqs = out.sequences if hasattr(out, "sequences") else out
+        new = seqs[:, inputs["input_ids"].shape[1]:]
+        reply = processor.batch_decode(new, skip_special_tokens=True)[0]
+        p_yes = None
+        if binary and getattr(out, "scores", None):
+            tok = getattr(processor, "tokenizer", processor)
+            logp = torch.log_softmax(out.scores[0][0].float(), dim=-1)
+            p_yes = yes_probability([(tok.decode([i]), float(logp[i])) for i in _yes_no_token_ids(tok, logp.shape[0])])
+        return reply, p_yes
 
     def ask(self, frames: torch.Tensor) -> str:
         """The judge's raw answer for one video (key frames chosen from `frames` when more than 4 are given)."""
+        return self._query(frames)[0]
+
+    def _query(self, frames: torch.Tensor):
         n = min(frames.shape[0], self.num_key_frames)
         image = self.grid(frames)
-        return self._ask_openai(image, n) if self.backend == "openai" else self._ask_transformers(image, n)
+        if self.backend == "openai":
+            reply, logprobs = self._ask_openai(image, n)
+            return reply, (yes_probability(logprobs) if logprobs else None)
+        return self._ask_transformers(image, n)
+
+    def judge(self, frames: torch.Tensor):
+        """(reward value, raw answer) for one video under the policy."""
+        reply, p_yes = self._query(frames)
+        if self.policy == "score":
+            return float(parse_score(reply)), reply
+        return (float(p_yes) if p_yes is not None else binary_from_text(reply)), reply
 
     # -- protocol -----------------------------------------------------------------------------------------------
     def __call__(self, frames, frame_indices: Optional[Sequence[int]] = None, num_frames: Optional[int] = None):
         check_frames(frames, "lvlm")
-        answer = self.ask(frames)
+        score, answer = self.judge(frames)
         self.last_answers = [answer]
-        score = float(parse_score(answer))
         return broadcast_video_reward(torch.tensor(score, device=frames.device, dtype=torch.float32), frames.shape[0])
 
     def score_candidates(self, candidates, frame_indices=None, num_frames=None) -> torch.Tensor:
@@ -276,11 +392,44 @@ class LVLMJudge(Reward):
             check_frames(c, "lvlm")
         if self.backend == "openai" and len(candidates) > 1 and self.max_workers > 1:
             with ThreadPoolExecutor(max_workers=min(self.max_workers, len(candidates))) as pool:
-                answers = list(pool.map(self.ask, candidates))
+                results = list(pool.map(self.judge, candidates))
         else:
-            answers = [self.ask(c) for c in candidates]
-        self.last_answers = answers
-        return torch.tensor([float(parse_score(a)) for a in answers])
+            results = [self.judge(c) for c in candidates]
+        self.last_answers = [a for _, a in results]
+        return torch.tensor([v for v, _ in results])
 
     def __repr__(self) -> str:
-        return f"LVLMJudge(backend={self.backend!r}, model={self.model!r}, url={self.url!r})"
+        return f"LVLMJudge(backend={self.backend!r}, model={self.model!r}, url={self.url!r}, policy={self.policy!r})"
+
+
+def _first_answer_logprobs(logprobs) -> Optional[dict]:
+    """{token: logprob} at the first answer position of an OpenAI-compatible `choices[0].logprobs`: the first
+    generated token whose alternatives (or itself) include yes/no, skipping leading whitespace tokens."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list):
+        return None
+    for entry in content:
+        if not isinstance(entry, dict):
+            continue
+        table = {}
+        for alt in entry.get("top_logprobs") or []:
+            if isinstance(alt, dict) and isinstance(alt.get("token"), str) and alt.get("logprob") is not None:
+                table[alt["token"]] = float(alt["logprob"])
+        if isinstance(entry.get("token"), str) and entry.get("logprob") is not None:
+            table.setdefault(entry["token"], float(entry["logprob"]))
+        if any(yes_no(t) for t in table):
+            return table
+        if str(entry.get("token", "")).strip():
+            return None  # the first real token is neither yes nor no: no log-probability answer
+    return None
+
+
+def _yes_no_token_ids(tokenizer, vocab_size: int) -> list:
+    """Ids of single tokens that spell yes / no (any case, with or without a leading space)."""
+    ids = set()
+    for word in ("yes", "Yes", "YES", "no", "No", "NO"):
+        for text in (word, " " + word):
+            enc = tokenizer.encode(text, add_special_tokens=False)
+            if len(enc) == 1 and 0 <= int(enc[0]) < vocab_size:
+                ids.add(int(enc[0]))
+    return sorted(ids)

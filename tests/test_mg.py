@@ -79,3 +79,52 @@ def test_mg_in_the_sampler_smooths_the_video():
     smooth = pipe("a red circle", generator=torch.Generator().manual_seed(0), mg_scale=40.0, **kw).frames[0]
     d = lambda v: (v[1:] - v[:-1]).abs().mean()  # noqa: E731
     assert d(smooth) < d(plain)
+
+
+def _shrink_at(frames, hw, scale, normalized, a=0.05, delta=1.0, seed=0):
+    """Fraction by which MG shrinks the x̂0 frame differences of a random walk video whose per-element frame
+    difference has rms `delta` (the same content statistics at every size)."""
+    g = torch.Generator().manual_seed(seed)
+    steps = delta * torch.randn(1, 4, frames, hw, hw, generator=g)
+    x0 = steps.cumsum(dim=2)
+    eps = torch.randn(1, 4, frames, hw, hw, generator=g)
+    x = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps  # so that the Tweedie estimate of (x, eps) is x0
+    after = _frame_diffs(_x0(mitigating_gradient(eps, x, a, scale=scale, normalized=normalized), x, a))
+    return 1 - float(after.sum() / _frame_diffs(x0).sum())
+
+
+def test_normalized_alpha_has_the_same_effect_at_any_size():
+    from pipelines.guidance.temporal import normalized_mg_scale
+
+    harivo = (24, 32)  # HARIVO: 24 frames × 32² latents, α = 40
+    animatediff = (16, 64)  # AnimateDiff at 512²: 16 frames × 64² latents
+    raw = [_shrink_at(f, hw, 40.0, normalized=False) for f, hw in (harivo, animatediff)]
+    norm = [_shrink_at(f, hw, 40.0, normalized=True) for f, hw in (harivo, animatediff)]
+    # raw α acts about 3× less at the larger size; the normalised α acts alike at both sizes
+    assert raw[0] > 2.5 * raw[1] > 0
+    assert norm[0] == pytest.approx(raw[0], rel=1e-6)  # at HARIVO's own size nothing changes
+    assert norm[1] == pytest.approx(norm[0], rel=0.1)
+    assert normalized_mg_scale(40.0, 24, 32) == pytest.approx(40.0)
+    assert normalized_mg_scale(40.0, 16, (64, 64)) == pytest.approx(
+        40.0 * (math.log(23) / (23 * 32 * 32)) / (math.log(15) / (15 * 64 * 64)))
+    assert normalized_mg_scale(40.0, 2, 64) == 40.0  # MG is off below 3 frames anyway
+    with pytest.raises(ValueError, match="bad size"):
+        normalized_mg_scale(40.0, 16, 0)
+
+
+def test_request_converts_a_normalized_alpha_for_its_latent_size():
+    from types import SimpleNamespace
+
+    from pipelines.guidance.temporal import normalized_mg_scale
+    from pipelines.request import Generation, GenerationRequest
+
+    pipe = SimpleNamespace(vae_scale_factor=8, unet=SimpleNamespace(config=SimpleNamespace(in_channels=4)))
+    preset = SimpleNamespace(pipe=pipe)
+
+    def alpha(**kw):
+        req = GenerationRequest(mg_scale=40.0, **kw)
+        return Generation(SimpleNamespace(request=req, frames=16, size=512), preset).mg_alpha()
+
+    assert alpha() == 40.0
+    assert alpha(mg_normalized=True) == pytest.approx(normalized_mg_scale(40.0, 16, 64, 4))
+    assert alpha(mg_normalized=True) == pytest.approx(120.8, abs=0.1)

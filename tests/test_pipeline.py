@@ -32,6 +32,44 @@ def test_no_guidance_equals_animatediff(pipes, eta, negative):
     assert (a - b).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_no_guidance_equals_animatediff_every_timestep_spacing(spacing, eta):
+    """Contract 1 holds for each DDIM timestep spacing (the animatediff preset uses "linspace", where the step
+    target t − T//N is not the next listed timestep)."""
+    from diffusers import DDIMScheduler
+
+    comps = tiny_components()
+    comps["scheduler"] = DDIMScheduler.from_config(comps["scheduler"].config, timestep_spacing=spacing)
+    ref, ours = AnimateDiffPipeline(**comps), GuidedAnimateDiffPipeline(**comps)
+    kw = dict(prompt="a red circle moving left", num_frames=4, height=16, width=16, num_inference_steps=7,
+              output_type="pt", eta=eta, guidance_scale=7.5)
+    a = ref(generator=torch.Generator().manual_seed(5), **kw).frames
+    b = ours(generator=torch.Generator().manual_seed(5), **kw).frames
+    assert (a - b).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("spacing", ["leading", "linspace", "trailing"])
+def test_prev_t_and_ddim_follow_the_schedulers_step(spacing):
+    """At 25 steps (HARIVO's count) every DDIM update equals DDIMScheduler.step's, timestep by timestep."""
+    from diffusers import DDIMScheduler
+
+    from tests.engine_helpers import make_denoiser
+
+    pipe = tiny_pipe()
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing=spacing)
+    ctx = make_denoiser(pipe, num_frames=2, steps=25)
+    ts = [int(t) for t in pipe.scheduler.timesteps]
+    g = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(1, 4, 2, 8, 8, generator=g), torch.randn(1, 4, 2, 8, 8, generator=g)
+    for t in ts:
+        ref = pipe.scheduler.step(eps, t, x, eta=0.0).prev_sample
+        ours = ctx.ddim(ctx.x0(x, eps, t), eps, t, eta=0.0)
+        assert (ref - ours).abs().max().item() <= 1e-5, t
+    if spacing == "linspace":  # 999 steps to 999 − 1000//25 = 959, not to the next listed timestep 957
+        assert ts[:2] == [999, 957] and ctx.prev_t(999) == 959
+
+
 def test_no_guidance_equals_animatediff_without_cfg_and_pil_output(pipes):
     ref, ours = pipes
     kw = dict(prompt="a blue square", num_frames=4, height=16, width=16, num_inference_steps=3, guidance_scale=1.0)

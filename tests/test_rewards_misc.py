@@ -68,10 +68,16 @@ def test_matrix_functions():
     torch.testing.assert_close(bp[1], torch.full((4,), 2.5, dtype=torch.float64))
     torch.testing.assert_close(bp[2], torch.tensor([1.0, 3.0, 2.0, 4.0], dtype=torch.float64))  # best gets n
     assert int(borda(R).argmax()) == 1
-    # weighted: scales do not matter after min-max; weights pick the winner
+    # weighted: each reward on its fixed scale mapped to [0, 1] (here 1–9 and 0–1000); weights pick the winner
     W = torch.tensor([[9.0, 1.0, 5.0], [0.0, 1000.0, 400.0]])
-    assert int(weighted_sum(W, [0.75, 0.25]).argmax()) == 0
-    assert int(weighted_sum(W, [0.25, 0.75]).argmax()) == 1
+    scales = [(1.0, 9.0), (0.0, 1000.0)]
+    torch.testing.assert_close(weighted_sum(W, [0.75, 0.25], scales),
+                               torch.tensor([0.75, 0.25, 0.475], dtype=torch.float64))
+    assert int(weighted_sum(W, [0.25, 0.75], scales).argmax()) == 1
+    with pytest.raises(RewardError, match="score range"):
+        weighted_sum(W, [0.5, 0.5], [(1.0, 9.0)])
+    with pytest.raises(RewardError, match="hi > lo"):
+        weighted_sum(W, [0.5, 0.5], [(1.0, 9.0), (2.0, 2.0)])
     torch.testing.assert_close(normalized_sum(W), torch.tensor([1.0, 1.0, 0.9], dtype=torch.float64))
     with pytest.raises(RewardError, match="weights"):
         weighted_sum(W, [1.0])
@@ -154,12 +160,12 @@ def test_parse_score():
     assert parse_score("The circle is red and moves left.\nAnswer: 7") == 7
     assert parse_score("Frame 1 shows... Frame 4 shows... so 8") == 8
     assert parse_score("answer: 6/9") == 6
-    with pytest.warns(RuntimeWarning, match="scored 0"):
-        assert parse_score("I cannot tell.") == 0
+    with pytest.warns(RuntimeWarning, match="scored 1 \\(the lowest\\)"):
+        assert parse_score("I cannot tell.") == 1
     with pytest.warns(RuntimeWarning):
-        assert parse_score("Answer: 12") == 0
+        assert parse_score("Answer: 12") == 1
     with pytest.warns(RuntimeWarning):
-        assert parse_score("") == 0
+        assert parse_score("") == 1
 
 
 def test_grid_and_key_frames():
@@ -184,7 +190,9 @@ def test_lvlm_judge_openai_backend(monkeypatch, caplog):
         assert out.shape == (16,) and (out == 8).all()
         req = srv.requests[0]
         assert req["path"] == "/v1/chat/completions" and req["auth"] == f"Bearer {SECRET}"
-        content = req["body"]["messages"][0]["content"]
+        system, user = req["body"]["messages"]
+        assert system["role"] == "system" and "ONE video" in system["content"] and "time order" in system["content"]
+        content = user["content"]
         assert req["body"]["model"] == "fake-vlm"
         assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/png;base64,") for p in content)
         text = next(p["text"] for p in content if p["type"] == "text")
@@ -192,8 +200,8 @@ def test_lvlm_judge_openai_backend(monkeypatch, caplog):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             scores = judge.score_candidates([torch.rand(4, 3, 8, 8) for _ in range(3)])
-        assert sorted(scores.tolist()) == [0.0, 3.0, 9.0]  # concurrent: order of answers may vary
-        assert any("scored 0" in str(x.message) for x in w)
+        assert sorted(scores.tolist()) == [1.0, 3.0, 9.0]  # concurrent: order of answers may vary
+        assert any("scored 1 (the lowest)" in str(x.message) for x in w)
         assert SECRET not in repr(judge) and SECRET not in str(vars(judge))
     assert SECRET not in caplog.text
 

@@ -7,20 +7,50 @@
     ε̂  ← ε̂ + α · concat(0, G_1..G_{f−1})
 
 Adding δ to ε̂ moves x̂ by −ω δ, so frame i+1 is pulled toward frame i: temporal smoothing in closed form.
+
+Size: frame i+1 moves toward frame i by the fraction 2αω² exp(−n_i²/S)/S; with n_i near the median that is
+≈ 2αω² log(f−1)/((f−1)·d·δ²) (d = c·h·w elements, δ the rms per-element frame difference of x̂0), so a given α
+acts less on longer videos and larger latents. `normalized_mg_scale` converts α into the value with the effect α
+has at HARIVO's setting (24 frames × 4 × 32² latents, α = 40); `mitigating_gradient(..., normalized=True)`
+applies that conversion from the latents' own shape.
 """
 from __future__ import annotations
 
 import math
 
+from typing import Sequence, Union
+
 import torch
+
+#: HARIVO's setting, where α = 40 was tuned: (frames, latent channels, latent height, latent width)
+HARIVO_MG_REFERENCE = (24, 4, 32, 32)
+
+
+def _mg_size_factor(num_frames: int, elements: int) -> float:
+    """log(f−1)/((f−1)·d): how strongly one unit of α acts at f frames of d latent elements each."""
+    return math.log(num_frames - 1) / ((num_frames - 1) * elements)
+
+
+def normalized_mg_scale(alpha: float, num_frames: int, latent_hw: Union[int, Sequence[int]], channels: int = 4) -> float:
+    """The raw α that shrinks x̂0 frame differences at `num_frames` × `channels` × `latent_hw` latents by the same
+    fraction as `alpha` does at HARIVO's 24 × 4 × 32² (e.g. 40 -> ≈ 121 at 16 × 4 × 64²). Fewer than 3 frames:
+    MG is off anyway, `alpha` is returned unchanged."""
+    h, w = (latent_hw, latent_hw) if isinstance(latent_hw, int) else tuple(int(v) for v in latent_hw)
+    if min(h, w, channels) < 1 or num_frames < 1:
+        raise ValueError(f"normalized_mg_scale: bad size {num_frames} frames × {channels} × {h}×{w}")
+    if num_frames < 3:
+        return float(alpha)
+    rf, rc, rh, rw = HARIVO_MG_REFERENCE
+    return float(alpha) * _mg_size_factor(rf, rc * rh * rw) / _mg_size_factor(num_frames, channels * h * w)
 
 
 def mitigating_gradient(
-    noise_pred: torch.Tensor, latents: torch.Tensor, alpha_prod_t, scale: float
+    noise_pred: torch.Tensor, latents: torch.Tensor, alpha_prod_t, scale: float, normalized: bool = False
 ) -> torch.Tensor:
     """Return `noise_pred` with HARIVO's mitigating gradient added (a new tensor; inputs are not modified).
 
-    noise_pred, latents: `(b, c, f, h, w)`; alpha_prod_t: ᾱ_t (float or 0-d tensor); scale: α (0 = off).
+    noise_pred, latents: `(b, c, f, h, w)`; alpha_prod_t: ᾱ_t (float or 0-d tensor); scale: α (0 = off);
+    normalized: read `scale` as a normalised α (its effect at HARIVO's 24 × 4 × 32² latents, `normalized_mg_scale`).
     No-ops (returns `noise_pred` unchanged) when `scale == 0`, `f < 3` (log(f−1) ≤ 0) or the median frame
     difference is 0 (a static video). Computed in fp32, returned in `noise_pred`'s dtype.
     """
@@ -34,6 +64,9 @@ def mitigating_gradient(
     a = torch.as_tensor(alpha_prod_t, dtype=torch.float32, device=latents.device)
     if not (0 < float(a) <= 1):
         raise ValueError(f"alpha_prod_t must be in (0, 1], got {float(a)}")
+    if normalized:
+        _, c, _, h, w = noise_pred.shape
+        scale = normalized_mg_scale(scale, f, (h, w), c)
     eps = noise_pred.float()
     x0 = (latents.float() - (1 - a).sqrt() * eps) / a.sqrt()
     diff = x0[:, :, 1:] - x0[:, :, :-1]  # (b, c, f-1, h, w)
