@@ -170,7 +170,7 @@ def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
         assert torch.equal(g[:, :, len(frames)], g[:, :, 0])
 
 
-@pytest.mark.parametrize("update", ["noise", "cfg", "rms", "sign"])
+@pytest.mark.parametrize("update", ["noise", "x0", "cfg", "rms", "sign"])
 def test_update_forms_have_their_documented_size(update):
     pipe = tiny_pipe()
     ctx = make_denoiser(pipe, num_frames=4, steps=10)
@@ -185,6 +185,7 @@ def test_update_forms_have_their_documented_size(update):
     size = float(u.pow(2).mean().sqrt())
     expected = {
         "noise": float((1 - ctx.alpha_bar(t_prev)).sqrt()),
+        "x0": float(ctx.alpha_bar(t_prev).sqrt()),
         "cfg": float(ctx.cfg_scale(t) * (parts[0] - parts[1]).pow(2).mean().sqrt()),
         "rms": 1.0,
         "sign": 1.0,

@@ -7,7 +7,8 @@ Per guided step, after the unguided DDIM step gives x_{t−1}:
     (J, d) = jvp(J, x_{t−1}, V/‖V‖);  ĝ = d · V/‖V‖, averaged over K guesses
     x_{t−1} ← x_{t−1} + λ_t u(ĝ)
 Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
-    noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1 (default)
+    noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1
+    x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late)
     cfg    w·rms(ε_c−ε_u) ĝ/rms(ĝ)       FreeDoM's yardstick: the size of the CFG correction
     rms    ĝ/rms(ĝ)                     the first implementation: λ latent-rms units at every step
     sign   sign(ĝ)                      the public code's effective AdamW step
@@ -25,7 +26,7 @@ from torch.func import jvp
 from .base import RangedGuidance, param, rms, step_schedule
 from .forward_ad import forward_ad_safe
 
-UPDATES = ("noise", "cfg", "rms", "sign")
+UPDATES = ("noise", "x0", "cfg", "rms", "sign")
 
 
 @dataclass
@@ -43,9 +44,9 @@ class TitanGuidance(RangedGuidance):
                            "tile = copies of S's gradient (the public code)")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
     update: str = param("noise", choices=list(UPDATES),
-                        help="step form: noise = λ√(1−ᾱ) ĝ/rms(ĝ); cfg = λ·w·rms(ε_c−ε_u) ĝ/rms(ĝ); "
+                        help="step form: noise = λ√(1−ᾱ) ĝ/rms(ĝ); x0 = λ√ᾱ ĝ/rms(ĝ); cfg = λ·w·rms(ε_c−ε_u) ĝ/rms(ĝ); "
                              "rms = λ ĝ/rms(ĝ); sign = λ sign(ĝ)")
-    step_size: float = param(1.0, min=0.0, max=10.0, step=0.01, help="λ: step size in the units of `update`")
+    step_size: float = param(1.0, min=0.0, max=50.0, step=0.01, help="λ: step size in the units of `update`")
     schedule: str = param("constant", choices=["constant", "increase", "decrease"], help="λ_t = λ·s_t")
     depth: int = param(0, min=-1, max=1000, step=1,
                        help="objective depth k: DDIM steps run inside the objective before Tweedie "
@@ -138,6 +139,8 @@ class TitanGuidance(RangedGuidance):
             return unit
         if self.update == "noise":
             return (1 - ctx.alpha_bar(t_prev)).sqrt() * unit
+        if self.update == "x0":
+            return ctx.alpha_bar(t_prev).sqrt() * unit
         eps_c, eps_u = parts
         strength = rms(eps) if eps_u is None else ctx.cfg_scale(t) * rms(eps_c - eps_u)
         return strength * unit
