@@ -37,7 +37,9 @@ class TitanGuidance(RangedGuidance):
     n_iter: int = param(1, min=1, max=10, step=1, help="refinements per guided step")
     objective_cfg: bool = param(False, help="use CFG in the objective's UNet pass (doubles its cost)")
     attention_slices: int = param(
-        0, min=0, max=64, step=1, help="0: math attention in the jvp; N: sliced attention, N heads at a time (less memory)"
+        0, min=0, max=64, step=1,
+        help="0: automatic jvp attention (fused jvp-flash kernel on CUDA when installed, else chunked math); "
+        "N: sliced attention, N heads at a time",
     )
 
     # --- the pieces of the formula ----------------------------------------------------------------------
