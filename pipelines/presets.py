@@ -75,6 +75,11 @@ def _micro(device: torch.device, reason: str) -> Preset:
         raise ValueError(f"micro weights folder {folder} could not be loaded: {e}") from e
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
+    # Fast previews (only when asked: at 32×32 the full decode is cheap and the default): the micro VAE's own
+    # latent→RGB map, fitted on rendered frames on first use (≈ 1 s on one CPU thread).
+    from .preview import micro_latent_rgb
+
+    pipe.latent_rgb = lambda: micro_latent_rgb(pipe.vae)
     return Preset(
         name="micro", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
         default_frames=8, default_size=32, default_steps=20, default_cfg=7.5, clip=str(folder / "clip"),
