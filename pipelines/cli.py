@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=None)
     b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--matrix", action="store_true",
+                   help="methods × --frames × --sides × --dtypes, with the diffusers AnimateDiffPipeline and "
+                        "none+previews reference rows (default methods: none,titan,freedom,free2guide)")
+    b.add_argument("--frames", default="8,16,24,32", help="matrix frame counts (default 8,16,24,32)")
+    b.add_argument("--sides", default="256,512", help="matrix square sides in px (default 256,512)")
+    b.add_argument("--dtypes", default=None, help="matrix dtypes, comma-separated (default: float32)")
+    b.add_argument("--no-references", action="store_true", help="matrix without the reference rows")
+    b.add_argument("--out", default=None, help="folder for bench.jsonl, bench.md and the plots")
 
     t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
@@ -162,20 +170,38 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def cmd_bench(a) -> int:
-    from .bench import run_bench
+def cmd_bench(a, argv: Sequence[str] = ()) -> int:
+    from .bench import matrix_sizes, run_bench, run_matrix, write_report
 
     def split(v):
         return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
 
-    kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
-              "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    def ints(v, flag):
+        try:
+            return [int(x) for x in split(v)]
+        except ValueError:
+            raise ValueError(f"{flag} must be comma-separated whole numbers, got {v!r}") from None
+
+    rows = []
     try:
-        for row in run_bench(**kwargs):
+        if a.matrix:
+            sizes = split(a.sizes) or matrix_sizes(ints(a.frames, "--frames"), ints(a.sides, "--sides"))
+            dtypes = split(a.dtypes) or [a.dtype or "float32"]
+            gen = run_matrix(a.preset, split(a.methods) or ["none", "titan", "freedom", "free2guide"], sizes, dtypes,
+                             a.steps or 25, device=a.device, seed=a.seed or 0, repeats=a.repeats or 1,
+                             references=not a.no_references)
+        else:
+            kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
+                      "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
+            gen = run_bench(**{k: v for k, v in kwargs.items() if v is not None})
+        for row in gen:
+            rows.append(row)
             print(json.dumps(row), flush=True)
     except ValueError as e:
         return _fail("bench", str(e))
+    if a.out:
+        paths = write_report(rows, a.out, command="python -m pipelines bench " + " ".join(argv))
+        print(f"wrote {paths['jsonl']}, {paths['markdown']} and {len(paths['plots'])} plot(s)", file=sys.stderr)
     return 0
 
 
@@ -199,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.command == "generate":
             return cmd_generate(a)
         if a.command == "bench":
-            return cmd_bench(a)
+            return cmd_bench(a, argv[1:])
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
