@@ -2,7 +2,8 @@
 
 `python -m pipelines bench --preset micro --methods none,titan --sizes 8x32 --steps 20` prints one JSON object
 per (method, size). `--preset sd15-random` builds Stable Diffusion 1.5 + AnimateDiff sized models at random
-initialisation (memory and speed do not depend on the weights) to measure the real preset without downloads.
+initialisation (memory and speed do not depend on the weights) to measure the real preset without downloads;
+`sd15-random-lean` the same models set up like the `animatediff-lean` preset (`presets.make_lean`).
 
 The matrix (`--matrix`): methods × frames (`--frames 8,16,24,32`) × sides (`--sides 256,512`) × dtypes
 (`--dtypes float32,float16`), plus two reference rows per (size, dtype): `diffusers` (the unguided diffusers
@@ -26,7 +27,7 @@ from rewards.base import Reward
 from .guidance import METHODS, make_guidance
 from .memory import PeakMemory
 
-BENCH_PRESETS = ("micro", "tiny", "sd15-random")
+BENCH_PRESETS = ("micro", "tiny", "sd15-random", "sd15-random-lean")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE_ROWS = ("diffusers", "none+previews")
 PROMPT = "a red circle moving left to right on a black background"
@@ -72,6 +73,16 @@ def device_name(device: str) -> str:
 
 
 def _pipeline(preset: str, device: str, dtype):
+    if preset == "sd15-random-lean":  # the animatediff-lean set-up (presets.make_lean) on SD 1.5-sized random models
+        from .pipeline import GuidedAnimateDiffPipeline
+        from .presets import make_lean
+        from .testing import realsize_components
+
+        if dtype == torch.bfloat16:
+            raise ValueError("sd15-random-lean takes float32 (fp16 text encoder only) or float16 (fp16 UNet/VAE too)")
+        pipe = GuidedAnimateDiffPipeline(**realsize_components(dtype=torch.float32))
+        pipe.set_progress_bar_config(disable=True)
+        return make_lean(pipe, device, fp16_models=dtype == torch.float16)
     if preset == "sd15-random":
         from .pipeline import GuidedAnimateDiffPipeline
         from .testing import realsize_components

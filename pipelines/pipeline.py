@@ -137,8 +137,10 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         )
         with torch.no_grad():
-            cond = self.per_frame_embeds(cond, num_frames)
-            uncond = self.per_frame_embeds(uncond, num_frames) if self.do_classifier_free_guidance else None
+            # the UNet's dtype (a lean preset keeps the text encoder in fp16 and the UNet in fp32; a no-op otherwise)
+            cond = self.per_frame_embeds(cond, num_frames).to(self.unet.dtype)
+            uncond = (self.per_frame_embeds(uncond, num_frames).to(self.unet.dtype)
+                      if self.do_classifier_free_guidance else None)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
