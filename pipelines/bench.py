@@ -157,6 +157,10 @@ def run_bench(
         for frames, side in sizes:
             record = {"method": method, "size": f"{frames}x{side}", "frames": frames, "height": side, "width": side,
                       "steps": steps, "preset": preset, "device": device, "device_name": where, "dtype": dtype}
+            if method == "titan":
+                from .guidance.forward_ad import choose_attention
+
+                record["jvp_attention"] = choose_attention(device)
             try:
                 times, peak, start, finite = [], 0, 0, True
                 for _ in range(repeats):

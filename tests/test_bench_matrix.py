@@ -19,6 +19,7 @@ def test_matrix_rows_table_and_plots_on_tiny_components(tmp_path):
         assert r["ok"] and r["finite"] and r["seconds"] > 0 and r["peak_memory_bytes"] > 0
         assert r["seconds_per_step"] == pytest.approx(r["seconds"] / 2, rel=1e-3)
         assert r["device"] == "cpu" and "CPU" in r["device_name"]
+        assert r.get("jvp_attention") == ("chunked" if r["method"] == "titan" else None)
     paths = write_report(rows, tmp_path / "out", command="python -m pipelines bench --matrix ...")
     lines = paths["jsonl"].read_text().splitlines()
     assert [json.loads(x) for x in lines] == rows
