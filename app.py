@@ -335,7 +335,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
     handler.__name__ = ENDPOINTS[task]
 
     ev = go.click(handler, inputs=inputs, outputs=outputs, api_name=ENDPOINTS[task], concurrency_id="gpu",
-                  concurrency_limit=len(studio.pool) if studio.pool is not None else 1, show_progress="minimal", show_progress_on=[video])
+                  concurrency_limit=len(studio.pool) if studio.pool is not None else 1,
+                  show_progress="minimal", show_progress_on=[video])
     stop.click(None, None, None, cancels=[ev], api_visibility="private")
     dice.click(lambda: random.randint(0, MAX_SEED), None, named["seed"], queue=False, api_visibility="private")
     named["method"].change(lambda m: [gr.update(visible=(k == m and bool(studio.specs[k]))) for k in groups],
