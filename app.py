@@ -4,7 +4,8 @@ Thin by design: widgets -> `pipelines.request.GenerationRequest` -> `validate` -
 -> previews, reward plot, progress -> `finalize` (mp4 + JSON report). The CLI uses the same request layer.
 
 Four tabs, one API endpoint each: /text_to_video, /style_transfer, /audio_alignment, /frame_interpolation.
-All four share one GPU slot (`concurrency_id="gpu"`, limit 1) behind a bounded queue.
+All four share the GPU slots (`concurrency_id="gpu"`, limit = number of GPUs, one preset each; 1 on CPU) behind a
+bounded queue.
 """
 from __future__ import annotations
 
@@ -100,10 +101,11 @@ def _fail(field: str, message: str):
 class Studio:
     """The live preset (loaded once) and the generation handler shared by the four tabs."""
 
-    def __init__(self, preset):
+    def __init__(self, preset, pool=None):
         from pipelines.guidance import METHODS, method_params
 
         self.preset = preset
+        self.pool = pool  # a pipelines.pool.PipelinePool of presets, one per GPU (None: this preset only)
         self.methods = list(METHODS)
         self.specs = {m: method_params(m) for m in self.methods}
 
@@ -111,7 +113,13 @@ class Studio:
         return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
 
     def generate(self, task: str, kw: dict, progress: Optional[gr.Progress] = None):
-        preset = self.preset
+        if self.pool is None:
+            yield from self._generate(self.preset, task, kw, progress)
+            return
+        with self.pool.get() as (_device, preset):  # a free GPU's preset; given back on finish, error or cancel
+            yield from self._generate(preset, task, kw, progress)
+
+    def _generate(self, preset, task: str, kw: dict, progress: Optional[gr.Progress] = None):
         for name in ("method", "mg_scale", "seed", "steps", "cfg", "frames", "size"):
             if kw.get(name) is None:
                 _fail(name, "is required")
@@ -213,8 +221,8 @@ def _examples_for(task: str) -> list[list[Any]]:
     return [r for r in rows if all(not isinstance(v, str) or not v.startswith(str(e)) or Path(v).exists() for v in r)]
 
 
-def build_demo(preset, cache_examples: bool = True) -> gr.Blocks:
-    studio = Studio(preset)
+def build_demo(preset, cache_examples: bool = True, pool=None) -> gr.Blocks:
+    studio = Studio(preset, pool)
     frame_choices = [int(x) for x in preset.frame_choices]
     size_choices = [int(x) for x in preset.size_choices]
     banner = (f"**Live preset: `{preset.name}`** on `{preset.device}` — {preset.reason}  \n"
@@ -327,7 +335,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
     handler.__name__ = ENDPOINTS[task]
 
     ev = go.click(handler, inputs=inputs, outputs=outputs, api_name=ENDPOINTS[task], concurrency_id="gpu",
-                  concurrency_limit=1, show_progress="minimal", show_progress_on=[video])
+                  concurrency_limit=len(studio.pool) if studio.pool is not None else 1,
+                  show_progress="minimal", show_progress_on=[video])
     stop.click(None, None, None, cancels=[ev], api_visibility="private")
     dice.click(lambda: random.randint(0, MAX_SEED), None, named["seed"], queue=False, api_visibility="private")
     named["method"].change(lambda m: [gr.update(visible=(k == m and bool(studio.specs[k]))) for k in groups],
@@ -384,16 +393,22 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from pipelines.pool import PipelinePool, available_devices
     from pipelines.presets import load_preset
 
     t0 = time.perf_counter()
-    preset = load_preset(args.preset, device=args.device)
+    # one preset per GPU (one generation each; Gradio's concurrency limit = number of GPUs); one slot on CPU
+    devices = [args.device] if args.device else available_devices()
+    preset = load_preset(args.preset, device=devices[0])
+    pool = PipelinePool(lambda d: load_preset(args.preset, device=d), devices if preset.device.type == "cuda" else
+                        [devices[0]])
+    pool.warm()
     print(f"[gvs] preset {preset.name} on {preset.device}: {preset.reason} ({time.perf_counter() - t0:.1f} s)",
           flush=True)
     cache = not args.no_cache_examples and os.environ.get("GVS_CACHE_EXAMPLES", "1") != "0"
     # one cache folder per preset: cached outputs of the micro preset must not be shown for animatediff
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(ROOT / ".gradio" / "cached_examples" / preset.name))
-    demo = build_demo(preset, cache_examples=cache)
+    demo = build_demo(preset, cache_examples=cache, pool=pool)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,

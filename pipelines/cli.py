@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     g = sub.add_parser("generate", help="generate one guided video (mp4 + JSON report)")
-    g.add_argument("--preset", default="auto", help="micro | animatediff | auto (default: auto)")
+    g.add_argument("--preset", default="auto", help="micro | animatediff | animatediff-lean | auto (default: auto)")
     g.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
     g.add_argument("--task", required=True, choices=list(TASKS))
     g.add_argument("--prompt", required=True)
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
 
     b = sub.add_parser("bench", help="seconds and peak memory per (method, size); one JSON object per line")
-    b.add_argument("--preset", default="micro", help="micro | tiny | sd15-random (SD1.5-sized random weights)")
+    b.add_argument("--preset", default="micro", help="micro | tiny | sd15-random (SD1.5-sized random weights) | "
+                   "sd15-random-lean (the same, set up like animatediff-lean)")
     b.add_argument("--device", default=None)
     b.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     b.add_argument("--methods", default=None, help="comma-separated method names (default: none,titan)")
@@ -90,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=None)
     b.add_argument("--repeats", type=int, default=None)
     b.add_argument("--seed", type=int, default=None)
+    b.add_argument("--matrix", action="store_true",
+                   help="methods × --frames × --sides × --dtypes, with the diffusers AnimateDiffPipeline and "
+                        "none+previews reference rows (default methods: none,titan,freedom,free2guide)")
+    b.add_argument("--frames", default="8,16,24,32", help="matrix frame counts (default 8,16,24,32)")
+    b.add_argument("--sides", default="256,512", help="matrix square sides in px (default 256,512)")
+    b.add_argument("--dtypes", default=None, help="matrix dtypes, comma-separated (default: float32)")
+    b.add_argument("--no-references", action="store_true", help="matrix without the reference rows")
+    b.add_argument("--out", default=None, help="folder for bench.jsonl, bench.md and the plots")
 
     from .evaluate import build_parser as evaluate_parser
 
@@ -168,20 +177,38 @@ def cmd_generate(a) -> int:
     return 0
 
 
-def cmd_bench(a) -> int:
-    from .bench import run_bench
+def cmd_bench(a, argv: Sequence[str] = ()) -> int:
+    from .bench import matrix_sizes, run_bench, run_matrix, write_report
 
     def split(v):
         return None if v is None else [x.strip() for x in v.split(",") if x.strip()]
 
-    kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
-              "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    def ints(v, flag):
+        try:
+            return [int(x) for x in split(v)]
+        except ValueError:
+            raise ValueError(f"{flag} must be comma-separated whole numbers, got {v!r}") from None
+
+    rows = []
     try:
-        for row in run_bench(**kwargs):
+        if a.matrix:
+            sizes = split(a.sizes) or matrix_sizes(ints(a.frames, "--frames"), ints(a.sides, "--sides"))
+            dtypes = split(a.dtypes) or [a.dtype or "float32"]
+            gen = run_matrix(a.preset, split(a.methods) or ["none", "titan", "freedom", "free2guide"], sizes, dtypes,
+                             a.steps or 25, device=a.device, seed=a.seed or 0, repeats=a.repeats or 1,
+                             references=not a.no_references)
+        else:
+            kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
+                      "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
+            gen = run_bench(**{k: v for k, v in kwargs.items() if v is not None})
+        for row in gen:
+            rows.append(row)
             print(json.dumps(row), flush=True)
     except ValueError as e:
         return _fail("bench", str(e))
+    if a.out:
+        paths = write_report(rows, a.out, command="python -m pipelines bench " + " ".join(argv))
+        print(f"wrote {paths['jsonl']}, {paths['markdown']} and {len(paths['plots'])} plot(s)", file=sys.stderr)
     return 0
 
 
@@ -205,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.command == "generate":
             return cmd_generate(a)
         if a.command == "bench":
-            return cmd_bench(a)
+            return cmd_bench(a, argv[1:])
         if a.command == "evaluate":
             from .evaluate import main as evaluate_main
 

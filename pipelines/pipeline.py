@@ -9,6 +9,7 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from .frame_tokens import FrameTokenGenerator
 from .guidance.base import Guidance
+from .preview import latent_rgb_for, resolve_preview
 from .sampler import Denoiser, StepEvent, StepHook, sample
 
 
@@ -27,8 +28,10 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     """AnimateDiff with training-free guidance.
 
     Built like `AnimateDiffPipeline` (`from_pretrained(...)` or from components). `stream(...)` yields a
-    `StepEvent` per step (index, timestep, decoded x̂0 preview, reward, seconds, peak memory) and a final event
-    with the video; `__call__` runs the same loop and returns `AnimateDiffPipelineOutput`. With `guidance=None`,
+    `StepEvent` per step (index, timestep, x̂0 preview, reward, seconds, peak memory) and a final event
+    with the video (decoded once, in chunks of `decode_chunk_size` frames). Previews (`preview=`, see
+    `pipelines.preview`): `auto` (default) maps latents to RGB without the VAE at ≥ 128 px frames and decodes
+    below; `decode` always decodes; `fast` never does except every `decode_every` steps; `__call__` runs the same loop and returns `AnimateDiffPipelineOutput`. With `guidance=None`,
     `mg_scale=0` and no hooks the result equals `AnimateDiffPipeline.__call__` for the same components, seed and
     arguments. `eta` defaults to 0.0 (diffusers' default) without guidance and to 1.0 with it (as in the papers).
 
@@ -37,6 +40,8 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     """
 
     _optional_components = AnimateDiffPipeline._optional_components + ["frame_tokens"]
+    #: latent→RGB map for fast previews (a `pipelines.preview.LatentRGB`; None: the SD 1.x approximation)
+    latent_rgb = None
 
     def __init__(self, vae, text_encoder, tokenizer, unet, motion_adapter, scheduler,
                  feature_extractor=None, image_encoder=None, frame_tokens: Optional[FrameTokenGenerator] = None):
@@ -88,6 +93,8 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
         cfg_schedule: Optional[str] = None,
         hooks: Sequence[StepHook] = (),
         preview_every: int = 1,
+        preview: str = "auto",
+        decode_every: int = 0,
         track_reward: bool = True,
         should_stop: Optional[Callable[[], bool]] = None,
         decode_chunk_size: int = 16,
@@ -105,6 +112,10 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
             raise ValueError(f"cfg_schedule must be None or 'harivo', got {cfg_schedule!r}")
         if mg_scale < 0:
             raise ValueError(f"mg_scale must be ≥ 0, got {mg_scale}")
+        if decode_every < 0:
+            raise ValueError(f"decode_every must be ≥ 0, got {decode_every}")
+        preview_mode = resolve_preview(preview, height, width)
+        latent_rgb = latent_rgb_for(self) if preview_mode == "fast" else None
         if isinstance(prompt, str):
             batch = 1
         elif isinstance(prompt, (list, tuple)):
@@ -126,8 +137,10 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
         )
         with torch.no_grad():
-            cond = self.per_frame_embeds(cond, num_frames)
-            uncond = self.per_frame_embeds(uncond, num_frames) if self.do_classifier_free_guidance else None
+            # the UNet's dtype (a lean preset keeps the text encoder in fp16 and the UNet in fp32; a no-op otherwise)
+            cond = self.per_frame_embeds(cond, num_frames).to(self.unet.dtype)
+            uncond = (self.per_frame_embeds(uncond, num_frames).to(self.unet.dtype)
+                      if self.do_classifier_free_guidance else None)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -149,7 +162,8 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
 
         yield from sample(
             ctx, x, guidance, hooks=hooks, preview_every=preview_every, track_reward=track_reward,
-            should_stop=should_stop, on_finish=finish,
+            should_stop=should_stop, on_finish=finish, preview_mode=preview_mode, decode_every=decode_every,
+            latent_rgb=latent_rgb, preview_size=(height, width),
         )
         self.maybe_free_model_hooks()
 

@@ -1,4 +1,5 @@
-"""Named model sets: `micro` (embedded, offline, CPU), `animatediff` (SD 1.5 + motion adapter), `auto`, `tiny`.
+"""Named model sets: `micro` (embedded, offline, CPU), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
+(the same models set up for a 12 GB consumer GPU, see `make_lean`), `auto`, `tiny`.
 
 `load_preset(name)` builds a preset once per process and keeps it (models are loaded once, reused by every tab and
 request). A preset carries the pipeline, the reward models its tasks use, the choices the UI may offer (frames,
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-PRESETS = ("auto", "micro", "animatediff", "tiny")
+PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "tiny")
 
 ANIMATEDIFF_BASE = "emilianJR/epiCRealism"
 ANIMATEDIFF_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
@@ -75,6 +76,11 @@ def _micro(device: torch.device, reason: str) -> Preset:
         raise ValueError(f"micro weights folder {folder} could not be loaded: {e}") from e
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
+    # Fast previews (only when asked: at 32×32 the full decode is cheap and the default): the micro VAE's own
+    # latent→RGB map, fitted on rendered frames on first use (≈ 1 s on one CPU thread).
+    from .preview import micro_latent_rgb
+
+    pipe.latent_rgb = lambda: micro_latent_rgb(pipe.vae)
     return Preset(
         name="micro", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
         default_frames=8, default_size=32, default_steps=20, default_cfg=7.5, clip=str(folder / "clip"),
@@ -107,6 +113,45 @@ def _animatediff(device: torch.device, reason: str, dtype=torch.float32) -> Pres
         size_choices=[256, 384, 512], default_frames=16, default_size=512, default_steps=25, default_cfg=7.5,
         clip=CLIP_B16, audio_reward="imagebind", max_frames=16,
     )
+
+
+def make_lean(pipe, device, fp16_models: bool = False, cpu_offload: bool = False):
+    """Set a pipeline up to use as little GPU memory as it can without changing what guidance differentiates.
+
+    - The text encoder in fp16 (guidance never differentiates through it; its embeddings are cast to the UNet's
+      dtype). With `fp16_models` the UNet, motion modules and VAE are fp16 too (half the weights; for unguided use,
+      or guided where the bench matrix shows the method finite in fp16).
+    - VAE slicing: every decode (previews, rewards, the jvp through the decoder, the final video) runs one frame at
+      a time, so the decoder's 512² activations (and their tangents) exist for one frame only.
+    - Forward-mode attention is chunked (or fused on CUDA) by default (`pipelines/guidance/forward_ad.py`) and
+      previews skip the VAE (`pipelines/preview.py`): both already hold for every preset.
+    - `cpu_offload`: diffusers' model CPU offload (each model on the GPU only while it runs) instead of `.to(device)`.
+    """
+    pipe.text_encoder.to(torch.float16)
+    if fp16_models:
+        for name in ("unet", "vae"):
+            getattr(pipe, name).to(torch.float16)
+    pipe.vae.enable_slicing()
+    if cpu_offload and torch.device(device).type == "cuda":
+        pipe.enable_model_cpu_offload(device=torch.device(device))
+    else:
+        pipe.to(device)
+    return pipe
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _animatediff_lean(device: torch.device, reason: str) -> Preset:
+    """`animatediff` for a 12 GB GPU: `make_lean` (GVS_LEAN_FP16=1: fp16 UNet/VAE; GVS_CPU_OFFLOAD=1: offload)."""
+    fp16 = _env_flag("GVS_LEAN_FP16")
+    preset = _animatediff(torch.device("cpu"), reason, dtype=torch.float32)
+    make_lean(preset.pipe, device, fp16_models=fp16, cpu_offload=_env_flag("GVS_CPU_OFFLOAD"))
+    preset.name = "animatediff-lean"
+    preset.device = device
+    preset.reason = reason + (" (fp16 UNet/VAE)" if fp16 else " (fp32 UNet/VAE, fp16 text encoder)")
+    return preset
 
 
 def _tiny(device: torch.device, reason: str) -> Preset:
@@ -153,6 +198,8 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             preset = _micro(dev, "micro preset requested: built-in models, offline, CPU-friendly")
         elif name == "tiny":
             preset = _tiny(dev, "tiny random components (tests)")
+        elif name == "animatediff-lean":
+            preset = _animatediff_lean(dev, "animatediff-lean preset requested: AnimateDiff set up for a 12 GB GPU")
         elif name == "animatediff":
             preset = _animatediff(dev, "animatediff preset requested: Stable Diffusion 1.5 + AnimateDiff motion adapter")
         else:

@@ -28,7 +28,7 @@ class StepEvent:
     index: int  # 0-based step index; == total on the final event
     total: int
     timestep: int
-    preview: Optional[torch.Tensor]  # (f, 3, h, w) in [0, 1]: decoded x̂0 of this step
+    preview: Optional[torch.Tensor]  # (f, 3, h, w) in [0, 1]: this step's x̂0, decoded or fast-mapped (≤ 256 px)
     reward: Optional[float]  # task reward (mean over frames) of this step's x̂0
     rewards: dict = field(default_factory=dict)  # extra named figures (guidance diagnostics)
     seconds: float = 0.0
@@ -48,7 +48,18 @@ class StepHook:
         return x_prev
 
 
-HARIVO_CFG_HIGH = 12.5  # HARIVO: CFG 10–15 for t > 0.7 T, 7.5 after
+HARIVO_CFG_HIGH = 12.5
+TRACKED_KEY_FRAMES = 4
+
+
+def reward_frames(reward, num_frames: int, k: int = TRACKED_KEY_FRAMES) -> list[int]:
+    """The frames a reward needs to be read: its required frames if it names them, else `k` evenly spaced ones."""
+    required = reward.required_frames(num_frames) if hasattr(reward, "required_frames") else None
+    if required:
+        return sorted(set(int(j) for j in required))
+    from rewards.lvlm import key_frame_indices
+
+    return key_frame_indices(num_frames, k)  # HARIVO: CFG 10–15 for t > 0.7 T, 7.5 after
 
 
 class Denoiser:
@@ -241,8 +252,22 @@ def sample(
     track_reward: bool = True,
     should_stop: Optional[Callable[[], bool]] = None,
     on_finish: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    preview_mode: str = "decode",
+    decode_every: int = 0,
+    latent_rgb=None,
+    preview_size: Optional[tuple[int, int]] = None,
 ) -> Iterator[StepEvent]:
-    """The loop. Yields a StepEvent per step; the last event is `final` and carries `frames`."""
+    """The loop. Yields a StepEvent per step; the last event is `final` and carries `frames`.
+
+    Previews (every `preview_every` steps and at the last step): `preview_mode="decode"` decodes the step's x̂0
+    through the VAE; `"fast"` maps its latents to RGB with `latent_rgb` (a `pipelines.preview.LatentRGB`; no VAE),
+    with a full decode every `decode_every` steps (0: never). A tracked reward is computed on the decoded frames;
+    with fast previews only the frames the reward needs are decoded (its required frames, else 4 key frames).
+    """
+    if preview_mode not in ("decode", "fast"):
+        raise ValueError(f"preview_mode must be 'decode' or 'fast' here, got {preview_mode!r}")
+    if preview_mode == "fast" and latent_rgb is None:
+        raise ValueError("preview_mode='fast' needs a latent→RGB map")
     guidance = guidance or Guidance()
     total = len(ctx.timesteps)
     mem = PeakMemory(ctx.device)
@@ -290,10 +315,18 @@ def sample(
                 # The step's own x̂0 (recorded by the method through ctx.note_x0) is the model's current idea
                 # of the video; no extra network pass is spent on previews.
                 x0 = ctx.last_x0 if ctx.last_x0 is not None else x
-                frames = ctx.decode(x0)
-                preview = frames.clamp(0, 1).cpu()
-                if track_reward and ctx.reward_fn is not None:
-                    reward = float(ctx.reward(frames.clamp(0, 1)).float().mean())
+                full = preview_mode == "decode" or (decode_every > 0 and i % decode_every == 0)
+                if full:
+                    frames = ctx.decode(x0)
+                    preview_frames = frames.clamp(0, 1).cpu()
+                    if track_reward and ctx.reward_fn is not None:
+                        reward = float(ctx.reward(frames.clamp(0, 1)).float().mean())
+                else:
+                    preview_frames = latent_rgb(x0, out_size=preview_size).cpu()
+                    if track_reward and ctx.reward_fn is not None:
+                        keys = reward_frames(ctx.reward_fn, ctx.num_frames)
+                        reward = float(ctx.reward(ctx.decode(x0, keys).clamp(0, 1), keys).float().mean())
+                preview = preview_frames
         yield StepEvent(
             index=i, total=total, timestep=int(t), preview=preview, reward=reward, rewards=dict(ctx.stats),
             seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(),

@@ -54,7 +54,12 @@ class TitanGuidance(RangedGuidance):
     n_iter: int = param(1, min=1, max=10, step=1, help="refinements per guided step")
     objective_cfg: bool = param(False, help="use CFG in the objective's UNet passes (doubles their cost)")
     attention_slices: int = param(
-        0, min=0, max=64, step=1, help="0: math attention in the jvp; N: sliced attention, N heads at a time (less memory)"
+        0, min=0, max=64, step=1,
+        help="0: automatic jvp attention (fused jvp-flash kernel on CUDA when installed, else chunked math); "
+        "N: sliced attention, N heads at a time",
+    )
+    objective_subset: bool = param(
+        False, help="decode only the sampled frames S in J's jvp (the direct guess's; |S|/f of the decoder's cost)"
     )
 
     # --- the pieces of the formula ----------------------------------------------------------------------
@@ -69,7 +74,8 @@ class TitanGuidance(RangedGuidance):
             ts.append(nxt)
         return ts
 
-    def objective(self, ctx, t_prev: int):
+    def objective(self, ctx, t_prev: int, frames=None):
+        """J(z) = Σ_k R_k(D(x̂0_k(z))_k) over all frames, or over `frames` only (decoding only those)."""
         ts = self.chain(ctx, t_prev)
 
         def J(z: torch.Tensor) -> torch.Tensor:
@@ -77,14 +83,14 @@ class TitanGuidance(RangedGuidance):
                 eps = ctx.eps(z, t, cfg=self.objective_cfg)
                 z = ctx.ddim(ctx.x0(z, eps, t), eps, t, eta=0.0)
             eps = ctx.eps(z, ts[-1], cfg=self.objective_cfg)
-            r = ctx.reward(ctx.decode(ctx.x0(z, eps, ts[-1])))  # (f,)
+            r = ctx.reward(ctx.decode(ctx.x0(z, eps, ts[-1]), frames), frames)  # (f,) or (|S|,)
             return r if self.per_frame else r.sum()
 
         return J
 
     def direct_guess(self, ctx, x0: torch.Tensor) -> torch.Tensor:
         f = x0.shape[2]
-        frames = self.pick_frames(ctx, f)
+        frames = self._frames = self.pick_frames(ctx, f)
         with torch.enable_grad():
             sub = x0[:, :, frames].detach().requires_grad_(True)  # (1, c, |S|, h, w): decode only S
             r = ctx.reward(ctx.decode(sub, None), frames).sum()
@@ -116,14 +122,23 @@ class TitanGuidance(RangedGuidance):
         return v / (v.float().norm() + 1e-12)
 
     def estimate(self, ctx, x_prev: torch.Tensor, t_prev: int, eps, x0) -> torch.Tensor:
-        J = self.objective(ctx, t_prev)
         total = torch.zeros_like(x_prev)
+        f = x_prev.shape[2]
         for _ in range(self.num_guesses):
+            self._frames = None
             v = self.guess_direction(ctx, x_prev, eps, x0).to(x_prev.dtype)
+            frames = None
+            if self.objective_subset:
+                frames = self._frames if self._frames is not None else self.pick_frames(ctx, f)
+            J = self.objective(ctx, t_prev, frames)
             with forward_ad_safe([ctx.unet, ctx.vae], self.attention_slices):
                 value, d = jvp(J, (x_prev,), (v,))
             if self.per_frame:
-                total = total + d.to(v.dtype)[None, None, :, None, None] * v
+                coef = d.to(v.dtype)
+                if frames is not None:  # one derivative per decoded frame; the others get none
+                    coef = torch.zeros(f, dtype=v.dtype, device=v.device).index_copy(
+                        0, torch.tensor(frames, device=v.device), coef)
+                total = total + coef[None, None, :, None, None] * v
             else:
                 total = total + d.to(v.dtype) * v
             ctx.stats["objective"] = float(value.detach().sum())
