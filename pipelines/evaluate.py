@@ -47,7 +47,7 @@ import numpy as np
 
 SUITES = ("t2v-hard", "style", "interpolate", "audio", "mg")
 #: Request fields a method spec may set (the rest of its settings are method parameters).
-REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "cfg": "cfg", "steps": "steps"}
+REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
 PRIMARY = {
     "t2v-hard": ("accuracy", True),

@@ -149,7 +149,7 @@ def test_full_depth_chain_reaches_the_last_timestep():
     assert ts == ctx.timesteps[1:]
 
 
-@pytest.mark.parametrize("fill", ["pad", "tile"])
+@pytest.mark.parametrize("fill", ["pad", "tile", "lerp"])
 def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
     pipe = tiny_pipe()
     target = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -165,9 +165,24 @@ def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
     assert all(per_frame[k] > 0 for k in frames)
     if fill == "pad":  # the true gradient restricted to S: zero elsewhere
         assert all(per_frame[k] == 0 for k in others)
-    else:  # the public code: S's gradient copied onto the other frames
+    elif fill == "tile":  # the public code: S's gradient copied onto the other frames
         assert all(per_frame[k] > 0 for k in others)
         assert torch.equal(g[:, :, len(frames)], g[:, :, 0])
+    else:  # linear in time between S's frames, copies outside them
+        assert all(per_frame[k] > 0 for k in others)
+        a, b = frames
+        assert torch.allclose(g[:, :, :a + 1], g[:, :, a:a + 1].expand(-1, -1, a + 1, -1, -1))
+        if b - a >= 2:
+            w = 1 / (b - a)
+            assert torch.allclose(g[:, :, a + 1], (1 - w) * g[:, :, a] + w * g[:, :, b], atol=1e-6)
+
+
+def test_lerp_fill_between_the_end_frames_is_a_ramp():
+    from pipelines.guidance.titan import lerp_frames
+
+    g = torch.stack([torch.zeros(2, 3, 3), torch.ones(2, 3, 3)], dim=1)[None]  # (1, 2, |S|=2, 3, 3)
+    out = lerp_frames(g, [0, 4], 5)
+    assert [float(out[0, 0, k, 0, 0]) for k in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 @pytest.mark.parametrize("update", ["noise", "x0", "cfg", "rms", "sign"])

@@ -3,12 +3,12 @@
 Per guided step, after the unguided DDIM step gives x_{t−1}:
     J(x) = Σ_k R_k(D(x̂0_k(x)))          x̂0_k: the estimate after `depth` more deterministic DDIM steps from x
                                          (depth 0: Tweedie at t−1; depth −1: the whole remaining chain to t = 0)
-    V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames (zeros elsewhere, or tiled)
+    V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames, spread over the others by `fill`
     (J, d) = jvp(J, x_{t−1}, V/‖V‖);  ĝ = d · V/‖V‖, averaged over K guesses
     x_{t−1} ← x_{t−1} + λ_t u(ĝ)
 Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
+    x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late; default)
     noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1
-    x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late)
     cfg    w·rms(ε_c−ε_u) ĝ/rms(ĝ)       FreeDoM's yardstick: the size of the CFG correction
     rms    ĝ/rms(ĝ)                     the first implementation: λ latent-rms units at every step
     sign   sign(ĝ)                      the public code's effective AdamW step
@@ -29,6 +29,23 @@ from .forward_ad import forward_ad_safe
 UPDATES = ("noise", "x0", "cfg", "rms", "sign")
 
 
+def lerp_frames(g_s: torch.Tensor, frames: list[int], f: int) -> torch.Tensor:
+    """Spread (b, c, |S|, h, w) values at sorted frame indices `frames` over f frames: linear in time between
+    neighbouring frames of S, copies of the first/last before/after them."""
+    out = []
+    for k in range(f):
+        j = sum(1 for s in frames if s <= k)  # frames[j-1] <= k < frames[j]
+        if j == 0:
+            out.append(g_s[:, :, 0])
+        elif j == len(frames):
+            out.append(g_s[:, :, -1])
+        else:
+            a, b = frames[j - 1], frames[j]
+            w = (k - a) / (b - a)
+            out.append((1 - w) * g_s[:, :, j - 1] + w * g_s[:, :, j])
+    return torch.stack(out, dim=2)
+
+
 @dataclass
 class TitanGuidance(RangedGuidance):
     name: ClassVar[str] = "titan"
@@ -39,14 +56,16 @@ class TitanGuidance(RangedGuidance):
     num_guesses: int = param(1, min=1, max=64, step=1, help="K guesses averaged per refinement")
     subset_frames: int = param(2, min=1, max=64, step=1, help="frames decoded for the direct guess (the sampled subset S)")
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
-    fill: str = param("pad", choices=["pad", "tile"],
-                      help="direct guess on frames outside S: pad = zeros (the true gradient restricted to S), "
-                           "tile = copies of S's gradient (the public code)")
+    fill: str = param("auto", choices=["auto", "pad", "tile", "lerp"],
+                      help="direct guess on frames outside S: auto = pad when the reward names the frames it "
+                           "scores (key frames, audio), else lerp; pad = zeros (the true gradient restricted to S), "
+                           "tile = copies of S's gradient (the public code), lerp = linear in time between the "
+                           "nearest frames of S (copies beyond the first and last)")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
-    update: str = param("noise", choices=list(UPDATES),
+    update: str = param("x0", choices=list(UPDATES),
                         help="step form: noise = λ√(1−ᾱ) ĝ/rms(ĝ); x0 = λ√ᾱ ĝ/rms(ĝ); cfg = λ·w·rms(ε_c−ε_u) ĝ/rms(ĝ); "
                              "rms = λ ĝ/rms(ĝ); sign = λ sign(ĝ)")
-    step_size: float = param(1.0, min=0.0, max=50.0, step=0.01, help="λ: step size in the units of `update`")
+    step_size: float = param(5.0, min=0.0, max=50.0, step=0.01, help="λ: step size in the units of `update`")
     schedule: str = param("constant", choices=["constant", "increase", "decrease"], help="λ_t = λ·s_t")
     depth: int = param(0, min=-1, max=1000, step=1,
                        help="objective depth k: DDIM steps run inside the objective before Tweedie "
@@ -95,15 +114,24 @@ class TitanGuidance(RangedGuidance):
             sub = x0[:, :, frames].detach().requires_grad_(True)  # (1, c, |S|, h, w): decode only S
             r = ctx.reward(ctx.decode(sub, None), frames).sum()
             (g_s,) = torch.autograd.grad(r, sub)
-        if self.fill == "tile":  # the public code: S's gradient copied along the frame axis
+        fill = self.fill
+        if fill == "auto":
+            fill = "pad" if self._required(ctx, f) else "lerp"
+        if fill == "tile":  # the public code: S's gradient copied along the frame axis
             reps = -(-f // len(frames))
             return g_s.repeat(1, 1, reps, 1, 1)[:, :, :f]
+        if fill == "lerp":
+            return lerp_frames(g_s, frames, f)
         g = torch.zeros_like(x0)
         g[:, :, frames] = g_s
         return g
 
+    @staticmethod
+    def _required(ctx, f: int):
+        return ctx.reward_fn.required_frames(f) if ctx.reward_fn is not None else None
+
     def pick_frames(self, ctx, f: int) -> list[int]:
-        required = ctx.reward_fn.required_frames(f) if ctx.reward_fn is not None else None
+        required = self._required(ctx, f)
         if required:
             return sorted(set(int(k) for k in required))
         k = min(self.subset_frames, f)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The exact tables of bench/EVALUATE.md: micro preset, 20 DDIM steps (t2v-hard: 2), 8 frames, η = 1 for every
+# method, 4 cases × 2 seeds per suite; 2 processes (torchrun) on the 2-core CPU. Resumable: rerun to finish.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/evaluate}
+V0='titan[update=rms,step_size=0.1,fill=tile]'   # TITAN as first implemented (and as the public code steps)
+run() { python -m torch.distributed.run --nproc_per_node "${NPROC:-2}" --master_port "${PORT:-29611}" \
+          -m pipelines evaluate --threads 1 --seeds 2 --cases 4 --out "$OUT" "$@"; }
+run --suite style       --methods "none,titan,$V0,titan[update=noise,step_size=1],freedom,mpgd,free2guide"
+run --suite audio       --methods "none,titan,$V0,freedom,mpgd,free2guide"
+run --suite t2v-hard    --methods "none,titan,$V0,freedom,mpgd,free2guide"
+run --suite interpolate --methods "none,none[mode=replacement],none[mode=both],titan,titan[mode=both],titan[mg=40],$V0,freedom,mpgd"
+run --suite mg          --methods "none,none[mg=10],none[mg=40],none[mg=100],none[mg=40,mg_norm=true]"
