@@ -12,3 +12,7 @@ run --suite audio       --methods "none,titan,$V0,freedom,mpgd,free2guide"
 run --suite t2v-hard    --methods "none,titan,$V0,freedom,mpgd,free2guide"
 run --suite interpolate --methods "none,none[mode=replacement],none[mode=both],titan,titan[mode=both],titan[mg=40],$V0,freedom,mpgd"
 run --suite mg          --methods "none,none[mg=10],none[mg=40],none[mg=100],none[mg=40,mg_norm=true]"
+# Sweeps behind the per-task defaults (same folder: the summary holds every row)
+run --suite t2v-hard    --methods "titan[step_size=0.5],titan[step_size=1],titan[step_size=2],titan[update=noise,step_size=0.3],free2guide[num_candidates=16],mpgd[scale=noise,rho=0.5]"
+run --suite audio       --methods "titan[step_size=1],titan[update=noise,step_size=1],mpgd[scale=noise,rho=1]"
+python -m pipelines evaluate --suite all --summarize --out "$OUT" > /dev/null

@@ -578,11 +578,22 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="a parameter for every spec of that method (a spec's own settings win)")
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, summary.md/.csv, plots/)")
+    p.add_argument("--summarize", action="store_true",
+                   help="run nothing: rebuild summary.md/.csv and the plots from every row in --out")
     return p
 
 
 def main(argv=None, args=None) -> int:
     a = args if args is not None else build_parser().parse_args(argv)
+    if a.summarize:
+        out = Path(a.out)
+        rows = read_rows(out)
+        if not rows:
+            print(f"error: --out: no rows in {out}", file=sys.stderr)
+            return 2
+        plot(write_summary(rows, out), out)
+        print((out / "summary.md").read_text())
+        return 0
     suites = list(SUITES) if a.suite == "all" else [s.strip() for s in a.suite.split(",") if s.strip()]
     for s in suites:
         if s not in SUITES:

@@ -39,9 +39,14 @@ class Preset:
     #: Per-method parameter defaults that differ from METHODS.md for this preset's reward scales.
     method_defaults: dict = field(default_factory=dict)
     max_frames: int = 16
+    #: Per task and method, where the exact tables (bench/EVALUATE.md) chose other values: {task: {method: {...}}}.
+    task_method_defaults: dict = field(default_factory=dict)
 
-    def guidance_defaults(self, method: str) -> dict:
-        return dict(self.method_defaults.get(method, {}))
+    def guidance_defaults(self, method: str, task: str | None = None) -> dict:
+        out = dict(self.method_defaults.get(method, {}))
+        if task is not None:
+            out.update(self.task_method_defaults.get(task, {}).get(method, {}))
+        return out
 
 
 #: Where the micro preset departs from METHODS.md's defaults (tuned for real CLIP / SD scales), and why:

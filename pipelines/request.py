@@ -186,12 +186,17 @@ def coerce_param(spec, value):
     return _number(value, name, int if kind == "int" else float, lo, hi)
 
 
-def resolve_params(method: str, params: Optional[dict], preset=None) -> dict:
+def resolve_params(method: str, params: Optional[dict], preset=None, task: Optional[str] = None) -> dict:
     """Fill in defaults (METHODS.md, or the preset's own where it has one) and check every given parameter."""
     from .guidance import method_params
 
     specs = {s.name: s for s in method_params(method)}
-    overrides = preset.guidance_defaults(method) if preset is not None and hasattr(preset, "guidance_defaults") else {}
+    overrides = {}
+    if preset is not None and hasattr(preset, "guidance_defaults"):
+        try:
+            overrides = preset.guidance_defaults(method, task)
+        except TypeError:  # a preset-like object without per-task defaults
+            overrides = preset.guidance_defaults(method)
     params = dict(params or {})
     unknown = sorted(set(params) - set(specs))
     if unknown:
@@ -263,7 +268,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
 
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
-    params = resolve_params(req.method, req.params, preset)
+    params = resolve_params(req.method, req.params, preset, req.task)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
                                "seed": seed, "eta": eta, "params": params})

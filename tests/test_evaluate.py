@@ -127,9 +127,15 @@ def test_grid_writes_rows_summary_and_plots_and_resumes(tmp_path, monkeypatch, c
     assert ev.main(ARGS + ["--out", str(out)]) == 0
     assert len((out / "rows.jsonl").read_text().splitlines()) == 8
     assert "0 for process 0/1" in capsys.readouterr().err
+    # --summarize rebuilds the tables from every row without running anything
+    (out / "summary.md").unlink()
+    assert ev.main(["--suite", "style", "--summarize", "--out", str(out)]) == 0
+    assert "### audio" in (out / "summary.md").read_text()
 
 
 def test_bad_suite_and_spec_are_refused(tmp_path, capsys):
+    assert ev.main(["--suite", "style", "--summarize", "--out", str(tmp_path)]) == 2
+    assert "no rows" in capsys.readouterr().err
     assert ev.main(["--suite", "nope", "--out", str(tmp_path)]) == 2
     assert "--suite" in capsys.readouterr().err
     assert ev.main(["--suite", "style", "--methods", "none,wizard", "--out", str(tmp_path)]) == 2
