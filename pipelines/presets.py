@@ -59,6 +59,15 @@ MICRO_METHOD_DEFAULTS = {
     "free2guide": {"key_frames": 8, "num_candidates": 8, "guided_fraction": 1.0},
     "tfg": {"normalize": "rms", "mu": 0.05},
 }
+#: Per task, where the exact tables (bench/EVALUATE.md, `bash bench/evaluate.sh`) chose other TITAN settings than
+#: its defaults (x0 update, λ = 5, which won style and interpolation):
+#: - t2v: λ = 5 on the micro CLIP's text gradient lowered the detected accuracy (0.708 → 0.375); λ = 1 kept it.
+#: - audio: the x0 form lowered impacts met (0.81 → 0.31); the noise form at λ = 1 kept them (0.875) and raised
+#:   the exact-frame sync (0.115 → 0.167).
+MICRO_TASK_METHOD_DEFAULTS = {
+    "t2v": {"titan": {"step_size": 1.0}},
+    "audio": {"titan": {"update": "noise", "step_size": 1.0}},
+}
 
 _CACHE: dict = {}
 _LOCK = threading.Lock()
@@ -90,6 +99,7 @@ def _micro(device: torch.device, reason: str) -> Preset:
         name="micro", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
         default_frames=8, default_size=32, default_steps=20, default_cfg=7.5, clip=str(folder / "clip"),
         audio_reward="avsync", max_frames=16, method_defaults=MICRO_METHOD_DEFAULTS,
+        task_method_defaults=MICRO_TASK_METHOD_DEFAULTS,
     )
 
 

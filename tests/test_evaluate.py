@@ -161,3 +161,18 @@ def test_two_process_sharded_run_equals_one_process_run(tmp_path):
     for k in a:
         assert a[k]["metrics"] == b[k]["metrics"]
         assert a[k]["final_reward"] == pytest.approx(b[k]["final_reward"], rel=1e-5, abs=1e-6)
+
+
+def test_per_task_defaults_reach_the_request():
+    from pipelines.presets import load_preset
+    from pipelines.request import GenerationRequest, validate
+
+    preset = load_preset("micro", device="cpu")
+    t2v = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
+                                     method="titan"), preset)
+    style = validate(GenerationRequest(task="style", prompt="a red circle moving up on a black background",
+                                       method="titan", style_image=ev._reference("striped")), preset)
+    assert t2v.params["step_size"] == 1.0 and style.params["step_size"] == 5.0
+    own = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
+                                     method="titan", params={"step_size": 2.5}), preset)
+    assert own.params["step_size"] == 2.5  # the user's value wins
