@@ -437,7 +437,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                        field="seed", scale=3)
                 dice = gr.Button("Randomise seed", scale=1, size="sm")
                 named["steps"] = Slider(minimum=STEPS_RANGE[0], maximum=STEPS_RANGE[1], step=1,
-                                        value=preset.default_steps, label="Steps", field="steps", scale=4)
+                                        value=preset.default_steps, label="Steps", field="steps", scale=4,
+                                        elem_id=f"{task}-steps")
             main_groups, range_groups = {}, {}
             with gr.Accordion("Method parameters (METHODS.md defaults, or the live preset's tuned values)",
                               open=False):

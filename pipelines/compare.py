@@ -64,5 +64,6 @@ def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     keys = ("colour", "shape", "motion", "background")
     wrong = [k for k in keys if d.get(k) != target[k]]
     v = (len(keys) - len(wrong)) / len(keys)
-    why = f" ({', '.join(f'{k} {d.get(k) or 'not found'}' for k in wrong)})" if wrong else ""
+    found = [f"{k} {d.get(k) or 'not found'}" for k in wrong]
+    why = f" (read: {', '.join(found)})" if wrong else ""
     return Metric("attributes", v, f"attributes {len(keys) - len(wrong)}/{len(keys)} right{why}")
