@@ -78,6 +78,31 @@ def _no_errors(page):
     assert not errors, errors
 
 
+def test_bad_upload_is_refused_when_it_arrives(page, app_server, tmp_path):
+    """First, while the upload widgets are empty (after the examples they hold files)."""
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is a text file, not an image\n" * 20)
+    task = "style"
+    panel = _tab(page, task)
+    panel.locator(f"#{task}-style_image input[type=file]").set_input_files(str(fake))
+    text = _wait_status(page, panel, task, "style_image: .*notes\\.png", timeout=30_000)
+    assert "not a readable image" in text
+    assert not re.search(r"/tmp/|/gradio/", text), text  # the file's name, not the server's path
+    wav = tmp_path / "notes.wav"
+    wav.write_text("not audio either\n" * 40)
+    task = "audio"
+    panel = _tab(page, task)
+    panel.locator(f"#{task}-audio input[type=file]").set_input_files(str(wav))
+    text = _wait_status(page, panel, task, "audio: .*notes\\.wav", timeout=30_000)
+    assert not re.search(r"/tmp/|/gradio/", text), text
+    log = Path(app_server[1]).read_text()
+    assert "refused upload: style_image" in log and "refused upload: audio" in log
+    assert "Traceback" not in log, log[-3000:]
+    # the browser's own waveform player tries the text file before the check removes it: expected here only
+    page.errors[:] = [e for e in page.errors if "Waveform load error" not in e]
+    _no_errors(page)
+
+
 def test_every_example_then_generate_again(page):
     for task in TAB_LABELS:
         panel = _tab(page, task)
@@ -138,26 +163,4 @@ def test_cancel_shows_cancelled(page):
     _set_steps(panel, task, 2)  # the slot is free again
     panel.locator(f"#{task}-generate").click()
     _wait_status(page, panel, task, r", 2 steps, seed")
-    _no_errors(page)
-
-
-def test_bad_upload_is_refused_when_it_arrives(page, app_server, tmp_path):
-    fake = tmp_path / "notes.png"
-    fake.write_text("this is a text file, not an image\n" * 20)
-    task = "style"
-    panel = _tab(page, task)
-    panel.locator(f"#{task}-style_image input[type=file]").set_input_files(str(fake))
-    text = _wait_status(page, panel, task, "style_image: .*notes\\.png", timeout=30_000)
-    assert "not a readable image" in text
-    assert not re.search(r"/tmp/|/gradio/", text), text  # the file's name, not the server's path
-    wav = tmp_path / "notes.wav"
-    wav.write_text("not audio either\n" * 40)
-    task = "audio"
-    panel = _tab(page, task)
-    panel.locator(f"#{task}-audio input[type=file]").set_input_files(str(wav))
-    text = _wait_status(page, panel, task, "audio: .*notes\\.wav", timeout=30_000)
-    assert not re.search(r"/tmp/|/gradio/", text), text
-    log = Path(app_server[1]).read_text()
-    assert "refused upload: style_image" in log and "refused upload: audio" in log
-    assert "Traceback" not in log, log[-3000:]
     _no_errors(page)
