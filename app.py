@@ -31,6 +31,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from pipelines import media  # noqa: E402
 from pipelines.presets import task_default_method  # noqa: E402
+from pipelines.sampler import Cancelled  # noqa: E402
 from pipelines.request import (  # noqa: E402
     CFG_RANGE, DEFAULT_ETA, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED, MG_RANGE, STEPS_RANGE,
     TASK_NAMES, GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
@@ -165,6 +166,8 @@ class Studio:
         self.methods = list(METHODS)
         self.specs = {m: method_params(m) for m in self.methods}
         self.running: dict[str, StatusTracker] = {}  # (session, task) -> the tracker of its run, for Cancel
+        self.stop: dict[str, bool] = {}  # (session, task) -> Cancel pressed: the run stops at its next step
+        self.queued: set = set()  # (session, task) with a run clicked but not started yet
 
     def param_inputs(self) -> list[str]:
         return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
@@ -198,7 +201,7 @@ class Studio:
     # --- one run, streamed --------------------------------------------------------------------------------
     def _stream(self, prepared, tracker: StatusTracker, rows: list, progress, series: dict):
         """Iterate one generation: yields (preview, figure, status) per step; returns the finished Generation."""
-        gen = run(prepared, self.preset)
+        gen = run(prepared, self.preset, should_stop=lambda: self.stop.get(tracker.key, False))
         preview = None
         for ev in gen:
             if ev.final:
@@ -231,10 +234,13 @@ class Studio:
             notes.append(busy)
         for n in notes:
             gr.Warning(n)
-        tracker = self.running[key] = StatusTracker()
+        tracker = self._start(key, StatusTracker())
         rows: list = []
         gen = None
         try:
+            if self.stop.get(key):  # cancelled while it waited in the queue
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+                return
             stream = self._stream(prepared, tracker, rows, progress, {"task reward": rows})
             while True:
                 try:
@@ -247,8 +253,11 @@ class Studio:
             if busy:
                 report["notices"] = list(report["notices"]) + [busy]
             yield grid, reward_figure({"task reward": rows}), str(mp4), str(js), summary_text(report)
-        finally:  # also on cancel (GeneratorExit at a yield): drop the run's tensors now
-            self.running.pop(key, None)
+        except Cancelled:
+            log(tracker.cancelled())
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+        finally:  # also on an API cancel (GeneratorExit at a yield): drop the run's tensors now
+            self._end(key)
             del gen
             release_memory()
 
@@ -264,10 +273,14 @@ class Studio:
             gr.Warning(n)
         series: dict = {"unguided": [], f"guided ({guided.request.method})": []}
         results = {}
+        tracker = self._start(key, StatusTracker(prefix="unguided: "))
         try:
+            if self.stop.get(key):
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+                return
             for label, prepared, rows in (("unguided", base, series["unguided"]),
                                           ("guided", guided, series[f"guided ({guided.request.method})"])):
-                tracker = self.running[key] = StatusTracker(prefix=f"{label}: ")
+                tracker = self.running[key] = StatusTracker(prefix=f"{label}: ", key=key)
                 stream = self._stream(prepared, tracker, rows, progress, series)
                 while True:
                     try:
@@ -285,16 +298,37 @@ class Studio:
             out.write_text(json.dumps(data, indent=2) + "\n")
             yield (results["guided"][3], reward_figure(series), str(results["unguided"][1]),
                    str(results["guided"][1]), table, str(out), summary_text(results["guided"][0]))
+        except Cancelled:
+            log(tracker.cancelled())
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
         finally:
-            self.running.pop(key, None)
-            release_memory()
+            self._end(key)
 
-    def cancel_status(self, key: str):
+    # --- cancel: cooperative, the run stops at its next step and says where -------------------------------------
+    def _start(self, key: str, tracker: StatusTracker) -> StatusTracker:
+        self.queued.discard(key)
+        tracker.key = key
+        self.running[key] = tracker
+        return tracker
+
+    def _end(self, key: str) -> None:
+        self.running.pop(key, None)
+        self.stop.pop(key, None)
+        release_memory()
+
+    def clicked(self, key: str) -> None:
+        """Generate / Compare clicked: a run for `key` is on its way (a Cancel before it starts stops it)."""
+        self.stop.pop(key, None)
+        self.queued.add(key)
+
+    def cancel(self, key: str):
         tracker = self.running.get(key)
-        if tracker is None:
+        if tracker is None and key not in self.queued:
             return gr.skip()
-        log(f"cancelled: {tracker.cancelled()}")
-        return tracker.cancelled()
+        self.stop[key] = True
+        if tracker is None:
+            return "cancelling: the run has not started yet"
+        return f"cancelling after {tracker.phase} step {tracker.done}/{tracker.total}…"
 
 
 def _compare_table(results: dict) -> tuple[str, dict]:
@@ -538,10 +572,18 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                            concurrency_limit=1, show_progress="minimal", show_progress_on=[guided_video])
     cmp_btn.click(lambda: gr.update(visible=True), None, cmp_group, queue=False, api_visibility="private")
 
-    def cancel(request: gr.Request):
-        return studio.cancel_status(f"{getattr(request, 'session_hash', None)}:{task}")
+    def key_of(request) -> str:
+        return f"{getattr(request, 'session_hash', None)}:{task}"
 
-    stop.click(cancel, None, status, cancels=[ev, cmp_ev], queue=False, api_visibility="private")
+    def clicked(request: gr.Request):
+        studio.clicked(key_of(request))
+
+    def cancel(request: gr.Request):
+        return studio.cancel(key_of(request))
+
+    go.click(clicked, None, None, queue=False, api_visibility="private")
+    cmp_btn.click(clicked, None, None, queue=False, api_visibility="private")
+    stop.click(cancel, None, status, queue=False, api_visibility="private")
     dice.click(lambda: random.randint(0, MAX_SEED), None, named["seed"], queue=False, api_visibility="private")
 
     def show_method(m):
@@ -639,7 +681,6 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                 show_progress_on=[video])
             ex_ev.success(remember, remembered, [history, gallery], queue=False,
                           api_visibility="private")
-            stop.click(None, None, None, cancels=[ex_ev], queue=False, api_visibility="private")
 
 
 def _defaults(named: dict) -> dict:

@@ -53,6 +53,7 @@ class StatusTracker:
     """
 
     prefix: str = ""
+    key: str = ""  # the (session, tab) the run belongs to
     phase: str = "sample"
     done: int = 0
     total: int = 0
