@@ -340,9 +340,29 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 def frame_strip(frames, scale_to: int = 96, max_per_row: int = 8, gap: int = 2) -> Image.Image:
     """A grid image of the frames (used as the live preview of x̂0)."""
-    arr = upscale_nearest(frames_to_uint8(frames), scale_to)
+    return _grid(upscale_nearest(frames_to_uint8(frames), scale_to), max_per_row, gap)
+
+
+def preview_grid(frames, tile: int = 128, cols: int = 4, gap: int = 4) -> Image.Image:
+    """The frames as a grid of `cols` columns, each frame about `tile` px on its longer side.
+
+    Small frames (the micro preset's 32 x 32) are upscaled by an integer factor with nearest-neighbour (pixels stay
+    crisp); large ones (512 x 512) are downscaled with a box filter, so the grid stays readable at any model size.
+    """
+    arr = frames_to_uint8(frames)
     f, h, w, _ = arr.shape
-    cols = min(f, max_per_row)
+    if max(h, w) <= tile:
+        arr = upscale_nearest(arr, max(1, tile * min(h, w) // max(h, w)))
+    else:
+        k = tile / max(h, w)
+        size = (max(1, round(w * k)), max(1, round(h * k)))
+        arr = np.stack([np.asarray(Image.fromarray(a).resize(size, Image.BOX)) for a in arr])
+    return _grid(arr, cols, gap)
+
+
+def _grid(arr: np.ndarray, cols: int, gap: int) -> Image.Image:
+    f, h, w, _ = arr.shape
+    cols = max(1, min(f, cols))
     rows = -(-f // cols)
     canvas = np.full((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), 255, np.uint8)
     for i in range(f):

@@ -69,6 +69,25 @@ MICRO_TASK_METHOD_DEFAULTS = {
     "audio": {"titan": {"update": "noise", "step_size": 1.0}},
 }
 
+#: The method each app tab opens on, with the reason its help text shows (bench/RESULTS.md, micro weights of
+#: round 7, 2 prompts x 2 seeds, METHODS.md defaults). One place: the app reads it, and the figures change here when
+#: the methods are re-measured. Values: (method, reason).
+TASK_DEFAULT_METHODS = {
+    "t2v": ("titan", "TITAN raised the text reward in 4/4 runs (0.714 -> 0.794) and the detected attribute "
+                     "accuracy from 0.917 to 1.000 (bench/RESULTS.md)"),
+    "style": ("mpgd", "MPGD was the only method that turned the background into the reference's stripes "
+                      "(4/4 videos, style reward -204 -> -83; bench/RESULTS.md)"),
+    "audio": ("titan", "TITAN met 100 % of the impacts with a floor contact (unguided 62.5 %) and raised the "
+                       "AV-sync reward in 4/4 runs (bench/RESULTS.md)"),
+    "interpolate": ("titan", "TITAN lowered the endpoint error in 4/4 runs (MSE 0.022 -> 0.015; bench/RESULTS.md)"),
+}
+
+
+def task_default_method(task: str) -> tuple[str, str]:
+    """(method, reason) a tab opens on; `none` with no reason for an unknown task."""
+    return TASK_DEFAULT_METHODS.get(task, ("none", ""))
+
+
 _CACHE: dict = {}
 _LOCK = threading.Lock()
 

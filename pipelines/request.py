@@ -211,6 +211,21 @@ def resolve_params(method: str, params: Optional[dict], preset=None, task: Optio
     return out
 
 
+def check_step_range(params: dict, steps: int) -> None:
+    """A guided step range (`start_step`, `end_step`) must lie inside the chosen number of steps.
+
+    The parameter specs allow up to ±1000 whatever the steps; the app's sliders are bounded by the steps, and so is
+    this check, so the API and the sliders agree.
+    """
+    if "start_step" in params and not 0 <= int(params["start_step"]) < steps:
+        raise RequestError("param start_step", f"{params['start_step']} is out of range [0, {steps - 1}] for "
+                                               f"{steps} steps (step indices start at 0)")
+    if "end_step" in params and not -steps <= int(params["end_step"]) <= steps:
+        raise RequestError("param end_step", f"{params['end_step']} is out of range [{-steps}, {steps}] for "
+                                             f"{steps} steps (negative values count from the end; -1 = all but the "
+                                             "last)")
+
+
 def parse_param_strings(items) -> dict:
     """CLI `--param name=value` (repeated) -> dict of strings (converted by `resolve_params`)."""
     out = {}
@@ -251,6 +266,12 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         note = _tokenizer_notice(preset, text, name)
         if note:
             notices.append(note)
+    if getattr(preset, "name", None) == "micro":
+        from .micro.world import caption_notice
+
+        note = caption_notice(prompt)
+        if note:
+            notices.append(f"prompt: {note}")
 
     frames = _number(preset.default_frames if req.frames is None else req.frames, "frames", int,
                      choices=list(preset.frame_choices))
@@ -269,6 +290,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
     params = resolve_params(req.method, req.params, preset, req.task)
+    check_step_range(params, steps)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
                                "seed": seed, "eta": eta, "params": params})
@@ -446,7 +468,7 @@ def build_report(gen: Generation) -> dict:
     p, r = gen.prepared, gen.prepared.request
     rewards = [x for x in gen.reward_per_step if x is not None]
     final = gen.final_reward()
-    return {
+    report = {
         "method": r.method,
         "task": r.task,
         "preset": p.preset_name,
@@ -463,7 +485,7 @@ def build_report(gen: Generation) -> dict:
         "width": p.size,
         "steps": p.steps,
         "cfg": p.cfg,
-        "cfg_schedule": "harivo" if r.cfg_schedule else None,
+        "cfg_schedule": bool(r.cfg_schedule),  # HARIVO's CFG schedule on or off
         "mg_scale": r.mg_scale,
         "mg_normalized": bool(r.mg_normalized),
         "mg_alpha": gen.mg_alpha(),  # the raw α applied (differs from mg_scale when mg_normalized)
@@ -472,14 +494,20 @@ def build_report(gen: Generation) -> dict:
         "params": p.params,
         "prompt": r.prompt,
         "negative_prompt": r.negative_prompt,
-        "interpolation_mode": r.interpolation_mode if r.task == "interpolate" else None,
-        "t2v_reward": r.t2v_reward if r.task == "t2v" else None,
         "reward_name": getattr(p.setup.reward, "name", None),
-        "rewards_per_step": gen.rewards_per_step,
         "phases": gen.phases,
         "audio_muxed": p.audio is not None,
         "notices": p.notices,
     }
+    if r.task == "interpolate":
+        report["interpolation_mode"] = r.interpolation_mode
+    if r.task == "t2v":
+        report["t2v_reward"] = r.t2v_reward
+    # guidance diagnostics, only for the steps that have any (1-based step numbers, as in the app's plot)
+    extra = [{"step": i + 1, **d} for i, d in enumerate(gen.rewards_per_step) if d]
+    if extra:
+        report["rewards_per_step"] = extra
+    return report
 
 
 def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:

@@ -64,11 +64,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, log_path, extra=()):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+def start_app(port: int, log_path, extra=("--cache-examples", "lazy")):
+    """The app on 127.0.0.1:port; examples cached lazily (first click computes, later clicks read the cache) in a
+    folder beside the log, so the cached path is exercised without computing every example at start-up."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_EXAMPLES_CACHE=str(Path(log_path).parent / "examples-cache"))
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", test_preset_name(), "--port",
-                             str(port), "--host", "127.0.0.1", "--no-cache-examples", *extra],
+                             str(port), "--host", "127.0.0.1", *extra],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -89,13 +92,18 @@ def start_app(port: int, log_path, extra=()):
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """One app server (the test preset, on 127.0.0.1) shared by the end-to-end and browser tests."""
+def app_server(tmp_path_factory):
+    """One app server (the test preset, on 127.0.0.1) shared by the end-to-end and browser tests: (url, log path)."""
     log = tmp_path_factory.mktemp("app") / "app.log"
     proc, url = start_app(free_port(), log)
-    yield url
+    yield url, log
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server):
+    return app_server[0]

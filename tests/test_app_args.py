@@ -22,3 +22,13 @@ def test_preset_and_port(monkeypatch):
     a = app.parse_args(["--preset", "micro", "--port", "7999", "--share"])
     assert (a.preset, a.port, a.share) == ("micro", 7999, True)
     assert app.parse_args([]).preset == "auto"
+
+
+def test_example_cache_modes(monkeypatch):
+    monkeypatch.delenv("GVS_CACHE_EXAMPLES", raising=False)
+    monkeypatch.delenv("GVS_CACHE_EXAMPLES_MODE", raising=False)
+    assert app.parse_args([]).cache_examples == "eager"
+    assert app.parse_args(["--cache-examples", "lazy"]).cache_examples == "lazy"
+    assert app.parse_args(["--no-cache-examples"]).cache_examples == "off"
+    with pytest.raises(SystemExit):
+        app.parse_args(["--cache-examples", "sometimes"])

@@ -24,6 +24,7 @@ def client(app_url):
 
 
 def _run(client, api_name, *args, **kw):
+    kw.setdefault("method", "none")  # the plumbing under test; the tabs' default methods are slower
     job = client.submit(*args, api_name=api_name, steps=STEPS, **kw)
     result = job.result(timeout=300)
     return job, result
@@ -81,7 +82,7 @@ def test_frame_interpolation(client, examples_dir):
 
 
 def test_cancel_then_keeps_serving(client):
-    job = client.submit(PROMPT, api_name="/text_to_video", steps=100)
+    job = client.submit(PROMPT, api_name="/text_to_video", steps=100, method="none")
     deadline = time.time() + 120
     while len(job.outputs()) < 1 and time.time() < deadline:
         time.sleep(0.2)
@@ -123,3 +124,23 @@ def test_bad_uploads_name_the_field(client, tmp_path):
     # and the server still serves
     _, result = _run(client, "/text_to_video", PROMPT)
     _check_video(result, 8)
+
+
+def test_compare_endpoint_same_seed_and_eta(client):
+    import json
+
+    job = client.submit(PROMPT, api_name="/text_to_video_compare", method="titan", steps=STEPS, seed=7, eta=0.5)
+    preview, plot, unguided, guided, table, report, summary = job.result(timeout=300)
+    paths = [v["video"] if isinstance(v, dict) else v for v in (unguided, guided)]
+    assert paths[0] != paths[1] and all(media.count_frames(p) == 8 for p in paths)
+    data = json.loads(open(report).read())
+    u, g = data["unguided"]["report"], data["guided"]["report"]
+    assert (u["method"], g["method"]) == ("none", "titan")
+    assert u["seed"] == g["seed"] == 7 and u["eta"] == g["eta"] == 0.5 and u["steps"] == g["steps"] == STEPS
+    assert "Same seed 7" in table and "none" in table and "titan" in table
+    assert data["guided"]["metric"] is None or "value" in data["guided"]["metric"]
+
+
+def test_compare_refuses_method_none(client):
+    with pytest.raises(Exception, match="method"):
+        client.predict(PROMPT, api_name="/text_to_video_compare", method="none", steps=STEPS)

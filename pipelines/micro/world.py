@@ -98,6 +98,24 @@ def parse_caption(text: str) -> dict | None:
     return d
 
 
+def caption_notice(text: str) -> str | None:
+    """None when `text` is a world caption; else a sentence naming what the micro world knows (and unknown words).
+
+    The micro models were trained on world captions only: any other prompt gives a video unrelated to it.
+    """
+    if parse_caption(text) is not None:
+        return None
+    known = {w for phrase in (*COLOURS, *SHAPES, *MOTIONS, *BACKGROUNDS) for w in phrase.split()}
+    known |= {"a", "an", "on", "background", "grey"}
+    words = " ".join(str(text or "").lower().replace("-", " ").replace(".", " ").replace(",", " ").split()).split()
+    unknown = [w for w in dict.fromkeys(words) if w not in known]
+    return ("the micro models know one kind of prompt, 'a {colour} {shape} {motion} on a {background} background' "
+            f"(colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}; motions: {', '.join(MOTIONS)}; "
+            f"backgrounds: {', '.join(BACKGROUNDS)}); this prompt does not parse"
+            + (f" (unknown words: {', '.join(unknown[:8])})" if unknown else " (check the word order)")
+            + ", so the video will not follow it")
+
+
 def sample_attributes(rng: np.random.Generator, split: str = "train") -> dict:
     """Random attributes; split 'train' never returns a held-out combo, 'heldout' only those, 'all' any."""
     combos = {"train": TRAIN_COMBOS, "heldout": HELD_OUT, "all": ALL_COMBOS}.get(split)

@@ -1,0 +1,69 @@
+"""Guided against unguided: the same request with method `none` (same seed, η, steps, CFG, MG, inputs) and a metric.
+
+    base = unguided(request)            # method none, everything else equal
+    m = task_metric(prepared, frames)   # Metric(name, value, text): a check the reward does not read
+
+The metric is read independently of the guidance reward where that is cheap and weight-free:
+- t2v on the micro preset: the exact detector's attributes against the parsed prompt (share correct);
+- style on the micro preset: the background class the detector reads (the micro references are backgrounds);
+- audio: AV-Align (audio onsets against motion peaks, IoU within one frame; weight-free);
+- interpolate: mean squared error of the first and last frames against the key frames (lower is better).
+Elsewhere (t2v / style on animatediff) there is no second model to ask without downloading one: no metric.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Metric:
+    name: str
+    value: Optional[float]  # a number (None when the metric is a label or not available)
+    text: str  # what the user reads, e.g. "attributes 3/4 (motion wrong)"
+    higher_is_better: bool = True
+
+
+def unguided(request):
+    """The same request without guidance: method `none`, no method parameters, every other field equal."""
+    return dataclasses.replace(request, method="none", params={})
+
+
+def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
+    """The task's metric of a finished video `frames` (f, 3, H, W) in [0, 1]; None where none is available."""
+    r = prepared.request
+    frames = frames.detach().float().cpu().clamp(0, 1)
+    if r.task == "audio" and prepared.audio is not None:
+        from rewards.metrics import av_align
+
+        v = float(av_align(frames, prepared.audio.wave, prepared.audio.sample_rate, float(prepared.fps)))
+        return Metric("AV-Align", v, f"AV-Align {v:.3g} (audio onsets vs motion peaks, IoU)")
+    if r.task == "interpolate":
+        from . import media
+
+        first = media.fit_square(media.load_image(r.first_frame, "first_frame"), prepared.size)
+        last = media.fit_square(media.load_image(r.last_frame, "last_frame"), prepared.size)
+        keys = torch.from_numpy(np.stack([np.asarray(first), np.asarray(last)])).float().permute(0, 3, 1, 2) / 255
+        v = float(((frames[[0, -1]] - keys) ** 2).mean())
+        return Metric("endpoint MSE", v, f"endpoint MSE {v:.3g} (lower is better)", higher_is_better=False)
+    if prepared.preset_name != "micro":
+        return None
+    from .micro.detector import detect
+    from .micro.world import parse_caption
+
+    d = detect(frames)
+    if r.task == "style":
+        return Metric("detected background", None, f"detected background: {d['background']}")
+    target = parse_caption(r.prompt)
+    if target is None:
+        return None
+    keys = ("colour", "shape", "motion", "background")
+    wrong = [k for k in keys if d.get(k) != target[k]]
+    v = (len(keys) - len(wrong)) / len(keys)
+    found = [f"{k} {d.get(k) or 'not found'}" for k in wrong]
+    why = f" (read: {', '.join(found)})" if wrong else ""
+    return Metric("attributes", v, f"attributes {len(keys) - len(wrong)}/{len(keys)} right{why}")

@@ -1,0 +1,169 @@
+"""Gradio-free helpers of the app: status lines with per-phase progress and ETA, the reward plot, run history,
+torch threads. Kept apart from app.py so they can be tested without a server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+#: Names of the sampling phases as the user reads them.
+PHASE_WORDS = {"optimize": "optimising x_T", "sample": "sampling"}
+
+
+# --------------------------------------------------------------------------------------------------- threads
+def configure_torch_threads(env=None) -> tuple[int, str]:
+    """Use every core this process may run on, unless OMP_NUM_THREADS says otherwise; returns (threads, why)."""
+    import torch
+
+    env = os.environ if env is None else env
+    if env.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads(), f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))
+    return torch.get_num_threads(), "the cores available to this process"
+
+
+def busy_notice() -> Optional[str]:
+    """A sentence when the machine is loaded above its cores (generations then run several times slower)."""
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if load > 1.5 * cores:
+        return (f"the machine is busy (load {load:.1f} on {cores} cores): expect this to take several times "
+                "longer than on an idle machine")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- status
+@dataclass
+class StatusTracker:
+    """Turns StepEvents into a status line: phase, step k/N, reward, elapsed time and an ETA from the first steps.
+
+    Phases: DOODL first optimises x_T (`optimize`, iterations 1..n), then every method samples (`sample`, steps
+    0..N−1). `done` counts finished steps of the current phase; `cancelled()` says where a run stopped.
+    """
+
+    prefix: str = ""
+    key: str = ""  # the (session, tab) the run belongs to
+    phase: str = "sample"
+    done: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    _phase_start: float = 0.0
+    _started: float = field(default_factory=time.perf_counter)
+
+    def update(self, ev) -> str:
+        phase = getattr(ev, "phase", "sample") or "sample"
+        if phase != self.phase:
+            self._phase_start = self.seconds
+            self.phase = phase
+        # optimise events count iterations from 1; sampling events index steps from 0
+        self.done = int(ev.index) if phase == "optimize" else int(ev.index) + 1
+        self.total = int(ev.total)
+        self.seconds = float(ev.seconds)
+        parts = [f"{self.prefix}{PHASE_WORDS.get(phase, phase)} {self.done}/{self.total}"]
+        if ev.reward is not None:
+            parts.append(f"reward {ev.reward:.3g}")
+        parts.append(f"{self.seconds:.1f} s")
+        eta = self.eta()
+        if eta is not None:
+            parts.append(f"≈ {eta:.0f} s left" + (" in the optimisation, then sampling" if phase == "optimize" else ""))
+        return " · ".join(parts)
+
+    def eta(self) -> Optional[float]:
+        if self.done < 1 or self.total <= self.done:
+            return None if self.done < 1 else 0.0
+        rate = (self.seconds - self._phase_start) / self.done
+        return rate * (self.total - self.done)
+
+    def progress(self) -> tuple[int, int]:
+        return min(self.done, self.total), max(1, self.total)
+
+    def cancelled(self) -> str:
+        if self.total == 0:
+            return f"{self.prefix}cancelled before the first step"
+        where = "optimisation iteration" if self.phase == "optimize" else "step"
+        return (f"{self.prefix}cancelled at {where} {self.done}/{self.total} after {self.seconds:.1f} s "
+                "(nothing was written)")
+
+
+# ------------------------------------------------------------------------------------------------------ plot
+def reward_figure(series: dict, title: str = "Reward per step"):
+    """A small matplotlib figure: one line per named series of per-step rewards (None skipped).
+
+    The x axis shows integer step numbers only, the y axis 3 significant digits.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(5.6, 2.4), dpi=100)
+    shown = False
+    for name, values in series.items():
+        pts = [(i + 1, v) for i, v in enumerate(values) if v is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.4, label=name)
+            shown = True
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.set_title(title, fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.grid(alpha=0.3)
+    if shown and len(series) > 1:
+        ax.legend(fontsize=8, loc="best")
+    if not shown:
+        ax.text(0.5, 0.5, "the reward of each step appears here", ha="center", va="center", transform=ax.transAxes,
+                color="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    plt.close(fig)  # the figure object stays usable; pyplot forgets it (no leak across requests)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------- history
+#: Report fields restored into the widgets of the same name when a history entry is clicked.
+RESTORED_FIELDS = ("prompt", "negative_prompt", "method", "mg_scale", "cfg_schedule", "eta", "seed", "steps", "cfg",
+                   "frames", "size", "interpolation_mode", "t2v_reward")
+
+
+def settings_from_report(report: dict) -> dict:
+    """Widget name -> value from a JSON report (method parameters as `<method>__<name>`)."""
+    out = {k: report[k] for k in RESTORED_FIELDS if k in report and report[k] is not None}
+    for k, v in (report.get("params") or {}).items():
+        out[f"{report['method']}__{k}"] = v
+    return out
+
+
+def history_caption(report: dict) -> str:
+    r = report.get("reward_after")
+    reward = "" if r is None else f" · reward {r:.3g}"
+    return f"{report['method']} · seed {report['seed']} · {report['steps']} steps{reward}"
+
+
+def add_history(history: list, report_path, video_path, image_path, limit: int = 8) -> list:
+    """A new list with the run of `report_path` first (no duplicates), at most `limit` entries."""
+    if not report_path or not Path(report_path).exists():
+        return list(history or [])
+    report = json.loads(Path(report_path).read_text())
+    entry = {"report": str(report_path), "video": str(video_path) if video_path else None,
+             "image": str(image_path) if image_path else None, "caption": history_caption(report)}
+    rest = [h for h in (history or []) if h.get("report") != entry["report"]]
+    return ([entry] + rest)[:limit]
+
+
+def gallery_items(history: list) -> list:
+    return [(h["image"], h["caption"]) for h in history or [] if h.get("image")]

@@ -1,0 +1,163 @@
+"""The app's pieces without a server: status lines, ranges of sliders against validation, tab defaults, reports,
+the micro prompt notice, the preview grid, history, torch threads."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipelines import media
+from pipelines.request import (
+    CFG_RANGE, ETA_RANGE, MG_RANGE, STEPS_RANGE, GenerationRequest, RequestError, build_report, check_step_range,
+    run, validate,
+)
+from pipelines.ui import StatusTracker, add_history, configure_torch_threads, reward_figure, settings_from_report
+
+PROMPT = "a red circle moving left to right on a black background"
+
+
+def _ev(index, total, phase="sample", reward=None, seconds=0.0):
+    return SimpleNamespace(index=index, total=total, phase=phase, reward=reward, seconds=seconds)
+
+
+def test_status_has_phases_eta_and_cancel():
+    t = StatusTracker()
+    assert "optimising x_T 1/3" in t.update(_ev(1, 3, "optimize", seconds=2.0))
+    s = t.update(_ev(2, 3, "optimize", seconds=4.0))
+    assert "optimising x_T 2/3" in s and "≈ 2 s left in the optimisation" in s
+    s = t.update(_ev(0, 20, "sample", reward=0.248973, seconds=4.5))
+    assert "sampling 1/20" in s and "reward 0.249" in s and "≈ 10 s left" in s  # 0.5 s/step x 19
+    t.update(_ev(4, 20, seconds=6.5))
+    assert t.cancelled().startswith("cancelled at step 5/20")
+    assert StatusTracker().cancelled() == "cancelled before the first step"
+
+
+def test_app_sliders_match_validation(preset):
+    import app
+
+    demo = app.build_demo(preset, cache_examples="off")
+    ranges = {"steps": STEPS_RANGE, "cfg": CFG_RANGE, "mg_scale": MG_RANGE, "eta": ETA_RANGE}
+    seen = {}
+    for block in demo.blocks.values():
+        field = getattr(block, "field", None)
+        if field in ranges:
+            seen[field] = (block.minimum, block.maximum)
+            assert (block.minimum, block.maximum) == tuple(ranges[field]), field
+        if field in ("param start_step", "param end_step"):  # bounded by the preset's default steps
+            lo, hi = block.minimum, block.maximum
+            name = field.split()[1]
+            check_step_range({name: int(lo)}, preset.default_steps)
+            check_step_range({name: int(hi)}, preset.default_steps)
+            with pytest.raises(RequestError, match=name):
+                check_step_range({name: int(hi) + 1}, preset.default_steps)
+    assert set(seen) == set(ranges)
+    for name, (lo, hi) in ranges.items():  # the request layer takes the slider's ends and refuses beyond them
+        kw = {"steps": 1} if name != "steps" else {}
+        validate(GenerationRequest(prompt=PROMPT, **{**kw, name: hi}), preset)
+        with pytest.raises(RequestError, match=name):
+            validate(GenerationRequest(prompt=PROMPT, **{**kw, name: hi + 1}), preset)
+
+
+def test_tabs_open_on_a_method_that_does_something():
+    from pipelines.guidance import METHODS
+    from pipelines.presets import TASK_DEFAULT_METHODS
+    from pipelines.request import TASK_NAMES
+
+    assert set(TASK_DEFAULT_METHODS) == set(TASK_NAMES)
+    for task, (method, reason) in TASK_DEFAULT_METHODS.items():
+        assert method in METHODS
+        if task in ("style", "audio"):
+            assert method != "none", task  # an upload must do something
+        assert "RESULTS.md" in reason
+
+
+def test_report_has_no_empty_entries_and_a_boolean_cfg_schedule(preset):
+    prep = validate(GenerationRequest(prompt=PROMPT, steps=2, frames=8, cfg_schedule=False), preset)
+    gen = run(prep, preset)
+    for _ in gen:
+        pass
+    rep = build_report(gen)
+    assert rep["cfg_schedule"] is False
+    assert "rewards_per_step" not in rep  # `none` has no per-step diagnostics: no list of empty {}
+    assert "interpolation_mode" not in rep and rep["t2v_reward"] == "clip"
+    json.dumps(rep)
+
+
+def test_micro_prompt_notice_names_the_world():
+    from pipelines.micro.world import caption_notice
+
+    assert caption_notice(PROMPT) is None
+    note = caption_notice("a cat playing piano")
+    for word in ("cat", "piano", "red", "triangle", "bouncing", "striped"):
+        assert word in note
+
+
+def test_step_range_bounded_by_steps():
+    check_step_range({"start_step": 19, "end_step": -20}, 20)
+    with pytest.raises(RequestError, match="start_step"):
+        check_step_range({"start_step": 20}, 20)
+    with pytest.raises(RequestError, match="end_step"):
+        check_step_range({"end_step": -21}, 20)
+
+
+@pytest.mark.parametrize("side,tile", [(32, 128), (512, 128)])
+def test_preview_grid_is_readable_at_any_size(side, tile):
+    frames = np.random.default_rng(0).random((8, 3, side, side)).astype(np.float32)
+    img = media.preview_grid(frames, tile=tile, cols=4)
+    assert img.size == (4 * tile + 3 * 4, 2 * tile + 4)
+
+
+def test_reward_figure_integer_steps_three_digits():
+    fig = reward_figure({"task reward": [0.248973, 0.31, None, 0.4]})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all(len(lbl.replace("-", "").replace(".", "").lstrip("0")) <= 3 for lbl in labels)
+
+
+def test_history_keeps_last_runs_and_reloads_settings(tmp_path):
+    hist = []
+    for i in range(10):
+        rep = {"method": "titan", "seed": i, "steps": 20, "prompt": PROMPT, "params": {"scale": 1.5},
+               "reward_after": 0.5, "eta": 1.0, "cfg_schedule": False, "frames": 8}
+        path = tmp_path / f"r{i}.json"
+        path.write_text(json.dumps(rep))
+        hist = add_history(hist, path, None, tmp_path / "x.png", limit=8)
+    assert len(hist) == 8 and "seed 9" in hist[0]["caption"]
+    s = settings_from_report(json.loads((tmp_path / "r9.json").read_text()))
+    assert s["seed"] == 9 and s["titan__scale"] == 1.5 and s["cfg_schedule"] is False
+
+
+def test_torch_threads_follow_the_cores(monkeypatch):
+    import os
+
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        got, why = configure_torch_threads(env={})
+        assert got == len(os.sched_getaffinity(0)) and "cores" in why
+        got, why = configure_torch_threads(env={"OMP_NUM_THREADS": "1"})
+        assert "OMP_NUM_THREADS" in why
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_cancel_stops_at_the_next_step_and_says_where(preset):
+    import app
+
+    studio = app.Studio(preset)
+    kw = dict(prompt=PROMPT, method="none", mg_scale=0, seed=0, steps=50, cfg=7.5, frames=8,
+              size=preset.default_size, eta=1.0)
+    studio.clicked("s:t2v")
+    outs = []
+    for out in studio.generate("t2v", kw, None, key="s:t2v"):
+        outs.append(out)
+        if len(outs) == 3:
+            assert studio.cancel("s:t2v").startswith("cancelling after sample step 3/50")
+    assert len(outs) == 4 and outs[-1][-1].startswith("cancelled at step 3/50")
+    assert "s:t2v" not in studio.running and not studio.stop  # the slot and the flag are freed
+    assert studio.cancel("s:t2v") is not None  # nothing running: a no-op update
