@@ -207,7 +207,7 @@ class Studio:
             params=params, mg_scale=kw["mg_scale"], cfg_schedule=bool(kw.get("cfg_schedule")), seed=kw["seed"],
             eta=kw.get("eta"), steps=kw["steps"], cfg=kw["cfg"], frames=kw["frames"], size=kw["size"],
             style_image=kw.get("style_image"), audio=kw.get("audio"), first_frame=kw.get("first_frame"),
-            last_frame=kw.get("last_frame"), interpolation_mode=kw.get("interpolation_mode") or "both",
+            last_frame=kw.get("last_frame"), interpolation_mode=kw.get("interpolation_mode") or "reward",
             t2v_reward=kw.get("t2v_reward") or "clip",
         )
         try:
@@ -475,9 +475,11 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                     named["last_frame"] = Image(label="Last frame", type="filepath", image_mode=None,
                                                 field="last_frame", height=160, elem_id=f"{task}-last_frame")
                 named["interpolation_mode"] = Dropdown(
-                    choices=list(INTERPOLATION_MODES), value="both", label="Interpolation constraint",
-                    info="reward: guide towards the key frames; replacement: overwrite the known latent frames; "
-                         "both", field="interpolation_mode")
+                    choices=list(INTERPOLATION_MODES), value="reward", label="Interpolation constraint",
+                    info="reward: guide towards the key frames (TITAN reached them within 0.5 px, "
+                         "bench/EVALUATE.md); replacement: overwrite the known latent frames (exact ends, any "
+                         "method); both (a gradient method adds nothing to replacement's ends)",
+                    field="interpolation_mode")
             if task == "t2v":
                 named["t2v_reward"] = Dropdown(
                     choices=list(T2V_REWARDS), value="clip", label="Reward",

@@ -73,13 +73,14 @@ MICRO_TASK_METHOD_DEFAULTS = {
 #: round 7, 2 prompts x 2 seeds, METHODS.md defaults). One place: the app reads it, and the figures change here when
 #: the methods are re-measured. Values: (method, reason).
 TASK_DEFAULT_METHODS = {
-    "t2v": ("titan", "TITAN raised the text reward in 4/4 runs (0.714 -> 0.794) and the detected attribute "
-                     "accuracy from 0.917 to 1.000 (bench/RESULTS.md)"),
-    "style": ("mpgd", "MPGD was the only method that turned the background into the reference's stripes "
-                      "(4/4 videos, style reward -204 -> -83; bench/RESULTS.md)"),
-    "audio": ("titan", "TITAN met 100 % of the impacts with a floor contact (unguided 62.5 %) and raised the "
-                       "AV-sync reward in 4/4 runs (bench/RESULTS.md)"),
-    "interpolate": ("titan", "TITAN lowered the endpoint error in 4/4 runs (MSE 0.022 -> 0.015; bench/RESULTS.md)"),
+    "t2v": ("titan", "TITAN (λ = 1 for text) kept the detected attributes of few-step held-out prompts where λ = 5, "
+                     "MPGD and FreeDoM lost some; no method raised them there (bench/EVALUATE.md)"),
+    "style": ("titan", "TITAN turned the background into the reference's pattern in 7/8 videos (unguided 0/8, "
+                       "MPGD 7/8, FreeDoM and Free²Guide 0/8; bench/EVALUATE.md)"),
+    "audio": ("free2guide", "Free²Guide put floor contacts on the exact impact frames (sync IoU 0.60 against 0.12 "
+                            "unguided; gradient methods ≤ 0.30; bench/EVALUATE.md)"),
+    "interpolate": ("titan", "TITAN (reward mode) brought the end frames to the key frames (0.5 px from 16.9 px "
+                             "unguided; FreeDoM 13.9 px; bench/EVALUATE.md)"),
 }
 
 
