@@ -184,7 +184,9 @@ class Studio:
     @contextlib.contextmanager
     def _preset(self):
         """The preset a run uses: a free GPU's from the pool (given back on finish, error or cancel), or the one."""
-        if self.pool is None:
+        if self.pool is None or len(self.pool) <= 1:
+            # one slot: Gradio's concurrency limit already runs one generation at a time, and a run cancelled from
+            # the API (its generator left suspended until collected) must not keep a pool slot from the next one
             yield self.preset
             return
         with self.pool.get() as (_device, preset):
