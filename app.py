@@ -235,6 +235,17 @@ class Studio:
             yield (preview if preview is not None else gr.skip()), reward_figure(series), status
         return gen
 
+    @staticmethod
+    def _relay(stream, skips: int):
+        """Yield each (preview, figure, status) of `stream` as an output row with `skips` untouched outputs between
+        the figure and the status; return the stream's finished Generation."""
+        while True:
+            try:
+                preview, fig, status = next(stream)
+            except StopIteration as stop:
+                return stop.value
+            yield (preview, fig, *[gr.skip()] * skips, status)
+
     def _write(self, task: str, gen, tag: str = ""):
         out_dir = OUTPUT_ROOT / uuid.uuid4().hex[:12]
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,13 +276,7 @@ class Studio:
                 yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
                 return
             stream = self._stream(prepared, tracker, rows, progress, {"task reward": rows}, preset)
-            while True:
-                try:
-                    preview, fig, status = next(stream)
-                except StopIteration as stop:
-                    gen = stop.value
-                    break
-                yield preview, fig, gr.skip(), gr.skip(), status
+            gen = yield from self._relay(stream, 2)
             report, mp4, js, grid = self._write(task, gen)
             if busy:
                 report["notices"] = list(report["notices"]) + [busy]
@@ -308,14 +313,7 @@ class Studio:
             for label, prepared, rows in (("unguided", base, series["unguided"]),
                                           ("guided", guided, series[f"guided ({guided.request.method})"])):
                 tracker = self.running[key] = StatusTracker(prefix=f"{label}: ", key=key)
-                stream = self._stream(prepared, tracker, rows, progress, series, preset)
-                while True:
-                    try:
-                        preview, fig, status = next(stream)
-                    except StopIteration as stop:
-                        gen = stop.value
-                        break
-                    yield preview, fig, gr.skip(), gr.skip(), gr.skip(), gr.skip(), status
+                gen = yield from self._relay(self._stream(prepared, tracker, rows, progress, series, preset), 4)
                 report, mp4, js, grid = self._write(task, gen, tag=f"_{label}")
                 metric = task_metric(gen.prepared, gen.final_event.frames)
                 results[label] = (report, mp4, js, grid, metric)
@@ -593,7 +591,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
         return handler
 
     ev = go.click(_endpoint(studio.generate, ENDPOINTS[task]), inputs=inputs, outputs=outputs,
-                  api_name=ENDPOINTS[task], concurrency_id="gpu", concurrency_limit=studio.slots, show_progress="minimal",
+                  api_name=ENDPOINTS[task], concurrency_id="gpu", concurrency_limit=studio.slots,
+                  show_progress="minimal",
                   show_progress_on=[video])
     go.click(lambda: gr.update(visible=False), None, cmp_group, queue=False, api_visibility="private")
     cmp_ev = cmp_btn.click(_endpoint(studio.compare, f"{ENDPOINTS[task]}_compare"), inputs=inputs,
