@@ -172,7 +172,7 @@ def test_per_task_defaults_reach_the_request():
                                      method="titan"), preset)
     style = validate(GenerationRequest(task="style", prompt="a red circle moving up on a black background",
                                        method="titan", style_image=ev._reference("striped")), preset)
-    assert t2v.params["step_size"] == 1.0 and style.params["step_size"] == 5.0
+    assert t2v.params["step_size"] == 0.1 and style.params["step_size"] == 5.0
     own = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                      method="titan", params={"step_size": 2.5}), preset)
     assert own.params["step_size"] == 2.5  # the user's value wins

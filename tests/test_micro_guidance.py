@@ -22,7 +22,7 @@ def micro():
 
 
 def _final(preset, prompt, setup, method, seed, **params):
-    params = {**preset.guidance_defaults(method), **params}
+    params = {**preset.guidance_defaults(method, setup.task), **params}  # the app's per-task defaults
     events = list(preset.pipe.stream(prompt, num_frames=8, num_inference_steps=STEPS, eta=1.0,
                                      generator=torch.Generator().manual_seed(seed), reward=setup.reward,
                                      hooks=setup.hooks, guidance=make_guidance(method, **params), preview_every=0))
@@ -39,12 +39,13 @@ def test_text_guidance_raises_clip_alignment_on_a_held_out_prompt(micro, method)
     assert sum(gains) > 0 and max(gains) > 0, gains
 
 
-def test_style_guidance_moves_toward_the_reference(micro):
+@pytest.mark.parametrize("method", ["mpgd", "titan"])
+def test_style_guidance_moves_toward_the_reference(micro, method):
     prompt = "a red circle moving up on a black background"
     ref = torch.from_numpy(np.repeat(world.background_image("checkered")[None], 3, 0)).float()
     setup = build_task(micro, "style", TaskInputs(prompt=prompt, style_image=ref), 8, 32, 32)
     for seed in (0, 1):
-        assert _final(micro, prompt, setup, "mpgd", seed).reward > _final(micro, prompt, setup, "none", seed).reward
+        assert _final(micro, prompt, setup, method, seed).reward > _final(micro, prompt, setup, "none", seed).reward
 
 
 def test_replacement_reproduces_the_key_frames(micro):
