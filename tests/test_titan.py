@@ -145,8 +145,13 @@ def test_deep_objective_jvp_matches_autograd():
 def test_full_depth_chain_reaches_the_last_timestep():
     pipe = tiny_pipe()
     ctx = make_denoiser(pipe, num_frames=4, steps=6)
-    ts = make_guidance("titan", depth=-1).chain(ctx, ctx.timesteps[1])
-    assert ts == ctx.timesteps[1:]
+    start = ctx.timesteps[1]
+    expected = [start]
+    while ctx.prev_t(expected[-1]) >= 0:  # diffusers' DDIM rule: t − T // N, down to the last t ≥ 0
+        expected.append(ctx.prev_t(expected[-1]))
+    ts = make_guidance("titan", depth=-1).chain(ctx, start)
+    assert ts == expected and len(ts) >= len(ctx.timesteps) - 1
+    assert make_guidance("titan", depth=2).chain(ctx, start) == expected[:3]
 
 
 @pytest.mark.parametrize("fill", ["pad", "tile", "lerp"])
