@@ -119,7 +119,9 @@ def test_every_example_then_generate_again(page):
             src = panel.locator(f"#{task}-video video").get_attribute("src")
             assert src and ("/gradio_api/" in src or ".mp4" in src), src
             _no_errors(page)
-        assert panel.locator(f"#{task}-history img").count() >= 1  # the run history shows the examples
+        # the run history shows the examples (it is filled by an event chained after the example's outputs)
+        panel.locator(f"#{task}-history img").first.wait_for(state="attached", timeout=60_000)
+        assert panel.locator(f"#{task}-history img").count() >= 1
         _set_steps(panel, task, 3)
         panel.locator(f"#{task}-generate").click()
         text = _wait_status(page, panel, task, r", 3 steps, seed")
