@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .evaluate import build_parser as evaluate_parser
 
-    evaluate_parser(sub.add_parser("evaluate", help="exact guidance suites × methods × seeds on the micro preset"))
+    evaluate_parser(sub.add_parser("evaluate", help="guidance suites × methods × seeds: exact on the micro preset, "
+                                                   "real-weight metrics on the others"))
 
     t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)

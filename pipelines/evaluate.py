@@ -23,6 +23,11 @@ Suites (micro preset; `cases()` says exactly what each contains):
               at the exact frame (chance 1/4 for a regular bounce of random phase) and within ±1 frame.
 - `mg`        plain prompts for a HARIVO MG α sweep: frame-to-frame change, one object per frame, colour kept.
 
+Real presets (`--preset animatediff`, `tiny` in tests): the suites `t2v`, `style` and `audio` of
+`pipelines/evaluate_real.py`, measured by `rewards.metrics.real_metrics` with evaluators other than the guiding
+models (CLIP-SIM, frame consistency, style score, AV-Align on optical flow, ImageBind; FVD per suite and method in
+the summary); the same rows, resume, summary and sharding.
+
 Sharding: under `torchrun` or `accelerate launch` (RANK / WORLD_SIZE in the environment) each process takes every
 WORLD_SIZE-th pending cell, on its own GPU when there are several, writes `rows.rank{r}.jsonl`, and process 0 merges
 after a barrier.
@@ -292,23 +297,28 @@ class Cell:
     eta: float
     steps: int
     frames: int
+    tag: str = ""  # real presets: the preset's name (a micro cell's key is what it always was)
 
     @property
     def key(self) -> str:
-        raw = json.dumps([self.suite, self.case.id, self.spec, self.seed, self.eta, self.steps, self.frames])
-        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+        raw = [self.suite, self.case.id, self.spec, self.seed, self.eta, self.steps, self.frames]
+        if self.tag:
+            raw.append(self.tag)
+        return hashlib.sha1(json.dumps(raw).encode()).hexdigest()[:16]
 
 
-def grid(suites, specs, seeds, eta, steps, frames, max_cases=None) -> list[Cell]:
+def grid(suites, specs, seeds, eta, steps, frames, max_cases=None, case_fn=None, tag="") -> list[Cell]:
+    """Every cell of suites × cases × specs × seeds; `case_fn(suite, frames)` gives a suite's cases (default: the
+    micro suites' `cases`)."""
     cells = []
     for suite in suites:
-        cs = cases(suite, frames)
+        cs = (case_fn or cases)(suite, frames)
         if max_cases:
             cs = _first_cases(cs, max_cases)
         for case in cs:
             for spec in specs:
                 for seed in seeds:
-                    cells.append(Cell(suite, case, spec, seed, eta, case.steps or steps, frames))
+                    cells.append(Cell(suite, case, spec, seed, eta, case.steps or steps, frames, tag))
     return cells
 
 
@@ -316,7 +326,9 @@ def _first_cases(cs: list[Case], n: int) -> list[Case]:
     return cs[:n]
 
 
-def run_cell(cell: Cell, preset, params_override: Optional[dict] = None) -> dict:
+def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure=None) -> dict:
+    """Generate one cell and return its row; `measure(cell, frames, gen)` gives the metrics (default: the micro
+    suites' exact `metrics`)."""
     from .request import Generation, GenerationRequest, validate
 
     method, params, request = parse_spec(cell.spec)
@@ -334,7 +346,8 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None) -> dict
     return {
         "key": cell.key, "suite": cell.suite, "case": cell.case.id, "method": cell.spec, "base_method": method,
         "seed": cell.seed, "eta": p.eta, "steps": p.steps, "cfg": p.cfg, "frames": p.frames,
-        "mg_scale": p.request.mg_scale, "params": p.params, "metrics": metrics(cell.suite, cell.case, frames),
+        "mg_scale": p.request.mg_scale, "params": p.params,
+        "metrics": measure(cell, frames, gen) if measure else metrics(cell.suite, cell.case, frames),
         "final_reward": gen.final_reward(), "seconds": round(seconds, 4),
         "peak_memory_bytes": int(gen.peak_memory_bytes), "device": p.device, "preset": p.preset_name,
     }
@@ -365,6 +378,17 @@ def _mean(xs):
     return statistics.mean(xs) if xs else None
 
 
+def primary_metric(suite: str, preset: Optional[str] = "micro") -> tuple[str, bool]:
+    """(metric, higher is better) a suite is judged by: the micro suites' exact metric, or on a real preset's rows
+    the real suite's (`evaluate_real.REAL_PRIMARY`)."""
+    if preset not in (None, "micro"):
+        from .evaluate_real import REAL_PRIMARY
+
+        if suite in REAL_PRIMARY:
+            return REAL_PRIMARY[suite]
+    return PRIMARY[suite]
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """One row per (suite, method spec): means of every numeric metric, the primary metric's change against
     `none` at the same case, seed and η (over the pairs that exist), seconds and peak memory."""
@@ -376,7 +400,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     for (suite, method), rs in groups.items():
         names = sorted({k for r in rs for k, v in r["metrics"].items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        primary, higher = PRIMARY[suite]
+        primary, higher = primary_metric(suite, rs[0].get("preset"))
         diffs, wins = [], []
         for r in rs:
             b = base.get((suite, r["case"], r["seed"], r["eta"]))
@@ -388,7 +412,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             diffs.append(x - y)
             wins.append((x - y) * (1 if higher else -1))
         out.append({
-            "suite": suite, "method": method, "n": len(rs), "primary": primary,
+            "suite": suite, "method": method, "n": len(rs), "primary": primary, "higher_is_better": higher,
             **{k: _mean(r["metrics"].get(k) for r in rs) for k in names},
             "delta_vs_none": _mean(diffs), "better_than_none": (sum(w > 0 for w in wins) / len(wins)) if wins else None,
             "worse_than_none": (sum(w < 0 for w in wins) / len(wins)) if wins else None,
@@ -396,7 +420,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "peak_memory_mib": max(r["peak_memory_bytes"] for r in rs) / 2**20,
             "eta": sorted({r["eta"] for r in rs}),
         })
-    order = {s: i for i, s in enumerate(SUITES)}
+    order = {**{s: i for i, s in enumerate(SUITES)}, "t2v": -1}
     out.sort(key=lambda s: (order.get(s["suite"], 99), s["method"] != "none"))
     return out
 
@@ -411,20 +435,25 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_summary(rows: list[dict], out: Path) -> list[dict]:
+def write_summary(rows: list[dict], out: Path, set_metrics=None) -> list[dict]:
+    """summary.md / summary.csv from `rows`. `set_metrics(summary)` may add set metrics (FVD) to the entries and
+    returns {suite: [note, ...]}, written under that suite's table."""
     summary = summarize(rows)
+    notes = set_metrics(summary) if set_metrics else {}
     lines = []
     for suite in dict.fromkeys(s["suite"] for s in summary):
         ss = [s for s in summary if s["suite"] == suite]
-        primary = PRIMARY[suite][0]
+        primary, higher = ss[0]["primary"], ss[0]["higher_is_better"]
         extra = sorted({k for s in ss for k in s if k not in _FIXED and k != primary})
         cols = ["method", "n", primary, "delta_vs_none", "better_than_none", "worse_than_none", *extra,
                 "seconds", "peak_memory_mib", "eta"]
-        lines += [f"### {suite} ({primary}: {'higher' if PRIMARY[suite][1] else 'lower'} is better)", "",
+        lines += [f"### {suite} ({primary}: {'higher' if higher else 'lower'} is better)", "",
                   "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for s in ss:
             lines.append("| " + " | ".join(_fmt(s.get(c)) for c in cols) + " |")
         lines.append("")
+        if notes.get(suite):
+            lines += [*(f"- {n}" for n in notes[suite]), ""]
     (out / "summary.md").write_text("\n".join(lines))
     keys = list(dict.fromkeys(k for s in summary for k in s))
     with open(out / "summary.csv", "w", newline="") as fh:
@@ -435,7 +464,7 @@ def write_summary(rows: list[dict], out: Path) -> list[dict]:
     return summary
 
 
-_FIXED = {"suite", "method", "n", "primary", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
+_FIXED = {"suite", "method", "n", "primary", "higher_is_better", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
           "peak_memory_mib", "eta"}
 
 
@@ -453,10 +482,10 @@ def plot(summary: list[dict], out: Path) -> list[Path]:
     folder.mkdir(exist_ok=True)
     paths = []
     for suite in dict.fromkeys(s["suite"] for s in summary):
-        ss = [s for s in summary if s["suite"] == suite and s.get(PRIMARY[suite][0]) is not None]
+        ss = [s for s in summary if s["suite"] == suite and s.get(s["primary"]) is not None]
         if not ss:
             continue
-        primary = PRIMARY[suite][0]
+        primary, higher = ss[0]["primary"], ss[0]["higher_is_better"]
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
         names = [s["method"] for s in ss]
         vals = [s[primary] for s in ss]
@@ -471,7 +500,7 @@ def plot(summary: list[dict], out: Path) -> list[Path]:
                 ax.annotate(s["method"].split("[")[0], (s[key], v), fontsize=7)
             ax.set_xlabel(label)
             ax.set_ylabel(primary)
-        fig.suptitle(f"{suite}: {primary} ({'higher' if PRIMARY[suite][1] else 'lower'} is better)")
+        fig.suptitle(f"{suite}: {primary} ({'higher' if higher else 'lower'} is better)")
         fig.tight_layout()
         path = folder / f"{suite}.png"
         fig.savefig(path, dpi=90)
@@ -499,7 +528,13 @@ def _barrier(world: int) -> None:
 
 
 def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=None, frames=None,
-             max_cases=None, params_override=None, device=None, threads=None, log=print) -> list[dict]:
+             max_cases=None, params_override=None, device=None, threads=None, log=print, metrics_config=None,
+             metric_options=None, style_image=None, audio=None, reference_videos=None) -> list[dict]:
+    """Run the pending cells (this process's share) and, on process 0, write the summary and plots.
+
+    Real presets only: `metrics_config` (a `rewards.metrics.MetricsConfig`; tests inject tiny models here),
+    `metric_options` (overrides of its fields: clip, style_clip, imagebind, i3d, i3d_size, motion), `style_image`
+    and `audio` (user files for the style / audio suites), `reference_videos` (a folder, for FVD)."""
     import torch
 
     from .presets import load_preset
@@ -512,16 +547,42 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
         torch.set_num_threads(int(threads))
     if device is None and torch.cuda.is_available():
         device = f"cuda:{local % torch.cuda.device_count()}"
+    suites = list(suites)
+    checked = False
+    if preset_name not in ("micro", "auto"):  # a real preset: check the suites before loading it
+        suites = _real_suites(suites, log)
+        checked = True
     preset = load_preset(preset_name, device=device)
-    if preset.name != "micro":
-        raise ValueError(f"preset {preset.name!r}: the exact suites need the micro preset (its detector reads the "
-                         "micro world)")
+    real = preset.name != "micro"  # `auto` may resolve either way
+    if real:
+        from . import evaluate_real as er
+
+        if not checked:
+            suites = _real_suites(suites, log)
+        cfg = er.metrics_config_for(preset, metrics_config, **(metric_options or {}))
+        er.check_ready(cfg, suites, reference_videos)
+        log("evaluate: " + er.describe_config(cfg))
+    else:
+        suites = list(SUITES) if suites == ["all"] else suites
+        bad = [s for s in suites if s not in SUITES]
+        if bad:
+            raise ValueError(f"--suite: {bad[0]!r} is not one of {', '.join(SUITES)} (the micro preset's suites)")
     eta = DEFAULT_ETA if eta is None else float(eta)
     steps = preset.default_steps if steps is None else int(steps)
     frames = preset.default_frames if frames is None else int(frames)
     for spec in specs:
         parse_spec(spec)  # fail before any work
-    cells = grid(suites, specs, seeds, eta, steps, frames, max_cases)
+    if real:
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=preset.name,
+                     case_fn=lambda s, f: er.real_cases(s, f, preset.fps, style_image, audio))
+
+        def run(cell):
+            return run_cell(cell, preset, params_override, measure=lambda c, fr, g: er.measure(c, fr, g, cfg, out))
+    else:
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases)
+
+        def run(cell):
+            return run_cell(cell, preset, params_override)
     done = {r["key"] for r in read_rows(out)}
     todo = [c for c in cells if c.key not in done]
     mine = todo[rank::world]
@@ -530,7 +591,7 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
     shard = out / (f"rows.rank{rank}.jsonl" if world > 1 else "rows.jsonl")
     t0 = time.perf_counter()
     for n, cell in enumerate(mine, 1):
-        row = run_cell(cell, preset, params_override)
+        row = run(cell)
         with open(shard, "a") as fh:
             fh.write(json.dumps(row, default=_json_default) + "\n")
         eta_s = (time.perf_counter() - t0) / n * (len(mine) - n)
@@ -547,13 +608,29 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
         for p in out.glob("rows.rank*.jsonl"):
             p.unlink()
     wanted = {c.key for c in cells}
-    summary = write_summary([r for r in rows if r["key"] in wanted] or rows, out)
+    rows = [r for r in rows if r["key"] in wanted] or rows
+    set_metrics = None
+    if real:
+        def set_metrics(summary):
+            return er.add_fvd(summary, rows, out, reference_videos, cfg.i3d, cfg.i3d_size, preset.device, log)
+    summary = write_summary(rows, out, set_metrics)
     plot(summary, out)
     return summary
 
 
+def _real_suites(suites, log) -> list[str]:
+    from .evaluate_real import REAL_SUITES, check_suites
+
+    run, notes = check_suites(list(REAL_SUITES) if suites == ["all"] else suites)
+    for n in notes:
+        log(n)
+    if not run:
+        raise ValueError(f"--suite: nothing left to run; a real preset runs {', '.join(REAL_SUITES)}")
+    return run
+
+
 def _short(m: dict) -> str:
-    return " ".join(f"{k}={_fmt(v)}" for k, v in m.items() if not isinstance(v, list))
+    return " ".join(f"{k}={_fmt(v)}" for k, v in m.items() if not isinstance(v, (list, dict)))
 
 
 def _json_default(o):
@@ -564,8 +641,13 @@ def _json_default(o):
 
 def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m pipelines evaluate")
-    p.description = "Exact guidance suites on the micro preset (see pipelines/evaluate.py)."
-    p.add_argument("--suite", required=True, help=f"comma list of {', '.join(SUITES)}, or all")
+    from .evaluate_real import REAL_SUITES
+
+    p.description = ("Guidance suites × methods × seeds: exact suites on the micro preset, real-weight metrics on the "
+                     "others (see pipelines/evaluate.py and pipelines/evaluate_real.py).")
+    p.add_argument("--suite", required=True,
+                   help=f"comma list, or all. micro: {', '.join(SUITES)}; other presets: {', '.join(REAL_SUITES)} "
+                        "(interpolate is skipped there with a message)")
     p.add_argument("--methods", default="none,titan", help="comma list of method specs, e.g. none,titan[update=rms]")
     p.add_argument("--seeds", default="2", help="N (seeds 0..N-1) or a comma list")
     p.add_argument("--cases", type=int, default=None, help="at most this many cases per suite")
@@ -580,6 +662,28 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, summary.md/.csv, plots/)")
     p.add_argument("--summarize", action="store_true",
                    help="run nothing: rebuild summary.md/.csv and the plots from every row in --out")
+    g = p.add_argument_group("real presets (not micro): metric models and inputs; nothing here is a guiding model")
+    g.add_argument("--metric-clip", default=None, metavar="ID|DIR",
+                   help="CLIP for CLIP-SIM and frame consistency (default openai/clip-vit-large-patch14; the "
+                        "animatediff presets guide with openai/clip-vit-base-patch16, which is refused here)")
+    g.add_argument("--style-clip", default=None, metavar="ID|DIR",
+                   help="CLIP for the style score (default openai/clip-vit-base-patch32)")
+    g.add_argument("--imagebind", default=None, metavar="PATH",
+                   help="imagebind_huge.pth for the ImageBind score of the audio suite (default: env "
+                        "IMAGEBIND_CKPT, else skipped with the reason in each row)")
+    g.add_argument("--motion", choices=("flow", "diff"), default=None,
+                   help="AV-Align motion: flow (Farnebäck optical flow, OpenCV; default) or diff (frame differences)")
+    g.add_argument("--i3d", default=None, metavar="PATH",
+                   help="Kinetics-400 RGB I3D state dict for FVD (default: env GVS_I3D_WEIGHTS)")
+    g.add_argument("--i3d-size", type=int, default=None, help="I3D input size (default 224)")
+    g.add_argument("--reference-videos", default=None, metavar="DIR",
+                   help="real videos (mp4, webm, ...) for FVD, computed in the summary per suite and method over "
+                        "DIR/videos of --out; without it FVD is left out with the reason")
+    g.add_argument("--style-image", default=None, metavar="PATH",
+                   help="style suite: this reference for every prompt (default: procedural stripes, checker, "
+                        "gradient, dots)")
+    g.add_argument("--audio", default=None, metavar="PATH",
+                   help="audio suite: this clip for every prompt (default: synthesised impacts at known times)")
     return p
 
 
@@ -591,14 +695,29 @@ def main(argv=None, args=None) -> int:
         if not rows:
             print(f"error: --out: no rows in {out}", file=sys.stderr)
             return 2
-        plot(write_summary(rows, out), out)
+        set_metrics = None
+        if any(r.get("preset") not in (None, "micro") for r in rows):
+            from .evaluate_real import add_fvd
+
+            import torch
+
+            device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+            def set_metrics(summary):
+                return add_fvd(summary, rows, out, a.reference_videos, a.i3d, a.i3d_size or 224, device)
+        try:
+            plot(write_summary(rows, out, set_metrics), out)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print((out / "summary.md").read_text())
         return 0
-    suites = list(SUITES) if a.suite == "all" else [s.strip() for s in a.suite.split(",") if s.strip()]
-    for s in suites:
-        if s not in SUITES:
-            print(f"error: --suite: {s!r} is not one of {', '.join(SUITES)}", file=sys.stderr)
-            return 2
+    suites = ["all"] if a.suite == "all" else [s.strip() for s in a.suite.split(",") if s.strip()]
+    if a.preset == "micro":
+        for s in suites:
+            if s not in SUITES and s != "all":
+                print(f"error: --suite: {s!r} is not one of {', '.join(SUITES)}", file=sys.stderr)
+                return 2
     seeds = list(range(int(a.seeds))) if a.seeds.strip().isdigit() else [int(s) for s in a.seeds.split(",")]
     override: dict = {}
     for item in a.param:
@@ -612,7 +731,10 @@ def main(argv=None, args=None) -> int:
     try:
         summary = evaluate(suites, split_specs(a.methods), seeds, a.out, preset_name=a.preset, eta=a.eta,
                            steps=a.steps, frames=a.frames, max_cases=a.cases, params_override=override,
-                           device=a.device, threads=a.threads, log=lambda s: print(s, file=sys.stderr, flush=True))
+                           device=a.device, threads=a.threads, log=lambda s: print(s, file=sys.stderr, flush=True),
+                           metric_options=dict(clip=a.metric_clip, style_clip=a.style_clip, imagebind=a.imagebind,
+                                               motion=a.motion, i3d=a.i3d, i3d_size=a.i3d_size),
+                           style_image=a.style_image, audio=a.audio, reference_videos=a.reference_videos)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
