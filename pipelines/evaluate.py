@@ -561,7 +561,7 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
             suites = _real_suites(suites, log)
         cfg = er.metrics_config_for(preset, metrics_config, **(metric_options or {}))
         er.check_ready(cfg, suites, reference_videos)
-        log("evaluate: " + er.describe_config(cfg))
+        log("evaluate: " + er.describe_config(cfg, preset))
     else:
         suites = list(SUITES) if suites == ["all"] else suites
         bad = [s for s in suites if s not in SUITES]
@@ -612,7 +612,7 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
     set_metrics = None
     if real:
         def set_metrics(summary):
-            return er.add_fvd(summary, rows, out, reference_videos, cfg.i3d, cfg.i3d_size, preset.device, log)
+            return er.add_fvd(summary, rows, out, reference_videos, cfg.i3d, cfg.i3d_size, preset.device)
     summary = write_summary(rows, out, set_metrics)
     plot(summary, out)
     return summary
@@ -662,7 +662,7 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, summary.md/.csv, plots/)")
     p.add_argument("--summarize", action="store_true",
                    help="run nothing: rebuild summary.md/.csv and the plots from every row in --out")
-    g = p.add_argument_group("real presets (not micro): metric models and inputs; nothing here is a guiding model")
+    g = p.add_argument_group("real presets (not micro): metric models and inputs")
     g.add_argument("--metric-clip", default=None, metavar="ID|DIR",
                    help="CLIP for CLIP-SIM and frame consistency (default openai/clip-vit-large-patch14; the "
                         "animatediff presets guide with openai/clip-vit-base-patch16, which is refused here)")
@@ -670,7 +670,8 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
                    help="CLIP for the style score (default openai/clip-vit-base-patch32)")
     g.add_argument("--imagebind", default=None, metavar="PATH",
                    help="imagebind_huge.pth for the ImageBind score of the audio suite (default: env "
-                        "IMAGEBIND_CKPT, else skipped with the reason in each row)")
+                        "IMAGEBIND_CKPT, else skipped with the reason in each row); on animatediff ImageBind is "
+                        "also the audio reward, so AV-Align is the independent audio metric")
     g.add_argument("--motion", choices=("flow", "diff"), default=None,
                    help="AV-Align motion: flow (Farnebäck optical flow, OpenCV; default) or diff (frame differences)")
     g.add_argument("--i3d", default=None, metavar="PATH",
@@ -697,9 +698,9 @@ def main(argv=None, args=None) -> int:
             return 2
         set_metrics = None
         if any(r.get("preset") not in (None, "micro") for r in rows):
-            from .evaluate_real import add_fvd
-
             import torch
+
+            from .evaluate_real import add_fvd
 
             device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
 

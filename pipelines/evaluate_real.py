@@ -14,6 +14,8 @@ video is measured by `rewards.metrics.real_metrics` with evaluators that differ 
 - `audio`  prompts of impact sounds with synthesised impacts (decaying noise bursts over a low thump at known
            times) or the user's `--audio`: AV-Align (audio onsets against Farnebäck optical-flow peaks, OpenCV),
            the ImageBind score when `--imagebind` gives a checkpoint, plus CLIP-SIM and frame consistency.
+           ImageBind is also the animatediff preset's audio *reward*, so its score there is not an independent
+           judge of the guided methods; AV-Align is.
 - `interpolate` is skipped (with a message): its micro metric reads object positions, and a real-video measure of
   key-frame fidelity is not implemented.
 
@@ -209,12 +211,14 @@ def check_ready(cfg, suites, reference_videos=None) -> None:
                              "'guided-video-studio[metrics]' (or pass --motion diff)") from None
 
 
-def describe_config(cfg) -> str:
+def describe_config(cfg, preset=None) -> str:
     ib = cfg.imagebind if cfg.imagebind is not None else os.environ.get("IMAGEBIND_CKPT")
     return (f"metrics: CLIP-SIM / frame consistency with {_describe(cfg.clip)}, style score with "
             f"{_describe(cfg.style_clip)} (guiding CLIP: {_describe(cfg.guiding_clip)}), AV-Align on "
             f"{'optical flow' if cfg.motion == 'flow' else 'frame differences'}, ImageBind "
-            f"{'from ' + _describe(ib) if ib is not None else 'skipped (no checkpoint)'}")
+            f"{'from ' + _describe(ib) if ib is not None else 'skipped (no checkpoint)'}"
+            + (" (also the guiding audio reward: not an independent judge)"
+               if ib is not None and getattr(preset, "audio_reward", None) == "imagebind" else ""))
 
 
 # ------------------------------------------------------------------------------------------------------- a video
@@ -275,7 +279,7 @@ def _square(video, size: int):
 
 
 def add_fvd(summary: list[dict], rows: list[dict], out: Path, reference_videos=None, i3d=None, i3d_size: int = 224,
-            device=None, log=print) -> dict:
+            device=None) -> dict:
     """Add "fvd" to each (suite, method) entry of `summary` (real rows only): the method's videos in `out/videos`
     against the reference videos (first f frames of each, f = the generated length; centre square). Returns
     {suite: [note, ...]} saying what was left out and why."""
@@ -325,15 +329,13 @@ def add_fvd(summary: list[dict], rows: list[dict], out: Path, reference_videos=N
         if f not in ref_cache:
             refs = [read_video(p, f) for p in ref_paths]
             refs = [_square(v, i3d_size) for v in refs if v.shape[0] >= f]
-            if len(refs) < 2:
-                ref_cache[f] = None
-            else:
-                ref_cache[f] = i3d_features(model, torch.stack(refs), i3d_size)
+            ref_cache[f] = (i3d_features(model, torch.stack(refs), i3d_size), len(refs)) if len(refs) >= 2 else None
         if ref_cache[f] is None:
             note(s["suite"], f"FVD: needs at least 2 reference videos of >= {f} frames in {folder}")
             continue
         gen = torch.stack([_square(v[:f], i3d_size) for v in vids])
-        s["fvd"] = fvd_from_features(i3d_features(model, gen, i3d_size), ref_cache[f])
-        note(s["suite"], f"FVD: I3D logits, {len(ref_paths)} reference videos from {folder}, first {f} frames, "
+        feats, n_refs = ref_cache[f]
+        s["fvd"] = fvd_from_features(i3d_features(model, gen, i3d_size), feats)
+        note(s["suite"], f"FVD: I3D logits, {n_refs} reference videos from {folder}, first {f} frames, "
                          f"{i3d_size}² centre squares (lower is better)")
     return notes
