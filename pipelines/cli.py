@@ -34,7 +34,7 @@ _FLAG_OF = {
     "first_frame": "--first-frame", "last_frame": "--last-frame", "frames": "--frames", "size": "--size",
     "steps": "--steps", "cfg": "--cfg", "mg_scale": "--mg-scale", "seed": "--seed", "method": "--method",
     "task": "--task", "interpolation_mode": "--interpolation-mode", "params": "--param",
-    "t2v_reward": "--reward",
+    "t2v_reward": "--reward", "reward_prompt": "--reward-prompt",
 }
 
 
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--interpolation-mode", default="both")
     g.add_argument("--reward", default="clip", help="t2v reward: clip | lvlm | 'clip+lvlm weighted|normalized|borda' "
                    "(the LVLM judge is configured by GVS_LVLM_URL/GVS_LVLM_MODEL/GVS_LVLM_API_KEY)")
+    g.add_argument("--reward-prompt", default=None,
+                   help="t2v: the text the reward scores, when it should differ from --prompt (what the video model "
+                        "is conditioned on); with --prompt '' the model samples unconditioned and only guidance "
+                        "draws this text")
     g.add_argument("--method", required=True, choices=list(METHODS))
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable), e.g. --param scale=2.0")
@@ -135,7 +139,7 @@ def cmd_generate(a) -> int:
         params = parse_param_strings(a.param)
         from .request import check_prompt
 
-        check_prompt(a.prompt, "prompt")
+        check_prompt(a.prompt, "prompt", required=not (a.reward_prompt or "").strip())
         from .request import resolve_params
 
         resolve_params(a.method, params)
@@ -147,7 +151,7 @@ def cmd_generate(a) -> int:
         task=a.task, prompt=a.prompt, negative_prompt=a.negative_prompt, method=a.method, params=params,
         mg_scale=a.mg_scale, mg_normalized=a.mg_normalized, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
         size=a.size, eta=a.eta, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
-        interpolation_mode=a.interpolation_mode, t2v_reward=a.reward,
+        interpolation_mode=a.interpolation_mode, t2v_reward=a.reward, reward_prompt=a.reward_prompt,
     )
     from .presets import load_preset
 

@@ -58,7 +58,7 @@ def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     d = detect(frames)
     if r.task == "style":
         return Metric("detected background", None, f"detected background: {d['background']}")
-    target = parse_caption(r.prompt)
+    target = parse_caption(r.reward_prompt or r.prompt)
     if target is None:
         return None
     keys = ("colour", "shape", "motion", "background")

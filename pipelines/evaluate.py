@@ -14,6 +14,8 @@ method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm`
 Suites (micro preset; `cases()` says exactly what each contains):
 - `t2v-hard`  held-out prompts sampled in 2 DDIM steps, where unguided sampling misses attributes: colour / shape /
               direction.
+- `t2v-reward` held-out captions as the reward's prompt and an empty prompt for the video model (it samples
+              unconditioned): only guidance can draw colour and shape; colour / shape / direction accuracy.
 - `style`     striped and checkered references on prompts asking for a black or gray background: the share of
               videos whose detected background becomes the reference's pattern.
 - `interpolate` key frames with the object where the prompt's motion does not put it (reward mode; a spec's
@@ -50,12 +52,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-SUITES = ("t2v-hard", "style", "interpolate", "audio", "mg")
+SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "audio", "mg")
 #: Request fields a method spec may set (the rest of its settings are method parameters).
 REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
 PRIMARY = {
     "t2v-hard": ("accuracy", True),
+    "t2v-reward": ("accuracy", True),
     "style": ("style_changed", True),
     "interpolate": ("endpoint_px", False),
     "audio": ("sync_iou", True),
@@ -111,6 +114,13 @@ def cases(suite: str, num_frames: int = 8) -> list[Case]:
             bg = world.BACKGROUNDS[i % len(world.BACKGROUNDS)]
             out.append(Case(f"h{i}", "t2v", world.caption(c, s, m, bg), target=dict(colour=c, shape=s, motion=m),
                             cfg=T2V_HARD_CFG, steps=T2V_HARD_STEPS))
+        return out
+    if suite == "t2v-reward":
+        out = []
+        for i, (c, s, m) in enumerate(held):
+            bg = world.BACKGROUNDS[i % len(world.BACKGROUNDS)]
+            out.append(Case(f"r{i}", "t2v", "", inputs=dict(reward_prompt=world.caption(c, s, m, bg)),
+                            target=dict(colour=c, shape=s, motion=m)))
         return out
     if suite == "style":
         out = []
@@ -189,7 +199,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
     d = detect(frames)
     a = _to_numpy(frames)
     out: dict[str, Any] = {}
-    if suite in ("t2v-hard", "mg"):
+    if suite in ("t2v-hard", "t2v-reward", "mg"):
         t = case.target
         for k in ("colour", "shape", "motion"):
             out[k] = float(d[k] == t[k])

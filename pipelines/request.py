@@ -78,6 +78,9 @@ class GenerationRequest:
     last_frame: Any = None
     interpolation_mode: str = "both"
     t2v_reward: str = "clip"  # text-to-video reward: clip, lvlm, or a clip+lvlm ensemble (pipelines.tasks)
+    # What the text-to-video reward scores, when it should differ from what the video model is conditioned on
+    # (None -> the prompt). With an empty prompt the model samples unconditioned and only guidance draws this text.
+    reward_prompt: Optional[str] = None
 
 
 @dataclass
@@ -260,18 +263,29 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         raise RequestError("task", f"{req.task!r} is not one of {list(TASKS)}")
     if req.method not in METHODS:
         raise RequestError("method", f"{req.method!r} is not one of {list(METHODS)}")
-    prompt = check_prompt(req.prompt, "prompt")
+    reward_prompt = None
+    if req.reward_prompt is not None and str(req.reward_prompt).strip():
+        if req.task != "t2v":
+            raise RequestError("reward_prompt", f"only the t2v task scores text; the {req.task} task's reward is "
+                                                "set by its upload, so leave the reward prompt empty")
+        reward_prompt = check_prompt(req.reward_prompt, "reward_prompt")
+    # An empty prompt is allowed only when a reward prompt says what guidance should draw.
+    prompt = check_prompt(req.prompt, "prompt", required=reward_prompt is None)
+    if not prompt and req.method == "none":
+        notices.append("prompt: empty and the method is none, so the video is sampled unconditioned; the reward "
+                       "prompt is only scored (the unguided baseline of reward-only guidance)")
     negative = check_prompt(req.negative_prompt, "negative_prompt", required=False)
-    for text, name in ((prompt, "prompt"), (negative, "negative_prompt")):
+    for text, name in ((prompt, "prompt"), (negative, "negative_prompt"), (reward_prompt or "", "reward_prompt")):
         note = _tokenizer_notice(preset, text, name)
         if note:
             notices.append(note)
     if getattr(preset, "name", None) == "micro":
         from .micro.world import caption_notice
 
-        note = caption_notice(prompt)
-        if note:
-            notices.append(f"prompt: {note}")
+        for text, name in ((prompt, "prompt"), (reward_prompt, "reward_prompt")):
+            note = caption_notice(text) if text else None
+            if note:
+                notices.append(f"{name}: {note}")
 
     frames = _number(preset.default_frames if req.frames is None else req.frames, "frames", int,
                      choices=list(preset.frame_choices))
@@ -292,6 +306,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     params = resolve_params(req.method, req.params, preset, req.task)
     check_step_range(params, steps)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
+                               "reward_prompt": reward_prompt,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
                                "seed": seed, "eta": eta, "params": params})
 
@@ -335,7 +350,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         notices.append(f"ignored for the {req.task} task: {', '.join(ignored)}")
 
     inputs = TaskInputs(
-        prompt=prompt, style_image=style,
+        prompt=reward_prompt or prompt, style_image=style,
         audio=(audio.wave, audio.sample_rate) if audio is not None else None,
         first_frame=first, last_frame=last, interpolation_mode=req.interpolation_mode, t2v_reward=req.t2v_reward,
     )
@@ -493,6 +508,7 @@ def build_report(gen: Generation) -> dict:
         "eta": p.eta,
         "params": p.params,
         "prompt": r.prompt,
+        **({"reward_prompt": r.reward_prompt} if r.reward_prompt else {}),
         "negative_prompt": r.negative_prompt,
         "reward_name": getattr(p.setup.reward, "name", None),
         "phases": gen.phases,

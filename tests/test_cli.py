@@ -48,6 +48,8 @@ def test_generate_audio_task(tmp_path, examples_dir):
     (["--task", "t2v", "--method", "none", "--steps", "0"], "--steps"),
     (["--task", "t2v", "--method", "none", "--frames", "7"], "--frames"),
     (["--task", "interpolate", "--method", "none", "--first-frame", "assets/examples/first_frame.png"], "--last-frame"),
+    (["--task", "audio", "--method", "none", "--audio", "assets/examples/impacts.wav", "--reward-prompt", "a red circle"],
+     "--reward-prompt"),
 ])
 def test_bad_input_exit_2(tmp_path, args, flag):
     out, rep = tmp_path / "o.mp4", tmp_path / "o.json"
@@ -66,6 +68,15 @@ def test_empty_prompt_exit_2(tmp_path):
              "--out", tmp_path / "o.mp4", "--report", tmp_path / "o.json")
     assert r.returncode == 2 and "--prompt" in r.stderr.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_reward_prompt_with_an_empty_prompt(tmp_path):
+    rep = tmp_path / "o.json"
+    r = _cli("generate", "--preset", test_preset_name(), "--task", "t2v", "--prompt", "", "--reward-prompt", PROMPT,
+             "--method", "titan", "--steps", 2, "--out", tmp_path / "o.mp4", "--report", rep)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(rep.read_text())
+    assert data["prompt"] == "" and data["reward_prompt"] == PROMPT
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pipelines.bench") is None, reason="pipelines.bench not available")

@@ -75,6 +75,9 @@ def test_mg_metrics_on_a_static_and_a_moving_clip():
 def test_cases_are_what_the_docstring_says():
     t2v = ev.cases("t2v-hard")
     assert len(t2v) == len(world.HELD_OUT) and all(c.cfg == ev.T2V_HARD_CFG for c in t2v)
+    reward_only = ev.cases("t2v-reward")  # the model's prompt is empty; the reward's prompt names the target
+    assert all(c.prompt == "" and world.parse_caption(c.inputs["reward_prompt"])["colour"] == c.target["colour"]
+               for c in reward_only) and len(reward_only) == len(world.HELD_OUT)
     style = ev.cases("style")
     assert {c.target["background"] for c in style} == {"striped", "checkered"}
     assert all(world.parse_caption(c.prompt)["background"] in ("black", "gray") for c in style)
@@ -176,3 +179,19 @@ def test_per_task_defaults_reach_the_request():
     own = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                      method="titan", params={"step_size": 2.5}), preset)
     assert own.params["step_size"] == 2.5  # the user's value wins
+
+
+def test_reward_only_suite_runs_the_model_unconditioned_and_scores_the_caption():
+    from pipelines.presets import load_preset
+
+    preset = load_preset("micro")
+    case = ev.cases("t2v-reward")[0]
+    cell = ev.Cell("t2v-reward", case, "none", 0, 1.0, 2, 8)
+    row = ev.run_cell(cell, preset)
+    assert set(row["metrics"]) >= {"colour", "shape", "motion", "accuracy"}
+    # the reward scored the caption, not the empty prompt the model saw
+    from pipelines.request import Generation, GenerationRequest, validate
+
+    g = Generation(validate(GenerationRequest(task="t2v", prompt="", method="none", steps=2, seed=0,
+                                              **case.inputs), preset), preset, preview_every=0)
+    assert g.prepared.setup.reward.prompt == case.inputs["reward_prompt"] and g.prepared.request.prompt == ""

@@ -173,3 +173,45 @@ def test_should_stop_cancels(preset):
         for ev in gen:
             seen.append(ev)
     assert len(seen) <= 2 and gen.final_event is None
+
+
+# ------------------------------------------------------------------------------------------------ reward prompt
+REWARD_PROMPT = "a yellow square moving up on a gray background"
+
+
+def test_reward_prompt_is_what_the_t2v_reward_scores(preset):
+    p = validate(_req(reward_prompt=REWARD_PROMPT), preset)
+    assert p.request.prompt == PROMPT and p.request.reward_prompt == REWARD_PROMPT
+    assert p.setup.reward.prompt == REWARD_PROMPT  # the model sees PROMPT, the reward scores the other text
+    assert validate(_req(), preset).setup.reward.prompt == PROMPT  # default: the prompt itself
+
+
+def test_empty_prompt_is_allowed_only_with_a_reward_prompt(preset):
+    assert _field(preset, prompt="") == "prompt"
+    p = validate(_req(prompt="", method="titan", reward_prompt=REWARD_PROMPT), preset)
+    assert p.request.prompt == "" and p.setup.reward.prompt == REWARD_PROMPT
+    # unguided with an empty prompt is the baseline of reward-only guidance: allowed, and said so
+    p = validate(_req(prompt="", reward_prompt=REWARD_PROMPT), preset)
+    assert any("unconditioned" in n for n in p.notices)
+
+
+def test_reward_prompt_is_refused_outside_t2v_and_checked_like_a_prompt(preset, examples_dir):
+    assert _field(preset, task="audio", audio=examples_dir / "impacts.wav", reward_prompt=REWARD_PROMPT) == \
+        "reward_prompt"
+    assert _field(preset, reward_prompt="x" * (MAX_PROMPT_CHARS + 1)) == "reward_prompt"
+    assert validate(_req(reward_prompt="   "), preset).request.reward_prompt is None  # blank = not given
+
+
+def test_unconditioned_generation_differs_from_the_conditioned_one(preset, tmp_path):
+    def frames(**kw):
+        gen = run(validate(_req(seed=5, **kw), preset), preset)
+        list(gen)
+        return gen.final_event.frames
+
+    cond = frames()
+    uncond = frames(prompt="", reward_prompt=PROMPT)
+    assert not np.allclose(np.asarray(cond), np.asarray(uncond), atol=1e-3)
+    gen = run(validate(_req(prompt="", reward_prompt=PROMPT, seed=5), preset), preset)
+    list(gen)
+    report = finalize(gen, tmp_path / "v.mp4", tmp_path / "r.json")
+    assert report["prompt"] == "" and report["reward_prompt"] == PROMPT

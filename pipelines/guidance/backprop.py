@@ -33,7 +33,11 @@ class FreeDoMGuidance(RangedGuidance):
     needs_gradient: ClassVar[bool] = True
     summary: ClassVar[str] = "FreeDoM: reward gradient by backprop through the UNet and decoder."
 
-    rho: float = param(0.2, min=0.0, max=10.0, step=0.01, help="ρ: step relative to the CFG correction")
+    rho: float = param(0.2, min=0.0, max=10.0, step=0.01,
+                       help="ρ: step relative to the CFG correction (scale=cfg) or to the noise left (scale=noise)")
+    scale: str = param("cfg", choices=["cfg", "noise"],
+                       help="cfg: ρ_t = ρ·w·rms(ε_c−ε_u)/rms(g) (METHODS.md; zero when the prompt adds nothing, e.g. "
+                            "an empty prompt); noise: the step moves x_{t−1} by ρ·√(1−ᾱ_{t−1}) in rms")
     time_travel: int = param(0, min=0, max=10, step=1, help="r: re-noise and redo each guided step r times")
 
     def one_step(self, ctx, x, t, i):
@@ -47,7 +51,11 @@ class FreeDoMGuidance(RangedGuidance):
         ctx.stats["objective"] = float(objective.detach())
         with torch.no_grad():
             x_prev = ctx.ddim(x0.detach(), eps.detach(), t)
-            rho_t = self.rho * _cfg_strength(ctx, parts, eps, t) / (rms(g) + 1e-12)
+            if self.scale == "noise":
+                size = (1 - ctx.alpha_bar(ctx.prev_t(t))).sqrt()
+            else:
+                size = _cfg_strength(ctx, parts, eps, t)
+            rho_t = self.rho * size / (rms(g) + 1e-12)
             return x_prev + rho_t * g
 
     def step(self, ctx, x, t, i):
