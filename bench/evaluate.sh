@@ -15,4 +15,10 @@ run --suite mg          --methods "none,none[mg=10],none[mg=40],none[mg=100],non
 # Sweeps behind the per-task defaults (same folder: the summary holds every row)
 run --suite t2v-hard    --methods "titan[step_size=0.5],titan[step_size=1],titan[step_size=2],titan[update=noise,step_size=0.3],free2guide[num_candidates=16],mpgd[scale=noise,rho=0.5]"
 run --suite audio       --methods "titan[step_size=1],titan[update=noise,step_size=1],mpgd[scale=noise,rho=1]"
+# Session 4: reward-only text guidance (the model's prompt is empty), Free²Guide's guided range and candidate count
+# (Free²Guide Tables 5–6 in miniature), and the direct guess's fill on interpolation
+run --suite t2v-reward  --methods "none,titan,titan[update=x0,step_size=5,fill=auto],titan[update=x0,step_size=15,fill=auto],freedom,freedom[scale=noise,rho=1],mpgd,mpgd[scale=noise,rho=1],free2guide"
+run --suite t2v-reward  --cases 8 --methods "none,titan,titan[update=x0,step_size=15,fill=auto],freedom[scale=noise,rho=1],mpgd[scale=noise,rho=1],free2guide"
+run --suite audio       --methods "free2guide[guided_fraction=0.1],free2guide[guided_fraction=0.25],free2guide[guided_fraction=0.5],free2guide[num_candidates=2],free2guide[num_candidates=4],free2guide[num_candidates=16]"
+run --suite interpolate --methods "titan[fill=lerp],titan[fill=tile]"
 python -m pipelines evaluate --suite all --summarize --out "$OUT" > /dev/null

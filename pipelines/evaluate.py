@@ -9,7 +9,9 @@ from the reward that guides, and every method is compared with `none` at the sam
 
 A *method spec* is a method name with optional settings in brackets, e.g. `titan[update=rms,step_size=0.1]`:
 method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm` (normalised α, when supported),
-`cfg`, `steps` and `mode` (the interpolation constraint). The spec string is the row's label.
+`cfg`, `steps`, `mode` (the interpolation constraint) and `reward` (the t2v reward, e.g. `reward=lvlm` or
+`reward=clip+lvlm borda`; the LVLM judge is configured by the `GVS_LVLM_*` variables, e.g. the micro world's
+stand-in judge `python -m pipelines.micro.judge`). The spec string is the row's label.
 
 Suites (micro preset; `cases()` says exactly what each contains):
 - `t2v-hard`  held-out prompts sampled in 2 DDIM steps, where unguided sampling misses attributes: colour / shape /
@@ -21,6 +23,9 @@ Suites (micro preset; `cases()` says exactly what each contains):
 - `interpolate` key frames with the object where the prompt's motion does not put it (reward mode; a spec's
               `mode=replacement|both` switches): endpoint distance (px), path jerk (second differences of the
               centroid, px), monotone interior.
+- `interpolate-agree` key frames that a straight motion of the world joins, with the prompt naming that motion
+              (the app's example is of this kind): the same metrics; whether guidance keeps the path smooth when the
+              model can draw it.
 - `audio`     two impacts one bounce period apart at each of the 4 phases: IoU of floor contacts with impact frames
               at the exact frame (chance 1/4 for a regular bounce of random phase) and within ±1 frame.
 - `mg`        plain prompts for a HARIVO MG α sweep: frame-to-frame change, one object per frame, colour kept.
@@ -52,7 +57,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "audio", "mg")
+SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree", "audio", "mg")
 #: Request fields a method spec may set (the rest of its settings are method parameters).
 REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
@@ -61,6 +66,7 @@ PRIMARY = {
     "t2v-reward": ("accuracy", True),
     "style": ("style_changed", True),
     "interpolate": ("endpoint_px", False),
+    "interpolate-agree": ("endpoint_px", False),
     "audio": ("sync_iou", True),
     "mg": ("change", False),
 }
@@ -100,6 +106,10 @@ T2V_HARD_STEPS = 2
 #: interpolate: key positions (top-left x, y) of the object in the first and last frame: corners and edges that
 #: a straight motion of the prompt would not connect.
 KEY_POSITIONS = [((2, 2), (20, 20)), ((20, 2), (2, 20)), ((2, 20), (20, 2)), ((11, 2), (11, 20))]
+#: interpolate-agree: (first, last) top-left positions 7 frames apart at the world's top speed (3 px per frame),
+#: on the edge of the cross-axis range, and the motion that joins them.
+AGREE_KEYS = [(((1, 2), (22, 2)), "moving left to right"), (((22, 20), (1, 20)), "moving right to left"),
+              (((2, 1), (2, 22)), "moving down"), (((20, 22), (20, 1)), "moving up")]
 #: audio: the frame of the first impact (the second one follows a bounce period later).
 AUDIO_PHASES = (0, 1, 2, 3)
 
@@ -137,6 +147,16 @@ def cases(suite: str, num_frames: int = 8) -> list[Case]:
             frames = world.render_positions(c, s, "gray", [p0, p1])
             keys = _centroids(frames)
             out.append(Case(f"k{i}", "interpolate", world.caption(c, s, motion, "gray"),
+                            inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
+                                        interpolation_mode="reward"),
+                            target=dict(first=keys[0], last=keys[1])))
+        return out
+    if suite == "interpolate-agree":
+        out = []
+        for i, (((p0, p1), motion), (c, s, _m)) in enumerate(zip(AGREE_KEYS, held)):
+            frames = world.render_positions(c, s, "gray", [p0, p1])
+            keys = _centroids(frames)
+            out.append(Case(f"a{i}", "interpolate", world.caption(c, s, motion, "gray"),
                             inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
                                         interpolation_mode="reward"),
                             target=dict(first=keys[0], last=keys[1])))
@@ -211,7 +231,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
     if suite == "style":
         out["background"] = d["background"]
         out["style_changed"] = float(d["background"] == case.target["background"])
-    if suite == "interpolate":
+    if suite in ("interpolate", "interpolate-agree"):
         cents = d["centroids"]
         size = a.shape[-1]
         dist = []
@@ -277,6 +297,8 @@ def parse_spec(spec: str) -> tuple[str, dict, dict]:
             request[REQUEST_KEYS[k]] = _value(v)
         elif k == "mode":
             request["interpolation_mode"] = v
+        elif k == "reward":  # the t2v reward: clip, lvlm, or "clip+lvlm weighted|normalized|borda"
+            request["t2v_reward"] = v
         else:
             params[k] = _value(v)
     return m.group(1), params, request

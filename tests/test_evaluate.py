@@ -195,3 +195,19 @@ def test_reward_only_suite_runs_the_model_unconditioned_and_scores_the_caption()
     g = Generation(validate(GenerationRequest(task="t2v", prompt="", method="none", steps=2, seed=0,
                                               **case.inputs), preset), preset, preview_every=0)
     assert g.prepared.setup.reward.prompt == case.inputs["reward_prompt"] and g.prepared.request.prompt == ""
+
+
+def test_agreeing_key_frames_are_paths_the_world_draws_and_the_prompt_names():
+    cs = ev.cases("interpolate-agree")
+    assert len(cs) == 4
+    for case, ((p0, p1), motion) in zip(cs, ev.AGREE_KEYS):
+        assert world.parse_caption(case.prompt)["motion"] == motion
+        paths, _ = world.enumerate_trajectories(motion)
+        assert any(tuple(p[0]) == p0 and tuple(p[-1]) == p1 for p in paths)
+    # the metric reads a rendered clip of that very path as on its keys, smooth and monotone
+    (p0, p1), motion = ev.AGREE_KEYS[0]
+    xs = np.linspace(p0[0], p1[0], 8).round().astype(int)
+    cap = world.parse_caption(cs[0].prompt)
+    clip = world.render_positions(cap["colour"], cap["shape"], "gray", [(int(x), p0[1]) for x in xs])
+    m = ev.metrics("interpolate-agree", cs[0], torch.as_tensor(clip))
+    assert m["endpoint_px"] < 0.5 and m["monotone"] == 1.0 and m["jerk_px"] < 1.0
