@@ -10,7 +10,7 @@ from the reward that guides, and every method is compared with `none` at the sam
 A *method spec* is a method name with optional settings in brackets, e.g. `titan[update=rms,step_size=0.1]`:
 method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm` (normalised α, when supported),
 `cfg`, `steps`, `mode` (the interpolation constraint) and `reward` (the t2v reward, e.g. `reward=lvlm` or
-`reward=clip+lvlm borda`; the LVLM judge is configured by the `GVS_LVLM_*` variables, e.g. the micro world's
+`reward=clip+lvlm borda`; `policy=score|binary` picks the LVLM judge's policy; the judge is configured by the `GVS_LVLM_*` variables, e.g. the micro world's
 stand-in judge `python -m pipelines.micro.judge`). The spec string is the row's label.
 
 Suites (micro preset; `cases()` says exactly what each contains):
@@ -299,6 +299,12 @@ def parse_spec(spec: str) -> tuple[str, dict, dict]:
             request["interpolation_mode"] = v
         elif k == "reward":  # the t2v reward: clip, lvlm, or "clip+lvlm weighted|normalized|borda"
             request["t2v_reward"] = v
+        elif k == "policy":  # the LVLM judge's policy for this cell (GVS_LVLM_POLICY while the request is built)
+            from rewards.lvlm import POLICIES
+
+            if v not in POLICIES:
+                raise ValueError(f"method spec {spec!r}: policy must be one of {', '.join(POLICIES)}")
+            request["lvlm_policy"] = v
         else:
             params[k] = _value(v)
     return m.group(1), params, request
@@ -367,8 +373,19 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure
     params = {**(params_override or {}).get(method, {}), **params}
     fields = dict(task=cell.case.task, prompt=cell.case.prompt, method=method, params=params, seed=cell.seed,
                   eta=cell.eta, steps=cell.steps, frames=cell.frames, cfg=cell.case.cfg, **cell.case.inputs)
+    policy = request.pop("lvlm_policy", None)
     fields.update(request)
-    gen = Generation(validate(GenerationRequest(**fields), preset), preset, preview_every=0)
+    old = os.environ.get("GVS_LVLM_POLICY")
+    if policy:
+        os.environ["GVS_LVLM_POLICY"] = policy
+    try:
+        gen = Generation(validate(GenerationRequest(**fields), preset), preset, preview_every=0)
+    finally:
+        if policy:
+            if old is None:
+                os.environ.pop("GVS_LVLM_POLICY", None)
+            else:
+                os.environ["GVS_LVLM_POLICY"] = old
     t0 = time.perf_counter()
     for _ in gen:
         pass

@@ -1,4 +1,5 @@
 """The micro world's stand-in VLM judge, served over the OpenAI-compatible protocol that `rewards.lvlm` speaks."""
+import os
 import threading
 
 import numpy as np
@@ -66,3 +67,29 @@ def test_a_bad_request_gets_a_400_naming_the_problem_and_the_server_keeps_runnin
 def test_a_method_spec_picks_the_t2v_reward():
     assert ev.parse_spec("free2guide[reward=clip+lvlm borda,num_candidates=4]") == (
         "free2guide", {"num_candidates": 4}, {"t2v_reward": "clip+lvlm borda"})
+    assert ev.parse_spec("free2guide[reward=lvlm,policy=binary]")[2] == {"t2v_reward": "lvlm", "lvlm_policy": "binary"}
+    with pytest.raises(ValueError, match="policy"):
+        ev.parse_spec("free2guide[reward=lvlm,policy=maybe]")
+
+
+def test_a_cell_builds_its_judge_with_the_spec_policy_and_leaves_the_environment_as_it_was(judge_url, monkeypatch):
+    from pipelines.presets import load_preset
+
+    monkeypatch.setenv("GVS_LVLM_URL", judge_url)
+    monkeypatch.setenv("GVS_LVLM_MODEL", "micro-judge")
+    monkeypatch.delenv("GVS_LVLM_POLICY", raising=False)
+    import rewards.lvlm as lvlm
+
+    policies = []
+    init = lvlm.LVLMJudge.__init__
+
+    def spy(self, *a, **k):
+        init(self, *a, **k)
+        policies.append(self.policy)
+
+    monkeypatch.setattr(lvlm.LVLMJudge, "__init__", spy)
+    case = ev.cases("t2v-reward")[0]
+    row = ev.run_cell(ev.Cell("t2v-reward", case, "free2guide[reward=lvlm,policy=binary,num_candidates=2]", 0, 1.0,
+                              3, 8), load_preset("micro"))
+    assert policies == ["binary"] and "GVS_LVLM_POLICY" not in os.environ
+    assert "accuracy" in row["metrics"]
