@@ -190,7 +190,7 @@ def test_lerp_fill_between_the_end_frames_is_a_ramp():
     assert [float(out[0, 0, k, 0, 0]) for k in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-@pytest.mark.parametrize("update", ["noise", "x0", "cfg", "rms", "sign"])
+@pytest.mark.parametrize("update", ["noise", "x0", "cfg", "rms", "sign", "raw"])
 def test_update_forms_have_their_documented_size(update):
     pipe = tiny_pipe()
     ctx = make_denoiser(pipe, num_frames=4, steps=10)
@@ -209,6 +209,7 @@ def test_update_forms_have_their_documented_size(update):
         "cfg": float(ctx.cfg_scale(t) * (parts[0] - parts[1]).pow(2).mean().sqrt()),
         "rms": 1.0,
         "sign": 1.0,
+        "raw": float(g.pow(2).mean().sqrt()),  # magnitude-aware: the estimate's own size
     }[update]
     assert size == pytest.approx(expected, rel=1e-4)
     assert float((u * g).sum()) > 0  # always along the estimate

@@ -12,6 +12,7 @@ Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md
     cfg    w·rms(ε_c−ε_u) ĝ/rms(ĝ)       FreeDoM's yardstick: the size of the CFG correction
     rms    ĝ/rms(ĝ)                     the first implementation: λ latent-rms units at every step
     sign   sign(ĝ)                      the public code's effective AdamW step
+    raw    ĝ                            magnitude-aware: plain gradient ascent on the jvp's estimate, keeping |d|
 No backprop through the UNet, ever: the only reverse-mode pass is decoder + reward on the |S| frames of the direct
 guess; the objective, however deep, is differentiated in forward mode, so its memory does not grow with `depth`.
 """
@@ -26,7 +27,7 @@ from torch.func import jvp
 from .base import RangedGuidance, param, rms, step_schedule
 from .forward_ad import forward_ad_safe
 
-UPDATES = ("noise", "x0", "cfg", "rms", "sign")
+UPDATES = ("noise", "x0", "cfg", "rms", "sign", "raw")
 
 
 def lerp_frames(g_s: torch.Tensor, frames: list[int], f: int) -> torch.Tensor:
@@ -64,7 +65,8 @@ class TitanGuidance(RangedGuidance):
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
     update: str = param("x0", choices=list(UPDATES),
                         help="step form: noise = λ√(1−ᾱ) ĝ/rms(ĝ); x0 = λ√ᾱ ĝ/rms(ĝ); cfg = λ·w·rms(ε_c−ε_u) ĝ/rms(ĝ); "
-                             "rms = λ ĝ/rms(ĝ); sign = λ sign(ĝ)")
+                             "rms = λ ĝ/rms(ĝ); sign = λ sign(ĝ); raw = λ ĝ (keeps the "
+                             "jvp's size, in the reward's units)")
     step_size: float = param(5.0, min=0.0, max=50.0, step=0.01, help="λ: step size in the units of `update`")
     schedule: str = param("constant", choices=["constant", "increase", "decrease"], help="λ_t = λ·s_t")
     depth: int = param(0, min=-1, max=1000, step=1,
@@ -177,6 +179,8 @@ class TitanGuidance(RangedGuidance):
         """u(ĝ): the update direction at its size (before λ_t)."""
         if self.update == "sign":
             return torch.sign(g)
+        if self.update == "raw":
+            return g
         unit = g / (rms(g) + 1e-12)
         if self.update == "rms":
             return unit
