@@ -56,3 +56,34 @@ def test_replacement_reproduces_the_key_frames(micro):
     video = _final(micro, prompt, setup, "none", 0).frames
     err = ((video[[0, -1]] - clip[[0, -1]]) ** 2).mean().item()
     assert err < 0.01, err  # the micro VAE reconstructs the world (MSE ≈ 0.002)
+
+
+def test_the_interpolation_tabs_example_moves_monotonically_from_key_to_key(micro):
+    """The app's Frame interpolation example (its default method and mode) on the micro preset: the object's
+    centroid moves forward along the key-to-key axis in every frame, and the end frames sit on the keys."""
+    from app import _examples_for
+    from pipelines.evaluate import _centroids
+    from pipelines.presets import load_preset
+    from pipelines.request import Generation, GenerationRequest, validate
+    from pipelines.presets import task_default_method
+
+    preset = load_preset("micro")
+    prompt, first, last, method, mg, seed = _examples_for("interpolate")[0]
+    assert method == task_default_method("interpolate")[0]
+    keys = _centroids(np.stack([np.asarray(world_image(p)) for p in (first, last)]))
+    g = Generation(validate(GenerationRequest(task="interpolate", prompt=prompt, first_frame=first, last_frame=last,
+                                              method=method, mg_scale=mg, seed=seed, interpolation_mode="reward"),
+                            preset), preset, preview_every=0)
+    for _ in g:
+        pass
+    path = np.asarray(_centroids(g.final_event.frames), np.float64)
+    axis = np.subtract(keys[1], keys[0]) / np.linalg.norm(np.subtract(keys[1], keys[0]))
+    proj = (path - np.asarray(keys[0])) @ axis
+    assert np.all(np.diff(proj) > 0), proj
+    assert np.linalg.norm(path[0] - keys[0]) < 3 and np.linalg.norm(path[-1] - keys[1]) < 3
+
+
+def world_image(path):
+    from PIL import Image
+
+    return (np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0).transpose(2, 0, 1)
