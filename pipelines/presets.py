@@ -65,10 +65,11 @@ MICRO_METHOD_DEFAULTS = {
 #:   lowered the text reward on one seed of two; the first implementation's form (rms update, λ = 0.1, tiled guess)
 #:   kept the accuracy (0.708) and raised the text reward in 34/36 held-out runs (bench/RESULTS.md).
 #: - audio: the x0 form lowered impacts met (0.81 → 0.31); the noise form at λ = 1 kept them (0.875) and raised
-#:   the exact-frame sync (0.115 → 0.167).
+#:   the exact-frame sync (0.115 → 0.167). Free²Guide guiding the first half of the steps met the same sync as
+#:   guiding all of them (0.604) with half the lookahead passes (its Tables 5–6 in miniature).
 MICRO_TASK_METHOD_DEFAULTS = {
     "t2v": {"titan": {"update": "rms", "step_size": 0.1, "fill": "tile"}},
-    "audio": {"titan": {"update": "noise", "step_size": 1.0}},
+    "audio": {"titan": {"update": "noise", "step_size": 1.0}, "free2guide": {"guided_fraction": 0.5}},
 }
 
 #: The method each app tab opens on, with the reason its help text shows (bench/RESULTS.md, micro weights of

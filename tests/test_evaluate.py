@@ -179,6 +179,11 @@ def test_per_task_defaults_reach_the_request():
     own = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                      method="titan", params={"step_size": 2.5}), preset)
     assert own.params["step_size"] == 2.5  # the user's value wins
+    audio = validate(GenerationRequest(task="audio", prompt="a red circle bouncing on a black background",
+                                       method="free2guide", **ev.cases("audio")[0].inputs), preset)
+    f2g_t2v = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
+                                         method="free2guide"), preset)
+    assert audio.params["guided_fraction"] == 0.5 and f2g_t2v.params["guided_fraction"] == 1.0
 
 
 def test_reward_only_suite_runs_the_model_unconditioned_and_scores_the_caption():
