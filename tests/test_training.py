@@ -367,3 +367,28 @@ def test_data_csv_and_shards(tmp_path):
     one = StepBatches(100, 2, 2, 0, 1, seed=0)
     r0, r1 = StepBatches(100, 2, 1, 0, 2, seed=0), StepBatches(100, 2, 1, 1, 2, seed=0)
     assert one.indices(3, 0) + one.indices(3, 1) == r0.indices(3, 0) + r1.indices(3, 0)
+
+
+def test_a_personalised_micro_base_loads_under_the_shipped_temporal_layers(tmp_path):
+    """pipelines.training.personalise: a LoRA trained on the micro image part (striped frames) is saved in diffusers'
+    format, loads into the video pipeline, changes its videos, and leaves the temporal layers as they were."""
+    pytest.importorskip("peft")
+    from pipelines.micro.loading import load_micro_pipeline
+    from pipelines.training.personalise import prompts, train_lora
+
+    pipe = load_micro_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    temporal = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if "motion_modules" in n}
+    info = train_lora(pipe, tmp_path / "lora", steps=3, batch=2, log=lambda m: None)
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file() and info["loss_last"] > 0
+    p = prompts()[0]["prompt"]
+    kw = dict(num_frames=8, num_inference_steps=2, output_type="pt")
+    plain = pipe(p, generator=torch.Generator().manual_seed(0), **kw).frames
+    pipe.load_lora_weights(str(tmp_path / "lora"))
+    styled = pipe(p, generator=torch.Generator().manual_seed(0), **kw).frames
+    assert not torch.allclose(plain, styled, atol=1e-5)
+    state = pipe.unet.state_dict()
+    assert all(torch.equal(state[n], v) for n, v in temporal.items())
+    from pipelines.micro import world
+
+    assert {q["motion"] for q in prompts()} == set(world.MOTIONS)
