@@ -114,6 +114,17 @@ AGREE_KEYS = [(((1, 2), (22, 2)), "moving left to right"), (((22, 20), (1, 20)),
 AUDIO_PHASES = (0, 1, 2, 3)
 
 
+def _key_case(cid: str, colour: str, shape: str, motion: str, p0, p1) -> Case:
+    """An interpolation case: key frames with the object's top-left at p0 and p1 on gray, reward mode."""
+    from .micro import world
+
+    frames = world.render_positions(colour, shape, "gray", [p0, p1])
+    keys = _centroids(frames)
+    return Case(cid, "interpolate", world.caption(colour, shape, motion, "gray"),
+                inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]), interpolation_mode="reward"),
+                target=dict(first=keys[0], last=keys[1]))
+
+
 def cases(suite: str, num_frames: int = 8) -> list[Case]:
     from .micro import world
 
@@ -140,27 +151,12 @@ def cases(suite: str, num_frames: int = 8) -> list[Case]:
             out.append(Case(f"{pattern}-{i}", "style", world.caption(c, s, m, bg),
                             inputs=dict(style_image=_reference(pattern)), target=dict(background=pattern)))
         return out
-    if suite == "interpolate":
-        out = []
-        for i, ((p0, p1), (c, s, m)) in enumerate(zip(KEY_POSITIONS, held)):
-            motion = "moving left to right" if i != 0 else "moving up"  # a motion that does not join the keys
-            frames = world.render_positions(c, s, "gray", [p0, p1])
-            keys = _centroids(frames)
-            out.append(Case(f"k{i}", "interpolate", world.caption(c, s, motion, "gray"),
-                            inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
-                                        interpolation_mode="reward"),
-                            target=dict(first=keys[0], last=keys[1])))
-        return out
-    if suite == "interpolate-agree":
-        out = []
-        for i, (((p0, p1), motion), (c, s, _m)) in enumerate(zip(AGREE_KEYS, held)):
-            frames = world.render_positions(c, s, "gray", [p0, p1])
-            keys = _centroids(frames)
-            out.append(Case(f"a{i}", "interpolate", world.caption(c, s, motion, "gray"),
-                            inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
-                                        interpolation_mode="reward"),
-                            target=dict(first=keys[0], last=keys[1])))
-        return out
+    if suite == "interpolate":  # a motion that does not join the keys
+        return [_key_case(f"k{i}", c, s, "moving left to right" if i != 0 else "moving up", p0, p1)
+                for i, ((p0, p1), (c, s, _m)) in enumerate(zip(KEY_POSITIONS, held))]
+    if suite == "interpolate-agree":  # the motion that joins the keys
+        return [_key_case(f"a{i}", c, s, motion, p0, p1)
+                for i, (((p0, p1), motion), (c, s, _m)) in enumerate(zip(AGREE_KEYS, held))]
     if suite == "audio":
         out = []
         fps = world.FPS
