@@ -1,7 +1,9 @@
 """End to end: the app as a subprocess on 127.0.0.1, driven through gradio_client (all four endpoints)."""
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +55,12 @@ def test_text_to_video_streams_every_step(client):
     assert len(outs) >= STEPS + 1  # one streamed update per step, then the final one
     assert all(o[0] is not None for o in outs[1:])  # preview image on every step after the first
     _check_video(result, 8)
+
+
+def test_text_to_video_with_the_prompt_only_in_the_reward(client):
+    job, result = _run(client, "/text_to_video", "", reward_prompt=PROMPT, method="titan", frames=8)
+    report = json.loads(Path(result[3]).read_text())
+    assert report["prompt"] == "" and report["reward_prompt"] == PROMPT and report["method"] == "titan"
 
 
 def test_style_transfer(client, examples_dir):

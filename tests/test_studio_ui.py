@@ -164,3 +164,10 @@ def test_cancel_stops_at_the_next_step_and_says_where(preset):
     assert len(outs) == 4 and outs[-1][-1].startswith("cancelled at step 3/50")
     assert "s:t2v" not in studio.running and not studio.stop  # the slot and the flag are freed
     assert studio.cancel("s:t2v") is not None  # nothing running: a no-op update
+
+
+def test_history_reload_sets_or_clears_the_reward_prompt():
+    base = {"task": "t2v", "prompt": "", "method": "titan", "params": {}}
+    assert settings_from_report({**base, "reward_prompt": PROMPT})["reward_prompt"] == PROMPT
+    assert settings_from_report(base)["reward_prompt"] == ""  # a run without one clears a stale value
+    assert "reward_prompt" not in settings_from_report({**base, "task": "style"})
