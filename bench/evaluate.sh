@@ -21,4 +21,14 @@ run --suite t2v-reward  --methods "none,titan,titan[update=x0,step_size=5,fill=a
 run --suite t2v-reward  --cases 8 --methods "none,titan,titan[update=x0,step_size=15,fill=auto],freedom[scale=noise,rho=1],mpgd[scale=noise,rho=1],free2guide"
 run --suite audio       --methods "free2guide[guided_fraction=0.1],free2guide[guided_fraction=0.25],free2guide[guided_fraction=0.5],free2guide[num_candidates=2],free2guide[num_candidates=4],free2guide[num_candidates=16]"
 run --suite interpolate --methods "titan[fill=lerp],titan[fill=tile]"
+run --suite interpolate-agree --methods "none,none[mode=replacement],none[mode=both],titan,titan[mode=both],titan[mg=40],freedom,mpgd"
+run --suite style       --methods "titan[update=raw,step_size=1],titan[update=raw,step_size=5],freedom[scale=noise,rho=1],freedom[scale=noise,rho=3],freedom[rho=2]"
+run --suite audio       --methods "freedom[scale=noise,rho=1],titan[update=noise,step_size=3],titan[update=raw,step_size=1]"
+# Free²Guide's ensembles and LVLM policies against the micro world's stand-in judge (a server on port 8765)
+python -m pipelines.micro.judge --port 8765 & JUDGE=$!
+trap 'kill $JUDGE 2>/dev/null' EXIT
+sleep 10
+export GVS_LVLM_URL=http://127.0.0.1:8765/v1 GVS_LVLM_MODEL=micro-judge
+run --suite t2v-reward  --cases 8 \
+  --methods "free2guide[reward=lvlm],free2guide[reward=lvlm,policy=binary],free2guide[reward=clip+lvlm weighted],free2guide[reward=clip+lvlm normalized],free2guide[reward=clip+lvlm borda]"
 python -m pipelines evaluate --suite all --summarize --out "$OUT" > /dev/null
