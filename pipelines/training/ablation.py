@@ -29,6 +29,11 @@ CONFIGS = [
     ("+ mapping network, L_reg", dict(w_trs=0.1, w_dc=0.1, w_reg=0.1, mapping=True, frame_tokens="none")),
     ("+ frame-wise tokens (full recipe)", dict(w_trs=0.1, w_dc=0.1, w_reg=0.1, mapping=True, frame_tokens="paper")),
 ]
+#: Follow-ups to the cumulative table (not part of it; run with --only 5,6): is L_DC what the later rows carry?
+EXTRA_CONFIGS = [
+    ("full recipe without L_DC", dict(w_trs=0.1, w_dc=0.0, w_reg=0.1, mapping=True, frame_tokens="paper")),
+    ("+ L_TRS, + L_DC at weight 0.01", dict(w_trs=0.1, w_dc=0.01, w_reg=0.0, mapping=False, frame_tokens="none")),
+]
 
 
 def _components(frame: np.ndarray) -> int:
@@ -101,7 +106,8 @@ def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int,
     out.mkdir(parents=True, exist_ok=True)
     jump = rendered_max_jump()
     results = []
-    todo = [(i, n, o) for i, (n, o) in enumerate(CONFIGS) if only is None or i in only]
+    every = list(enumerate(CONFIGS + EXTRA_CONFIGS))
+    todo = [(i, n, o) for i, (n, o) in every if (i < len(CONFIGS) if only is None else i in only)]
     if reference:
         todo = [(-1, "shipped micro model (reference, not part of the ablation)", None)] + todo
     for i, name, over in todo:
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seeds", type=int, default=1, help="videos per prompt (21 prompts)")
     p.add_argument("--out", default="runs/harivo-ablation")
-    p.add_argument("--only", default=None, help="comma list of configuration indices (0..4)")
+    p.add_argument("--only", default=None, help="comma list of configuration indices (0..4: the cumulative table; "
+                                                "5, 6: the follow-ups in EXTRA_CONFIGS)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reference", action="store_true", help="also score the shipped micro model the same way")
     args = p.parse_args(argv)
