@@ -392,3 +392,13 @@ def test_a_personalised_micro_base_loads_under_the_shipped_temporal_layers(tmp_p
     from pipelines.micro import world
 
     assert {q["motion"] for q in prompts()} == set(world.MOTIONS)
+
+
+def test_ablation_runs_the_cumulative_table_by_default_and_follow_ups_on_request():
+    from pipelines.training.ablation import CONFIGS, EXTRA_CONFIGS, selected
+
+    assert [i for i, _, _ in selected(None)] == list(range(len(CONFIGS)))
+    assert [n for _, n, _ in selected([len(CONFIGS)])] == [EXTRA_CONFIGS[0][0]]
+    assert selected([len(CONFIGS)])[0][2]["w_dc"] == 0.0  # the follow-up drops L_DC from the full recipe
+    with pytest.raises(ValueError, match="no configuration"):
+        selected([99])

@@ -97,6 +97,16 @@ def score_videos(pipe, seeds: int, mg_scale: float, jump_limit: float, steps: in
     return out
 
 
+def selected(only: list[int] | None) -> list[tuple[int, str, dict]]:
+    """(index, name, overrides) to train: the cumulative table by default, else exactly the indices in `only`."""
+    every = list(enumerate(CONFIGS + EXTRA_CONFIGS))
+    if only is not None:
+        unknown = sorted(set(only) - {i for i, _ in every})
+        if unknown:
+            raise ValueError(f"--only: no configuration {unknown}; there are 0..{len(every) - 1}")
+    return [(i, n, o) for i, (n, o) in every if (i < len(CONFIGS) if only is None else i in only)]
+
+
 def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int, reference: bool) -> list[dict]:
     from ..micro.loading import load_micro_pipeline
     from .config import load_config
@@ -106,8 +116,7 @@ def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int,
     out.mkdir(parents=True, exist_ok=True)
     jump = rendered_max_jump()
     results = []
-    every = list(enumerate(CONFIGS + EXTRA_CONFIGS))
-    todo = [(i, n, o) for i, (n, o) in every if (i < len(CONFIGS) if only is None else i in only)]
+    todo = selected(only)
     if reference:
         todo = [(-1, "shipped micro model (reference, not part of the ablation)", None)] + todo
     for i, name, over in todo:
@@ -162,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reference", action="store_true", help="also score the shipped micro model the same way")
     args = p.parse_args(argv)
-    only = [int(x) for x in args.only.split(",")] if args.only else None
+    try:
+        only = [int(x) for x in args.only.split(",")] if args.only else None
+        selected(only)
+    except ValueError as e:
+        print(f"error: {e}" if str(e).startswith("--only") else f"error: --only: {e}", file=sys.stderr)
+        return 2
     res = run(args.steps, args.seeds, Path(args.out), only, args.threads, args.reference)
     print(table(res))
     return 0
