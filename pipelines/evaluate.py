@@ -562,6 +562,15 @@ def _dist_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def share(cells: list, done: set, rank: int, world: int) -> list:
+    """The pending cells process `rank` of `world` runs: a fixed slice of the whole grid, minus finished cells.
+
+    Slicing the grid rather than the pending list keeps the shares disjoint and complete whatever each process
+    saw when it started (a process that starts late would otherwise read rows another one has already written,
+    slice a different list, and leave cells unrun)."""
+    return [c for c in cells[rank::world] if c.key not in done]
+
+
 def _barrier(world: int) -> None:
     if world <= 1:
         return
@@ -630,7 +639,7 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
             return run_cell(cell, preset, params_override)
     done = {r["key"] for r in read_rows(out)}
     todo = [c for c in cells if c.key not in done]
-    mine = todo[rank::world]
+    mine = share(cells, done, rank, world)
     log(f"evaluate: {len(cells)} cells, {len(cells) - len(todo)} done before, {len(mine)} for process "
         f"{rank}/{world} on {preset.device}")
     shard = out / (f"rows.rank{rank}.jsonl" if world > 1 else "rows.jsonl")

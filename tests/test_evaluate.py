@@ -216,3 +216,14 @@ def test_agreeing_key_frames_are_paths_the_world_draws_and_the_prompt_names():
     clip = world.render_positions(cap["colour"], cap["shape"], "gray", [(int(x), p0[1]) for x in xs])
     m = ev.metrics("interpolate-agree", cs[0], torch.as_tensor(clip))
     assert m["endpoint_px"] < 0.5 and m["monotone"] == 1.0 and m["jerk_px"] < 1.0
+
+
+def test_process_shares_stay_disjoint_and_complete_when_one_process_starts_late():
+    cells = ev.grid(["style"], ["none", "titan"], [0, 1], 1.0, 3, 8, max_cases=1)
+    first = ev.share(cells, set(), 0, 2)
+    # process 1 starts after process 0 has written all its rows: it still runs exactly the other half
+    late = ev.share(cells, {c.key for c in first}, 1, 2)
+    assert {c.key for c in first} | {c.key for c in late} == {c.key for c in cells}
+    assert not {c.key for c in first} & {c.key for c in late}
+    # resume: finished cells are skipped
+    assert ev.share(cells, {cells[0].key}, 0, 1) == cells[1:]

@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     res = train(cfg, resume=args.resume, stop_at=args.stop_at, quiet=args.quiet)
     if res["log"]:
         last = {k: round(v, 5) for k, v in res["log"][-1].items() if k not in ("lr",)}
-        print(json.dumps({"processes": res["processes"], "steps_run": res["steps"],
-                          "seconds": round(res["seconds"], 2), "last": last, "final": res["final"]}), flush=True)
+        line = json.dumps({"processes": res["processes"], "steps_run": res["steps"],
+                           "seconds": round(res["seconds"], 2), "last": last, "final": res["final"]})
+        # one write of the whole line: under `accelerate launch` every process reports on the same (often
+        # unbuffered) stdout, and print's separate write of the newline let two reports run together
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
     return 0
 
 
