@@ -1,10 +1,7 @@
 """LVLM judge policies (score 1–9, binary yes/no) against a fake OpenAI-compatible server on 127.0.0.1 and a tiny
 fake transformers backend; the system prompt says the grid is one video's frames in time order."""
-import json
 import math
-import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -14,43 +11,21 @@ from rewards import RewardError
 from rewards.ensemble import EnsembleReward
 from rewards.lvlm import LVLMJudge, yes_no, yes_probability
 
+from .fake_chat import ScriptedChatServer
 
-class _Server:
+
+class _Server(ScriptedChatServer):
     """/v1/chat/completions answering scripted `choices[0]` objects; at most `limit` requests are served."""
 
     def __init__(self, choices, limit=20):
         self.choices, self.requests, self.limit = list(choices), [], limit
-        outer = self
+        super().__init__(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                if len(outer.requests) > outer.limit or not outer.choices:
-                    self.send_response(429)
-                    self.end_headers()
-                    return
-                data = json.dumps({"choices": [outer.choices.pop(0)]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *a):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _reply(self, path, headers, body):
+        self.requests.append(body)
+        if len(self.requests) > self.limit or not self.choices:
+            return 429, None
+        return 200, {"choices": [self.choices.pop(0)]}
 
 
 def _msg(text, logprobs=None):

@@ -1,11 +1,8 @@
 """Interpolation reward, ensembles, the LVLM judge against a fake OpenAI-compatible server, cheap `import rewards`."""
-import json
 import logging
 import subprocess
 import sys
-import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -14,6 +11,8 @@ from rewards import Reward, RewardError
 from rewards.ensemble import EnsembleReward, borda, borda_points, minmax, normalized_sum, weighted_sum
 from rewards.interpolation import InterpolationReward
 from rewards.lvlm import LVLMJudge, frames_to_grid, key_frame_indices, parse_score
+
+from .fake_chat import ScriptedChatServer
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -115,45 +114,19 @@ def test_ensemble_reward_protocol():
 SECRET = "sk-test-SECRET-1234567890"
 
 
-class _FakeServer:
-    """OpenAI-compatible /chat/completions returning scripted answers (or errors)."""
+class _FakeServer(ScriptedChatServer):
+    """OpenAI-compatible /chat/completions returning scripted answers (an int answer is an HTTP error status)."""
 
     def __init__(self, answers):
-        self.answers = list(answers)
-        self.requests = []
-        outer = self
+        self.answers, self.requests = list(answers), []
+        super().__init__(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                ans = outer.answers.pop(0) if outer.answers else "Answer: 5"
-                if isinstance(ans, int):
-                    self.send_response(ans)
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "scripted failure"}')
-                    return
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": ans}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *a):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _reply(self, path, headers, body):
+        self.requests.append({"path": path, "auth": headers.get("Authorization"), "body": body})
+        ans = self.answers.pop(0) if self.answers else "Answer: 5"
+        if isinstance(ans, int):
+            return ans, {"error": "scripted failure"}
+        return 200, {"choices": [{"message": {"role": "assistant", "content": ans}}]}
 
 
 def test_parse_score():
