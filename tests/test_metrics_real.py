@@ -11,8 +11,9 @@ from rewards.i3d import InceptionI3d, fvd, frechet_distance, i3d_features, load_
 from rewards.metrics import MetricsConfig, av_align, flow_magnitudes, real_metrics
 from rewards.testing import tiny_clip
 
+from .audio_helpers import SR, click_track
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-SR = 16000
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +24,6 @@ def clips():
 def _cfg(clips, **kw):
     ev, st, guide = clips
     return MetricsConfig(clip=ev, style_clip=st, guiding_clip=guide, device="cpu", **kw)
-
-
-def _click_track(times, seconds, seed=0):
-    rng = np.random.RandomState(seed)
-    wav = np.zeros(int(seconds * SR), np.float32)
-    for t in times:
-        s = int(t * SR)
-        wav[s: s + 800] += (rng.randn(800) * np.exp(-np.arange(800) / 200)).astype(np.float32)
-    return wav
 
 
 def _moving_square(n, moves, size=48, side=10, step=4, seed=0):
@@ -100,11 +92,11 @@ def test_av_align_with_optical_flow_known_answers(clips):
     pytest.importorskip("cv2")
     fps, n = 4, 8
     frames = _moving_square(n, moves={1, 4})  # moves show at frames 2 and 5: t = 0.5 s and 1.25 s
-    synced = _click_track([0.5, 1.25], 2.0)
+    synced = click_track([0.5, 1.25], 2.0)
     assert av_align(frames, synced, SR, fps, motion="flow") == pytest.approx(1.0)
-    off = _click_track([0.25, 1.75], 2.0)
+    off = click_track([0.25, 1.75], 2.0)
     assert av_align(frames, off, SR, fps, motion="flow") == pytest.approx(0.0)
-    half = _click_track([0.5, 1.75], 2.0)  # one of two onsets matched: IoU = 1 / (2 + 2 − 1)
+    half = click_track([0.5, 1.75], 2.0)  # one of two onsets matched: IoU = 1 / (2 + 2 − 1)
     assert av_align(frames, half, SR, fps, motion="flow") == pytest.approx(1 / 3)
     out = real_metrics(frames, audio=(synced, SR), config=_cfg(clips, fps=fps))
     assert out["av_align"] == pytest.approx(1.0) and "imagebind" in out["skipped"]
@@ -125,7 +117,7 @@ def test_imagebind_score_from_a_given_model(clips):
     torch.manual_seed(0)
     model = ImageBindModel(out_embed_dim=8, vision_embed_dim=16, vision_num_blocks=2, vision_num_heads=2,
                            image_size=28, audio_embed_dim=16, audio_num_blocks=2, audio_num_heads=2).eval()
-    frames, wav = torch.rand(4, 3, 28, 28), _click_track([0.3], 1.0)
+    frames, wav = torch.rand(4, 3, 28, 28), click_track([0.3], 1.0)
     out = real_metrics(frames, audio=(wav, SR), config=_cfg(clips, imagebind=model, motion="diff"))
     assert out["imagebind"] == pytest.approx(imagebind_score(frames, wav, SR, model=model), abs=1e-6)
     assert -1.0 <= out["imagebind"] <= 1.0 and "imagebind" not in out["skipped"]

@@ -16,7 +16,8 @@ from rewards.audio import (
 )
 from rewards.imagebind import HUGE_CONFIG, ImageBindModel, filter_state_dict, imagebind_huge, load_imagebind, resolve_checkpoint
 
-SR = 16000
+from .audio_helpers import SR, click_track
+
 
 
 def _signal(seconds=1.0, seed=0):
@@ -196,15 +197,6 @@ def test_imagebind_reward(tiny_imagebind):
     assert t.shape == (4,)
 
 
-def _click_track(times, seconds, seed=0):
-    rng = np.random.RandomState(seed)
-    wav = np.zeros(int(seconds * SR), np.float32)
-    for t in times:
-        s = int(t * SR)
-        wav[s: s + 800] += (rng.randn(800) * np.exp(-np.arange(800) / 200)).astype(np.float32)
-    return wav
-
-
 def _video_with_jumps(jumps, n, size=16):
     """Frame k+1 differs from frame k exactly for the transitions in `jumps`."""
     frames = torch.zeros(n, 3, size, size)
@@ -219,7 +211,7 @@ def _video_with_jumps(jumps, n, size=16):
 def test_av_sync_reward_prefers_synchronised_motion():
     fps, n = 4, 8
     # impacts inside transitions 1, 4 and 6 ([k/fps, (k+1)/fps))
-    r = AVSyncReward(_click_track([0.3, 1.05, 1.55], 2.0), SR, fps)
+    r = AVSyncReward(click_track([0.3, 1.05, 1.55], 2.0), SR, fps)
     assert r.frame_local is False and r.required_frames(n) == list(range(n))
     synced = r(_video_with_jumps({1, 4, 6}, n))
     shifted = r(_video_with_jumps({0, 2, 5}, n))
@@ -241,8 +233,8 @@ def test_av_sync_defined_values_and_errors():
     with pytest.raises(RewardError, match="silent"):
         AVSyncReward(np.zeros(SR, np.float32), SR, 4)
     with pytest.raises(RewardError, match="fps"):
-        AVSyncReward(_click_track([0.5], 1.0), SR, 0)
-    r = AVSyncReward(_click_track([0.3], 1.0), SR, 4)
+        AVSyncReward(click_track([0.5], 1.0), SR, 0)
+    r = AVSyncReward(click_track([0.3], 1.0), SR, 4)
     with pytest.raises(RewardError, match="at least 3"):
         r(torch.rand(2, 3, 8, 8))
     with pytest.raises(RewardError, match="increasing"):
@@ -262,7 +254,7 @@ def test_av_align_metric():
     assert av_align_iou([], [], fps=4) == 0.0
     assert av_align_iou([0.5, 1.0], [0.6], fps=4) == pytest.approx(1 / 2)
     fps, n = 4, 8
-    wav = _click_track([0.5, 1.25], 2.0)
+    wav = click_track([0.5, 1.25], 2.0)
     good = av_align(_video_with_jumps({1, 4}, n), wav, SR, fps)  # jumps show at frames 2 and 5: t = 0.5, 1.25
     bad = av_align(_video_with_jumps({5}, n), wav, SR, fps)
     assert good == pytest.approx(1.0) and bad < good
