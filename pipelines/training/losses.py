@@ -36,6 +36,14 @@ class LossWeights:
                 raise ValueError(f"loss weight {k} must be ≥ 0, got {getattr(self, k)}")
 
 
+def noised(z0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str):
+    """(z_t, target) for clean latents `z0` of any rank, ᾱ_t per sample: ε or v = √ᾱ ε − √(1−ᾱ) z0."""
+    ab = alpha_bar.view(-1, *[1] * (z0.ndim - 1)).to(z0.dtype)
+    zt = ab.sqrt() * z0 + (1 - ab).sqrt() * noise
+    target = noise if prediction_type == "epsilon" else ab.sqrt() * noise - (1 - ab).sqrt() * z0
+    return zt, target
+
+
 def simple_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred.float(), target.float())
 
@@ -110,10 +118,7 @@ class HarivoObjective(nn.Module):
         return text.repeat_interleave(num_frames, dim=0)
 
     def noisy(self, z0, noise, t):
-        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1, 1).to(z0.dtype)
-        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * noise
-        target = noise if self.prediction_type == "epsilon" else ab.sqrt() * noise - (1 - ab).sqrt() * z0
-        return zt, target
+        return noised(z0, noise, self.alphas_cumprod[t], self.prediction_type)
 
     @torch.no_grad()
     def _enqueue(self, z: torch.Tensor) -> None:

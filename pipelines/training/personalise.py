@@ -22,16 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-
-
-def _encode_text(pipe, captions: list[str]) -> torch.Tensor:
-    tok = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    with torch.no_grad():
-        return pipe.text_encoder(tok.input_ids)[0]
 
 
 def _frames_batch(rng: np.random.Generator, n: int, background: str):
@@ -55,6 +47,8 @@ def train_lora(pipe, out: Path, steps: int = 300, batch: int = 16, rank: int = 8
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    from .losses import noised, simple_loss
+    from .loop import TextCache
     from .modules import image_unet_from_video
 
     torch.manual_seed(seed)
@@ -67,19 +61,15 @@ def train_lora(pipe, out: Path, steps: int = 300, batch: int = 16, rank: int = 8
     opt = torch.optim.AdamW(params, lr=lr)
     vae, sched = pipe.vae, pipe.scheduler
     alphas = sched.alphas_cumprod.float()
-    v_pred = sched.config.prediction_type == "v_prediction"
+    encode = TextCache(pipe.text_encoder, pipe.tokenizer, pipe.device)
     log_rows, t0 = [], time.perf_counter()
     for step in range(1, steps + 1):
         frames, captions = _frames_batch(rng, batch, background)
         with torch.no_grad():
             z0 = vae.encode(frames * 2 - 1).latent_dist.mean * vae.config.scaling_factor
         t = torch.randint(0, len(alphas), (batch,))
-        a = alphas[t].view(-1, 1, 1, 1)
-        noise = torch.randn_like(z0)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * z0 if v_pred else noise
-        pred = image(zt, t, encoder_hidden_states=_encode_text(pipe, captions)).sample
-        loss = F.mse_loss(pred.float(), target.float())
+        zt, target = noised(z0, torch.randn_like(z0), alphas[t], sched.config.prediction_type)
+        loss = simple_loss(image(zt, t, encoder_hidden_states=encode(captions)).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
