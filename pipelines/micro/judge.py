@@ -46,6 +46,7 @@ class MicroJudge:
         self.clip = clip if clip is not None else load_clip("micro")
         self.logit_scale = float(self.clip.model.logit_scale.exp()) if hasattr(self.clip.model, "logit_scale") else 100.0
         self._lock = threading.Lock()
+        self._text_cache: dict[str, list[torch.Tensor]] = {}
 
     @staticmethod
     def tiles(grid_image, size: int = world.SIZE) -> torch.Tensor:
@@ -70,13 +71,22 @@ class MicroJudge:
         with self._lock, torch.no_grad():
             img = self.clip.encode_images(frames).float()  # (4, d), normalised
             p = 1.0
-            for name, values in _ATTRIBUTES:
-                texts = [world.caption(**{**{k: target[k] for k in ("colour", "shape", "motion", "background")},
-                                          name: v}) for v in values]
-                txt = self.clip.encode_text(texts).float()
+            for (name, values), txt in zip(_ATTRIBUTES, self._alternatives(prompt, target)):
                 probs = torch.softmax(self.logit_scale * img @ txt.T, dim=-1).mean(0)
                 p *= float(probs[list(values).index(target[name])])
         return p
+
+    def _alternatives(self, prompt: str, target: dict) -> list[torch.Tensor]:
+        """Per attribute, the text embeddings of the prompt with each of that attribute's values (cached per
+        prompt: Free²Guide asks about the same prompt for every candidate of every step)."""
+        if prompt not in self._text_cache:
+            if len(self._text_cache) >= 1024:  # a long-running server: keep the cache bounded
+                self._text_cache.clear()
+            words = {k: target[k] for k in ("colour", "shape", "motion", "background")}
+            self._text_cache[prompt] = [
+                self.clip.encode_text([world.caption(**{**words, name: v}) for v in values]).float()
+                for name, values in _ATTRIBUTES]
+        return self._text_cache[prompt]
 
 
 def _answer(judge: MicroJudge, body: dict) -> dict:
