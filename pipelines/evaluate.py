@@ -295,7 +295,7 @@ def parse_spec(spec: str) -> tuple[str, dict, dict]:
             request["interpolation_mode"] = v
         elif k == "reward":  # the t2v reward: clip, lvlm, or "clip+lvlm weighted|normalized|borda"
             request["t2v_reward"] = v
-        elif k == "policy":  # the LVLM judge's policy for this cell (GVS_LVLM_POLICY while the request is built)
+        elif k == "policy":  # the LVLM judge's policy for this cell
             from rewards.lvlm import POLICIES
 
             if v not in POLICIES:
@@ -369,19 +369,8 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure
     params = {**(params_override or {}).get(method, {}), **params}
     fields = dict(task=cell.case.task, prompt=cell.case.prompt, method=method, params=params, seed=cell.seed,
                   eta=cell.eta, steps=cell.steps, frames=cell.frames, cfg=cell.case.cfg, **cell.case.inputs)
-    policy = request.pop("lvlm_policy", None)
     fields.update(request)
-    old = os.environ.get("GVS_LVLM_POLICY")
-    if policy:
-        os.environ["GVS_LVLM_POLICY"] = policy
-    try:
-        gen = Generation(validate(GenerationRequest(**fields), preset), preset, preview_every=0)
-    finally:
-        if policy:
-            if old is None:
-                os.environ.pop("GVS_LVLM_POLICY", None)
-            else:
-                os.environ["GVS_LVLM_POLICY"] = old
+    gen = Generation(validate(GenerationRequest(**fields), preset), preset, preview_every=0)
     t0 = time.perf_counter()
     for _ in gen:
         pass

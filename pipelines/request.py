@@ -81,6 +81,7 @@ class GenerationRequest:
     # What the text-to-video reward scores, when it should differ from what the video model is conditioned on
     # (None -> the prompt). With an empty prompt the model samples unconditioned and only guidance draws this text.
     reward_prompt: Optional[str] = None
+    lvlm_policy: Optional[str] = None  # the LVLM judge's policy, score or binary (None: GVS_LVLM_POLICY, else score)
 
 
 @dataclass
@@ -303,6 +304,10 @@ def validate(req: GenerationRequest, preset) -> Prepared:
 
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
+    from rewards.lvlm import POLICIES
+
+    if req.lvlm_policy is not None and req.lvlm_policy not in POLICIES:
+        raise RequestError("lvlm_policy", f"{req.lvlm_policy!r} is not one of {list(POLICIES)}")
     params = resolve_params(req.method, req.params, preset, req.task)
     check_step_range(params, steps)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
@@ -353,6 +358,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         prompt=reward_prompt or prompt, style_image=style,
         audio=(audio.wave, audio.sample_rate) if audio is not None else None,
         first_frame=first, last_frame=last, interpolation_mode=req.interpolation_mode, t2v_reward=req.t2v_reward,
+        lvlm_policy=req.lvlm_policy,
     )
     try:
         setup = build_task(preset, req.task, inputs, num_frames=frames, height=size, width=size)

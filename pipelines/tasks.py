@@ -34,6 +34,7 @@ class TaskInputs:
     last_frame: Any = None
     interpolation_mode: str = "both"
     t2v_reward: str = "clip"
+    lvlm_policy: Optional[str] = None  # the LVLM judge's policy; None: GVS_LVLM_POLICY, else "score"
 
 
 @dataclass
@@ -81,7 +82,7 @@ class LatentReplacement(StepHook):
         return x_prev
 
 
-def text_reward(preset, prompt: str, kind: str = "clip"):
+def text_reward(preset, prompt: str, kind: str = "clip", policy: Optional[str] = None):
     """The t2v task's reward: CLIP, the LVLM judge (configured by GVS_LVLM_* variables), or their ensemble."""
     from rewards.text import TextAlignmentReward
 
@@ -99,9 +100,9 @@ def text_reward(preset, prompt: str, kind: str = "clip"):
             "for an OpenAI-compatible endpoint, or GVS_LVLM_LOCAL_MODEL to a local transformers vision-language model"
         )
     if os.environ.get("GVS_LVLM_URL"):
-        judge = LVLMJudge(prompt, backend="openai")
+        judge = LVLMJudge(prompt, backend="openai", policy=policy)
     else:
-        judge = LVLMJudge(prompt, backend="transformers", model=os.environ["GVS_LVLM_LOCAL_MODEL"])
+        judge = LVLMJudge(prompt, backend="transformers", model=os.environ["GVS_LVLM_LOCAL_MODEL"], policy=policy)
     if kind == "lvlm":
         return judge
     from rewards.ensemble import EnsembleReward
@@ -118,7 +119,7 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
         raise ValueError("prompt: please describe the video (the prompt is empty)")
     notices: list[str] = []
     if task == "t2v":
-        return TaskSetup(task, text_reward(preset, inputs.prompt, inputs.t2v_reward))
+        return TaskSetup(task, text_reward(preset, inputs.prompt, inputs.t2v_reward, inputs.lvlm_policy))
     if task == "style":
         from rewards.style import StyleReward
 

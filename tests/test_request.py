@@ -215,3 +215,12 @@ def test_unconditioned_generation_differs_from_the_conditioned_one(preset, tmp_p
     list(gen)
     report = finalize(gen, tmp_path / "v.mp4", tmp_path / "r.json")
     assert report["prompt"] == "" and report["reward_prompt"] == PROMPT
+
+
+def test_lvlm_policy_is_checked_and_reaches_the_judge(preset, monkeypatch):
+    assert _field(preset, lvlm_policy="maybe") == "lvlm_policy"
+    monkeypatch.setenv("GVS_LVLM_URL", "http://127.0.0.1:9/v1")  # never called: the judge is only built
+    monkeypatch.setenv("GVS_LVLM_MODEL", "fake")
+    monkeypatch.setenv("GVS_LVLM_POLICY", "score")
+    p = validate(_req(t2v_reward="lvlm", method="free2guide", lvlm_policy="binary"), preset)
+    assert p.setup.reward.policy == "binary"  # the request's policy wins over the environment
