@@ -382,6 +382,8 @@ def asdict_shallow(req: GenerationRequest) -> dict:
 
 def _guess_field(msg: str, task: str) -> str:
     low = msg.lower()
+    if low.startswith(("t2v_reward", "lvlm")):  # the text reward's judge is missing or misconfigured
+        return "t2v_reward"
     for name in ("style_image", "first_frame", "last_frame", "audio", "prompt", "frames", "size"):
         if name in low or name.replace("_", " ") in low:
             return name

@@ -224,3 +224,12 @@ def test_lvlm_policy_is_checked_and_reaches_the_judge(preset, monkeypatch):
     monkeypatch.setenv("GVS_LVLM_POLICY", "score")
     p = validate(_req(t2v_reward="lvlm", method="free2guide", lvlm_policy="binary"), preset)
     assert p.setup.reward.policy == "binary"  # the request's policy wins over the environment
+
+
+def test_a_misconfigured_judge_names_the_reward_field(preset, monkeypatch):
+    monkeypatch.delenv("GVS_LVLM_URL", raising=False)
+    monkeypatch.delenv("GVS_LVLM_LOCAL_MODEL", raising=False)
+    assert _field(preset, t2v_reward="lvlm", method="free2guide") == "t2v_reward"
+    monkeypatch.setenv("GVS_LVLM_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.delenv("GVS_LVLM_MODEL", raising=False)
+    assert _field(preset, t2v_reward="lvlm", method="free2guide") == "t2v_reward"  # "lvlm: no model name"
