@@ -601,9 +601,9 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                   show_progress="minimal",
                   show_progress_on=[video])
     go.click(lambda: gr.update(visible=False), None, cmp_group, queue=False, api_visibility="private")
-    cmp_ev = cmp_btn.click(_endpoint(studio.compare, f"{ENDPOINTS[task]}_compare"), inputs=inputs,
-                           outputs=cmp_outputs, api_name=f"{ENDPOINTS[task]}_compare", concurrency_id="gpu",
-                           concurrency_limit=studio.slots, show_progress="minimal", show_progress_on=[guided_video])
+    cmp_btn.click(_endpoint(studio.compare, f"{ENDPOINTS[task]}_compare"), inputs=inputs,
+                  outputs=cmp_outputs, api_name=f"{ENDPOINTS[task]}_compare", concurrency_id="gpu",
+                  concurrency_limit=studio.slots, show_progress="minimal", show_progress_on=[guided_video])
     cmp_btn.click(lambda: gr.update(visible=True), None, cmp_group, queue=False, api_visibility="private")
 
     def key_of(request) -> str:

@@ -652,11 +652,10 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
             p.unlink()
     wanted = {c.key for c in cells}
     rows = [r for r in rows if r["key"] in wanted] or rows
-    set_metrics = None
-    if real:
-        def set_metrics(summary):
-            return er.add_fvd(summary, rows, out, reference_videos, cfg.i3d, cfg.i3d_size, preset.device)
-    summary = write_summary(rows, out, set_metrics)
+    def fvd(summary):
+        return er.add_fvd(summary, rows, out, reference_videos, cfg.i3d, cfg.i3d_size, preset.device)
+
+    summary = write_summary(rows, out, fvd if real else None)
     plot(summary, out)
     return summary
 
@@ -739,18 +738,17 @@ def main(argv=None, args=None) -> int:
         if not rows:
             print(f"error: --out: no rows in {out}", file=sys.stderr)
             return 2
-        set_metrics = None
-        if any(r.get("preset") not in (None, "micro") for r in rows):
+        def fvd(summary):
             import torch
 
             from .evaluate_real import add_fvd
 
             device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            return add_fvd(summary, rows, out, a.reference_videos, a.i3d, a.i3d_size or 224, device)
 
-            def set_metrics(summary):
-                return add_fvd(summary, rows, out, a.reference_videos, a.i3d, a.i3d_size or 224, device)
+        real_rows = any(r.get("preset") not in (None, "micro") for r in rows)
         try:
-            plot(write_summary(rows, out, set_metrics), out)
+            plot(write_summary(rows, out, fvd if real_rows else None), out)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

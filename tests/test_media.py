@@ -81,9 +81,19 @@ def test_huge_image_rejected_before_decoding(tmp_path, monkeypatch):
     assert (10_000, 10_000) not in decoded
 
 
-def test_fit_square():
-    img = Image.new("RGB", (40, 20))
-    assert media.fit_square(img, 32).size == (32, 32)
+def test_fit_square_keeps_the_centre():
+    # 40x20: red bands 10 px wide on both sides, a blue 20x20 centre -> the centre crop is all blue
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (10, 0, 30, 20))
+    out = media.fit_square(img, 32)
+    assert out.size == (32, 32)
+    px = np.asarray(out).reshape(-1, 3)
+    assert px[:, 2].min() > 240 and px[:, 0].max() < 15, "a side band survived: the crop is not centred"
+    # portrait too: the top and bottom bands go
+    tall = img.transpose(Image.Transpose.ROTATE_90)
+    assert np.asarray(media.fit_square(tall, 16))[..., 0].max() < 15
+    same = Image.new("RGB", (32, 32))
+    assert media.fit_square(same, 32) is same  # already the size: untouched
 
 
 # ------------------------------------------------------------------------------------------------------------- audio
