@@ -7,11 +7,13 @@ the formulas of METHODS.md as small functions: `eps` (CFG noise prediction, HARI
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+import torch.utils.checkpoint
 from diffusers.utils.torch_utils import randn_tensor
 
 from .guidance.base import Guidance
@@ -62,6 +64,32 @@ def reward_frames(reward, num_frames: int, k: int = TRACKED_KEY_FRAMES) -> list[
     return key_frame_indices(num_frames, k)  # HARIVO: CFG 10–15 for t > 0.7 T, 7.5 after
 
 
+LEAN_DECODE_PIXELS = 256 * 256  # frames at least this large decode lean (Denoiser.decode)
+LEAN_DECODE_FRAMES = 1  # frames per chunk when decoding lean (at ≥ 256² one frame is a full GPU batch)
+
+
+def _checkpoint_module(module, *args):
+    return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False)
+
+
+def _decode_blockwise(vae, z: torch.Tensor) -> torch.Tensor:
+    """`vae.decode(z).sample` with the decoder's mid and up blocks checkpointed (diffusers' own switch, set only
+    for this call; it acts only when grad is enabled, i.e. here and in the recomputation during backward)."""
+    dec = getattr(vae, "decoder", None)
+    if dec is None or not hasattr(dec, "gradient_checkpointing"):
+        return vae.decode(z).sample
+    saved = dec.gradient_checkpointing, getattr(dec, "_gradient_checkpointing_func", None)
+    dec.gradient_checkpointing, dec._gradient_checkpointing_func = True, _checkpoint_module
+    try:
+        return vae.decode(z).sample
+    finally:
+        dec.gradient_checkpointing = saved[0]
+        if saved[1] is None:
+            del dec._gradient_checkpointing_func
+        else:
+            dec._gradient_checkpointing_func = saved[1]
+
+
 class Denoiser:
     def __init__(
         self,
@@ -78,6 +106,7 @@ class Denoiser:
         reward=None,
         decode_chunk_size: int = 16,
         cross_attention_kwargs: Optional[dict] = None,
+        lean_decode: Optional[bool] = None,
     ):
         self.pipe = pipe
         self.unet = pipe.unet
@@ -94,6 +123,7 @@ class Denoiser:
         self.cfg_schedule = cfg_schedule
         self.reward_fn = reward
         self.decode_chunk_size = decode_chunk_size
+        self.lean_decode = lean_decode  # None: by frame size (lean_decode_on)
         self.cross_attention_kwargs = cross_attention_kwargs
         self.device = prompt_embeds.device
         self.dtype = prompt_embeds.dtype
@@ -216,18 +246,43 @@ class Denoiser:
         return (a / ap).sqrt() * x_prev + (1 - a / ap).sqrt() * z
 
     # --- decoder and reward ---------------------------------------------------------------------------
+    def lean_decode_on(self, z: torch.Tensor) -> bool:
+        """Decode lean (see `decode`): `lean_decode` when set, else `GVS_LEAN_DECODE=0|1` when set (benchmarks), else
+        when the decoded frames are ≥ 256² pixels."""
+        if self.lean_decode is not None:
+            return bool(self.lean_decode)
+        env = os.environ.get("GVS_LEAN_DECODE", "").strip()
+        if env in ("0", "1"):
+            return env == "1"
+        factor = int(getattr(self.pipe, "vae_scale_factor", 8))
+        return z.shape[-2] * z.shape[-1] * factor * factor >= LEAN_DECODE_PIXELS
+
     def decode(self, z0: torch.Tensor, frames: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Differentiable decode of latents (1, c, f, h, w) → frames (f', 3, H, W), ≈[0, 1], unclamped."""
+        """Differentiable decode of latents (1, c, f, h, w) → frames (f', 3, H, W), ≈[0, 1], unclamped.
+
+        Lean at real sizes (`lean_decode_on`): `LEAN_DECODE_FRAMES` frames at a time, which bounds the forward-mode
+        (jvp) decode's primal + tangent activations; and when the decode is differentiated in reverse mode (the
+        direct guess, FreeDoM, MPGD, TFG, DOODL), every chunk is checkpointed with the decoder's blocks checkpointed
+        inside it, so the backward keeps one block of one chunk alive instead of every activation of every frame
+        (SD's decoder at 512², 2 frames: 11.6 → 3.3 GiB on a CPU, `bench/RESULTS.md`), for one more decoder
+        forward. The values and gradients are those of the plain decode."""
         if z0.shape[0] != 1:
             raise ValueError("guided decoding works on one video at a time")
         z = z0[0].transpose(0, 1)  # (f, c, h, w)
         if frames is not None:
             z = z[list(frames)]
         z = z / self.vae.config.scaling_factor
-        outs = [
-            self.vae.decode(z[i : i + self.decode_chunk_size].to(self.vae.dtype)).sample
-            for i in range(0, z.shape[0], self.decode_chunk_size)
-        ]
+        chunk, reverse = self.decode_chunk_size, False
+        if self.lean_decode_on(z):
+            chunk = min(chunk, LEAN_DECODE_FRAMES)
+            reverse = torch.is_grad_enabled() and z.requires_grad
+        outs = []
+        for i in range(0, z.shape[0], chunk):
+            piece = z[i : i + chunk].to(self.vae.dtype)
+            if reverse:
+                outs.append(torch.utils.checkpoint.checkpoint(_decode_blockwise, self.vae, piece, use_reentrant=False))
+            else:
+                outs.append(self.vae.decode(piece).sample)
         return torch.cat(outs).float() / 2 + 0.5
 
     def reward(self, frames: torch.Tensor, frame_indices: Optional[Sequence[int]] = None) -> torch.Tensor:
