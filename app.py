@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ from pipelines.request import (  # noqa: E402
 )
 from pipelines.tasks import T2V_REWARDS  # noqa: E402
 from pipelines.ui import (  # noqa: E402
-    StatusTracker, add_history, busy_notice, configure_torch_threads, gallery_items, reward_figure,
+    StatusTracker, add_history, busy_notice, configure_torch_threads, gallery_items, raw_path, reward_figure,
     settings_from_report,
 )
 
@@ -658,20 +659,25 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                        preprocess=False, queue=False, api_visibility="private", show_progress="hidden")
 
     # ---- history: every finished run of this browser tab, newest first; a click reloads its settings
-    def remember(hist, report_path, video_path, shown):
-        if not report_path:
+    def remember(hist, report_value, video_value, shown_value):
+        """Add the run on screen to the history. Takes the components' raw values (`preprocess=False`): after a
+        Cancel the page holds no file for an output the run skipped, and preprocessing that value failed the
+        request (the HTTP 500 the browser logged after every Cancel)."""
+        report_path = raw_path(report_value)
+        if not report_path or not Path(report_path).exists():
             return gr.skip(), gr.skip()
-        img = Path(str(report_path)).with_suffix(".png")
+        img = Path(report_path).with_suffix(".png")
         if not img.exists():  # a cached example: its grid is the preview on screen
-            if shown is None:
+            shown = raw_path(shown_value)
+            if not shown or not Path(shown).is_file():
                 return gr.skip(), gr.skip()
             img = OUTPUT_ROOT / f"{uuid.uuid4().hex[:12]}.png"
-            shown.save(img)
-        hist = add_history(hist, report_path, video_path, img, HISTORY_SIZE)
+            shutil.copyfile(shown, img)
+        hist = add_history(hist, report_path, raw_path(video_value), img, HISTORY_SIZE)
         return hist, gallery_items(hist)
 
     remembered = [history, report, video, preview]
-    ev.success(remember, remembered, [history, gallery], queue=False, api_visibility="private")
+    ev.success(remember, remembered, [history, gallery], queue=False, api_visibility="private", preprocess=False)
     settable = [n for n in names if n not in UPLOADS]
 
     def reload(hist, evt: gr.SelectData):
@@ -707,14 +713,14 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                examples_per_page=10, elem_id=f"{task}-examples")
         if cached:
             examples.load_input_event.then(remember, remembered, [history, gallery], queue=False,
-                                           api_visibility="private")
+                                           api_visibility="private", preprocess=False)
         else:
             ex_ev = examples.load_input_event.then(
                 _endpoint(studio.generate, f"{ENDPOINTS[task]}_example"), inputs=inputs, outputs=outputs,
                 api_visibility="private", concurrency_id="gpu", concurrency_limit=studio.slots, show_progress="minimal",
                 show_progress_on=[video])
             ex_ev.success(remember, remembered, [history, gallery], queue=False,
-                          api_visibility="private")
+                          api_visibility="private", preprocess=False)
 
 
 def _defaults(named: dict) -> dict:

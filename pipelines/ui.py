@@ -156,6 +156,20 @@ def history_caption(report: dict) -> str:
     return f"{report['method']} · seed {report['seed']} · {report['steps']} steps{reward}"
 
 
+def raw_path(value) -> Optional[str]:
+    """The server path in a component's raw (not preprocessed) value: a path, a FileData dict (file, image) or a
+    video's {"video": FileData}. None for anything else, e.g. the bare update dict the page sends for an output a
+    run skipped."""
+    if isinstance(value, (str, Path)):
+        return str(value) or None
+    if isinstance(value, dict):
+        if isinstance(value.get("video"), dict):
+            value = value["video"]
+        path = value.get("path")
+        return str(path) if isinstance(path, (str, Path)) and str(path) else None
+    return None
+
+
 def add_history(history: list, report_path, video_path, image_path, limit: int = 8) -> list:
     """A new list with the run of `report_path` first (no duplicates), at most `limit` entries."""
     if not report_path or not Path(report_path).exists():

@@ -15,7 +15,9 @@ from pipelines.request import (
     CFG_RANGE, ETA_RANGE, MG_RANGE, STEPS_RANGE, GenerationRequest, RequestError, build_report, check_step_range,
     run, validate,
 )
-from pipelines.ui import StatusTracker, add_history, configure_torch_threads, reward_figure, settings_from_report
+from pipelines.ui import (
+    StatusTracker, add_history, configure_torch_threads, raw_path, reward_figure, settings_from_report,
+)
 
 PROMPT = "a red circle moving left to right on a black background"
 
@@ -132,6 +134,15 @@ def test_history_keeps_last_runs_and_reloads_settings(tmp_path):
     assert len(hist) == 8 and "seed 9" in hist[0]["caption"]
     s = settings_from_report(json.loads((tmp_path / "r9.json").read_text()))
     assert s["seed"] == 9 and s["titan__scale"] == 1.5 and s["cfg_schedule"] is False
+
+
+def test_raw_path_reads_every_raw_component_value():
+    assert raw_path("/tmp/a.json") == "/tmp/a.json"
+    assert raw_path({"path": "/tmp/g/image.png", "url": "http://x/file=/tmp/g/image.png"}) == "/tmp/g/image.png"
+    assert raw_path({"video": {"path": "/tmp/g/v.mp4"}, "subtitles": None}) == "/tmp/g/v.mp4"
+    # what the page sent for the preview after a Cancel (the run skipped that output): no file, not an error
+    assert raw_path({"__type__": "update", "url": "http://x/gradio_api/file=/tmp/g/image.png"}) is None
+    assert raw_path(None) is None and raw_path("") is None and raw_path({"path": None}) is None
 
 
 def test_torch_threads_follow_the_cores(monkeypatch):
