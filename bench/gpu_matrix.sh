@@ -15,4 +15,8 @@ python -m pipelines bench --preset sd15-random-lean --matrix --methods none,tita
 for k in math chunked flash; do
   GVS_JVP_ATTENTION=$k python -m pipelines bench --preset sd15-random --methods titan --sizes 16x512 --steps 10
 done > bench/matrix_gpu_sd15/titan_attention_kernels.jsonl
+# the lean decode against the plain one (every decoder activation of every frame kept for the backward)
+for d in 1 0; do
+  GVS_LEAN_DECODE=$d python -m pipelines bench --preset sd15-random --methods titan,mpgd --sizes 16x512 --steps 10
+done > bench/matrix_gpu_sd15/lean_decode.jsonl
 python -m pytest -q tests/test_forward_ad.py  # includes the GPU-only check of the fused kernel (1e-4)

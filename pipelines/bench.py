@@ -157,6 +157,8 @@ def run_bench(
         for frames, side in sizes:
             record = {"method": method, "size": f"{frames}x{side}", "frames": frames, "height": side, "width": side,
                       "steps": steps, "preset": preset, "device": device, "device_name": where, "dtype": dtype}
+            if params and params.get(method):
+                record["params"] = dict(params[method])
             if method == "titan":
                 from .guidance.forward_ad import choose_attention
 

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtypes", default=None, help="matrix dtypes, comma-separated (default: float32)")
     b.add_argument("--no-references", action="store_true", help="matrix without the reference rows")
     b.add_argument("--out", default=None, help="folder for bench.jsonl, bench.md and the plots")
+    b.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a method parameter (repeatable), e.g. --param titan.objective_subset=true")
 
     from .evaluate import build_parser as evaluate_parser
 
@@ -182,6 +184,29 @@ def cmd_generate(a) -> int:
     return 0
 
 
+def bench_params(items: Sequence[str]) -> dict:
+    """`--param METHOD.NAME=VALUE` (repeated) -> {method: {name: value}}, each value checked against its spec."""
+    from .request import RequestError, resolve_params
+
+    raw: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not sep or not dot or not method or not name:
+            raise ValueError(f"--param: expected METHOD.NAME=VALUE, got {item!r}")
+        raw.setdefault(method, {})[name] = value.strip()
+    out = {}
+    for method, given in raw.items():
+        try:
+            full = resolve_params(method, given)
+        except RequestError as e:
+            raise ValueError(f"--param {method}.{e.field.removeprefix('param ')}: {e.message}") from None
+        except ValueError as e:  # an unknown method
+            raise ValueError(f"--param: {e}") from None
+        out[method] = {n: full[n] for n in given}
+    return out
+
+
 def cmd_bench(a, argv: Sequence[str] = ()) -> int:
     from .bench import matrix_sizes, run_bench, run_matrix, write_report
 
@@ -196,15 +221,17 @@ def cmd_bench(a, argv: Sequence[str] = ()) -> int:
 
     rows = []
     try:
+        params = bench_params(a.param)
         if a.matrix:
             sizes = split(a.sizes) or matrix_sizes(ints(a.frames, "--frames"), ints(a.sides, "--sides"))
             dtypes = split(a.dtypes) or [a.dtype or "float32"]
             gen = run_matrix(a.preset, split(a.methods) or ["none", "titan", "freedom", "free2guide"], sizes, dtypes,
                              a.steps or 25, device=a.device, seed=a.seed or 0, repeats=a.repeats or 1,
-                             references=not a.no_references)
+                             references=not a.no_references, params=params)
         else:
             kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
-                      "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed}
+                      "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed,
+                      "params": params or None}
             gen = run_bench(**{k: v for k, v in kwargs.items() if v is not None})
         for row in gen:
             rows.append(row)

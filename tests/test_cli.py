@@ -86,3 +86,17 @@ def test_bench_prints_json_lines():
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip().startswith("{")]
     assert rows and all("seconds" in row and "peak_memory_bytes" in row for row in rows)
+
+
+def test_bench_takes_method_parameters():
+    size = "4x16" if test_preset_name() == "tiny" else "8x32"
+    r = _cli("bench", "--preset", test_preset_name(), "--methods", "titan", "--sizes", size, "--steps", 2,
+             "--param", "titan.objective_subset=true", "--param", "titan.step_size=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip().startswith("{")]
+    assert rows and rows[0]["params"] == {"objective_subset": True, "step_size": 2.0}
+    for bad, says in (("titan.step_size=abc", "--param titan.step_size"), ("titan.nope=1", "nope"),
+                      ("titan=1", "METHOD.NAME=VALUE"), ("wizard.x=1", "wizard")):
+        r = _cli("bench", "--preset", test_preset_name(), "--methods", "titan", "--sizes", size, "--steps", 2,
+                 "--param", bad)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr[-800:])
