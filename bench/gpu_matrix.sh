@@ -19,4 +19,7 @@ done > bench/matrix_gpu_sd15/titan_attention_kernels.jsonl
 for d in 1 0; do
   GVS_LEAN_DECODE=$d python -m pipelines bench --preset sd15-random --methods titan,mpgd --sizes 16x512 --steps 10
 done > bench/matrix_gpu_sd15/lean_decode.jsonl
+# TITAN decoding only its sampled frames in the jvp (objective_subset): the decoder's share of a guided step
+python -m pipelines bench --preset sd15-random --methods titan --sizes 16x512 --steps 10 \
+  --param titan.objective_subset=true >> bench/matrix_gpu_sd15/lean_decode.jsonl
 python -m pytest -q tests/test_forward_ad.py  # includes the GPU-only check of the fused kernel (1e-4)
