@@ -31,4 +31,7 @@ sleep 10
 export GVS_LVLM_URL=http://127.0.0.1:8765/v1 GVS_LVLM_MODEL=micro-judge
 run --suite t2v-reward  --cases 8 \
   --methods "free2guide[reward=lvlm],free2guide[reward=lvlm,policy=binary],free2guide[reward=clip+lvlm weighted],free2guide[reward=clip+lvlm normalized],free2guide[reward=clip+lvlm borda]"
+# Session 5: TITAN's objective on its sampled frames only (the speed option at real sizes)
+run --suite style       --methods "titan[objective_subset=true]"
+run --suite t2v-reward  --cases 8 --methods "titan[objective_subset=true]"
 python -m pipelines evaluate --suite all --summarize --out "$OUT" > /dev/null

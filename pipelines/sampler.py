@@ -264,7 +264,7 @@ class Denoiser:
         (jvp) decode's primal + tangent activations; and when the decode is differentiated in reverse mode (the
         direct guess, FreeDoM, MPGD, TFG, DOODL), every chunk is checkpointed with the decoder's blocks checkpointed
         inside it, so the backward keeps one block of one chunk alive instead of every activation of every frame
-        (SD's decoder at 512², 2 frames: 11.6 → 3.3 GiB on a CPU, `bench/RESULTS.md`), for one more decoder
+        (SD's decoder at 512², 2 frames: 11.6 → 3.5 GiB on a CPU, `bench/RESULTS.md`), for one more decoder
         forward. The values and gradients are those of the plain decode."""
         if z0.shape[0] != 1:
             raise ValueError("guided decoding works on one video at a time")
