@@ -186,15 +186,12 @@ def cmd_generate(a) -> int:
 
 def bench_params(items: Sequence[str]) -> dict:
     """`--param METHOD.NAME=VALUE` (repeated) -> {method: {name: value}}, each value checked against its spec."""
-    from .request import RequestError, resolve_params
+    from .request import RequestError, parse_method_param_strings, resolve_params
 
-    raw: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.strip().partition(".")
-        if not sep or not dot or not method or not name:
-            raise ValueError(f"--param: expected METHOD.NAME=VALUE, got {item!r}")
-        raw.setdefault(method, {})[name] = value.strip()
+    try:
+        raw = parse_method_param_strings(items)
+    except RequestError as e:
+        raise ValueError(str(e)) from None
     out = {}
     for method, given in raw.items():
         try:

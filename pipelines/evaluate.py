@@ -761,15 +761,14 @@ def main(argv=None, args=None) -> int:
                 print(f"error: --suite: {s!r} is not one of {', '.join(SUITES)}", file=sys.stderr)
                 return 2
     seeds = list(range(int(a.seeds))) if a.seeds.strip().isdigit() else [int(s) for s in a.seeds.split(",")]
-    override: dict = {}
-    for item in a.param:
-        try:
-            key, value = item.split("=", 1)
-            m, name = key.split(".", 1)
-        except ValueError:
-            print(f"error: --param: expected METHOD.NAME=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        override.setdefault(m, {})[name] = _value(value)
+    from .request import RequestError, parse_method_param_strings
+
+    try:
+        override = {m: {n: _value(v) for n, v in given.items()}
+                    for m, given in parse_method_param_strings(a.param).items()}
+    except RequestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         summary = evaluate(suites, split_specs(a.methods), seeds, a.out, preset_name=a.preset, eta=a.eta,
                            steps=a.steps, frames=a.frames, max_cases=a.cases, params_override=override,

@@ -244,6 +244,18 @@ def parse_param_strings(items) -> dict:
     return out
 
 
+def parse_method_param_strings(items) -> dict:
+    """CLI `--param METHOD.NAME=VALUE` (repeated; bench and evaluate) -> {method: {name: value string}}."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        method, dot, name = (part.strip() for part in key.partition("."))
+        if not sep or not dot or not method or not name:
+            raise RequestError("--param", f"expected METHOD.NAME=VALUE, got {item!r}")
+        out.setdefault(method, {})[name] = value.strip()
+    return out
+
+
 def _media(fn, *args):
     try:
         return fn(*args)

@@ -73,21 +73,18 @@ def _checkpoint_module(module, *args):
 
 
 def _decode_blockwise(vae, z: torch.Tensor) -> torch.Tensor:
-    """`vae.decode(z).sample` with the decoder's mid and up blocks checkpointed (diffusers' own switch, set only
-    for this call; it acts only when grad is enabled, i.e. here and in the recomputation during backward)."""
+    """`vae.decode(z).sample` with the decoder's mid and up blocks checkpointed (diffusers' own switch, turned on
+    for this call only; it acts only when grad is enabled, i.e. here and in the recomputation during backward)."""
     dec = getattr(vae, "decoder", None)
     if dec is None or not hasattr(dec, "gradient_checkpointing"):
         return vae.decode(z).sample
-    saved = dec.gradient_checkpointing, getattr(dec, "_gradient_checkpointing_func", None)
-    dec.gradient_checkpointing, dec._gradient_checkpointing_func = True, _checkpoint_module
+    if getattr(dec, "_gradient_checkpointing_func", None) is None:  # what enable_gradient_checkpointing() sets
+        dec._gradient_checkpointing_func = _checkpoint_module
+    saved, dec.gradient_checkpointing = dec.gradient_checkpointing, True
     try:
         return vae.decode(z).sample
     finally:
-        dec.gradient_checkpointing = saved[0]
-        if saved[1] is None:
-            del dec._gradient_checkpointing_func
-        else:
-            dec._gradient_checkpointing_func = saved[1]
+        dec.gradient_checkpointing = saved
 
 
 class Denoiser:

@@ -143,6 +143,9 @@ def test_bad_suite_and_spec_are_refused(tmp_path, capsys):
     assert "--suite" in capsys.readouterr().err
     assert ev.main(["--suite", "style", "--methods", "none,wizard", "--out", str(tmp_path)]) == 2
     assert "wizard" in capsys.readouterr().err
+    for bad in ("titan=1", "titan.step_size", ".step_size=1"):
+        assert ev.main(["--suite", "style", "--methods", "none", "--param", bad, "--out", str(tmp_path)]) == 2
+        assert "--param: expected METHOD.NAME=VALUE" in capsys.readouterr().err
 
 
 def test_two_process_sharded_run_equals_one_process_run(tmp_path):
