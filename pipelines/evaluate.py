@@ -61,14 +61,11 @@ SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree",
 #: Request fields a method spec may set (the rest of its settings are method parameters).
 REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
-PRIMARY = {
-    "t2v-hard": ("accuracy", True),
-    "t2v-reward": ("accuracy", True),
-    "style": ("style_changed", True),
-    "interpolate": ("endpoint_px", False),
-    "interpolate-agree": ("endpoint_px", False),
-    "audio": ("sync_iou", True),
-    "mg": ("change", False),
+PRIMARY = {suite: ("joint", True) for suite in SUITES}
+#: The suite's own effect, reported beside the joint figure (`target` is its 0–1 success per video).
+TARGET_METRIC = {
+    "t2v-hard": "accuracy", "t2v-reward": "accuracy", "style": "style_changed", "interpolate": "endpoint_px",
+    "interpolate-agree": "endpoint_px", "audio": "sync_iou", "mg": "change",
 }
 
 
@@ -184,18 +181,6 @@ def _centroids(frames) -> list[tuple[float, float]]:
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
-def _count_objects(frame: np.ndarray) -> int:
-    from scipy import ndimage
-
-    from .micro.detector import object_mask
-
-    lab, n = ndimage.label(object_mask(frame))
-    if n == 0:
-        return 0
-    sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    return int((np.asarray(sizes) >= 4).sum())
-
-
 def _match(a: list[int], b: list[int], tol: int) -> int:
     """Size of a one-to-one matching of frame lists `a` and `b` within `tol` frames (greedy, sorted)."""
     used, n = set(), 0
@@ -208,25 +193,43 @@ def _match(a: list[int], b: list[int], tol: int) -> int:
     return n
 
 
+#: Interpolation targets: the ends within this many px of the keys (keys a motion of the world joins / conflicting keys).
+ENDS_PX = {"interpolate-agree": 2.0, "interpolate": 3.0}
+
+
+def _content_keys(suite: str) -> tuple[str, ...]:
+    """The prompt's attributes a suite's video must keep: conflicting interpolation keys cannot follow the prompt's
+    motion (no motion of the world joins them), so there only colour and shape."""
+    return ("colour", "shape") if suite == "interpolate" else ("colour", "shape", "motion")
+
+
 def metrics(suite: str, case: Case, frames) -> dict:
-    """The suite's exact metrics of one generated video `frames` (f, 3, H, W) in [0, 1]."""
+    """The suite's exact metrics of one generated video `frames` (f, 3, H, W) in [0, 1].
+
+    Every suite reads three things (`pipelines.evaluation.readers`): `target` (the suite's effect: the pattern, the
+    key positions, the contacts, the prompt's attributes), `fidelity` (the prompt's content kept, one object in every
+    frame, no artefacts) and `joint` (both: the figure methods and defaults are chosen on)."""
+    from .evaluation.readers import count_objects, fidelity, target_of
     from .micro.detector import _to_numpy, detect
 
     d = detect(frames)
     a = _to_numpy(frames)
     out: dict[str, Any] = {}
+    prompt_target = case.target if suite in ("t2v-hard", "t2v-reward", "mg") else target_of(case.prompt)
+    fid = fidelity(a, prompt_target, _content_keys(suite), d=d)
     if suite in ("t2v-hard", "t2v-reward", "mg"):
         t = case.target
         for k in ("colour", "shape", "motion"):
             out[k] = float(d[k] == t[k])
         out["accuracy"] = (out["colour"] + out["shape"] + out["motion"]) / 3
+        out["target"] = out["accuracy"]
     if suite == "mg":
         out["change"] = float(np.abs(np.diff(a, axis=0)).mean())
-        out["one_object"] = float(np.mean([_count_objects(fr) == 1 for fr in a]))
         out["colour_kept"] = float(d["colour_consistency"] if d["colour"] == case.target["colour"] else 0.0)
     if suite == "style":
         out["background"] = d["background"]
         out["style_changed"] = float(d["background"] == case.target["background"])
+        out["target"] = out["style_changed"]
     if suite in ("interpolate", "interpolate-agree"):
         cents = d["centroids"]
         size = a.shape[-1]
@@ -235,6 +238,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
             c = cents[k]
             dist.append(float(size) if c is None else math.hypot(c[0] - key[0], c[1] - key[1]))
         out["endpoint_px"] = float(np.mean(dist))
+        out["ends_max_px"] = float(max(dist))
         pts = np.asarray([c for c in cents if c is not None], np.float64)
         out["jerk_px"] = float(np.linalg.norm(np.diff(pts, 2, axis=0), axis=1).mean()) if len(pts) >= 3 else None
         out["object_frames"] = int(d["object_frames"])
@@ -246,6 +250,8 @@ def metrics(suite: str, case: Case, frames) -> dict:
             out["monotone"] = float(bool(np.all(np.diff(proj) >= -1.0)))
         else:
             out["monotone"] = 0.0
+        ends_ok = out["ends_max_px"] <= ENDS_PX[suite]
+        out["target"] = float(ends_ok and (out["monotone"] == 1.0 or suite == "interpolate"))
     if suite == "audio":
         impacts = case.target["impacts"]
         contacts = list(d.get("bounce_frames") or [])
@@ -254,6 +260,12 @@ def metrics(suite: str, case: Case, frames) -> dict:
             out[name] = m / float(len(impacts) + len(contacts) - m)
         out["impacts_met"] = _match(impacts, contacts, 1) / float(len(impacts))
         out["contacts"] = contacts
+        out["target"] = out["sync_iou"]
+    out.update({k: fid[k] for k in ("content", "one_object", "residual", "clean", "fidelity")})
+    if suite in ("t2v-hard", "t2v-reward", "mg"):  # the prompt is the target: its accuracy counts in clean videos
+        out["joint"] = out["target"] * out["clean"]
+    else:
+        out["joint"] = out["target"] * out["fidelity"]
     return out
 
 
@@ -384,7 +396,14 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure
         "metrics": measure(cell, frames, gen) if measure else metrics(cell.suite, cell.case, frames),
         "final_reward": gen.final_reward(), "seconds": round(seconds, 4),
         "peak_memory_bytes": int(gen.peak_memory_bytes), "device": p.device, "preset": p.preset_name,
+        "max_shift_ratio": _max_shift(gen), "_frames": frames,
     }
+
+
+def _max_shift(gen) -> Optional[float]:
+    """The largest guided step of the run, in units of the noise left at its step (the step policy's bound)."""
+    vals = [d["shift_ratio"] for d in gen.rewards_per_step if "shift_ratio" in d]
+    return max(vals) if vals else None
 
 
 # ------------------------------------------------------------------------------------------------------- summary
@@ -478,7 +497,8 @@ def write_summary(rows: list[dict], out: Path, set_metrics=None) -> list[dict]:
     for suite in dict.fromkeys(s["suite"] for s in summary):
         ss = [s for s in summary if s["suite"] == suite]
         primary, higher = ss[0]["primary"], ss[0]["higher_is_better"]
-        extra = sorted({k for s in ss for k in s if k not in _FIXED and k != primary})
+        extra = sorted({k for s in ss for k in s if k not in _FIXED and k != primary},
+                       key=lambda k: (_LEAD.index(k) if k in _LEAD else len(_LEAD), k))
         cols = ["method", "n", primary, "delta_vs_none", "better_than_none", "worse_than_none", *extra,
                 "seconds", "peak_memory_mib", "eta"]
         lines += [f"### {suite} ({primary}: {'higher' if higher else 'lower'} is better)", "",
@@ -498,6 +518,8 @@ def write_summary(rows: list[dict], out: Path, set_metrics=None) -> list[dict]:
     return summary
 
 
+#: Columns shown right after the primary (joint) figure, in this order: the suite's effect, then fidelity.
+_LEAD = ["target", "fidelity", "content", "clean", "one_object", "residual"]
 _FIXED = {"suite", "method", "n", "primary", "higher_is_better", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
           "peak_memory_mib", "eta"}
 
@@ -635,6 +657,9 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
     t0 = time.perf_counter()
     for n, cell in enumerate(mine, 1):
         row = run(cell)
+        if not real and cell.seed == seeds[0]:  # the first seed's videos, for the contact sheets
+            _save_frames(out, row["key"], row.pop("_frames"))
+        row.pop("_frames", None)
         with open(shard, "a") as fh:
             fh.write(json.dumps(row, default=_json_default) + "\n")
         eta_s = (time.perf_counter() - t0) / n * (len(mine) - n)
@@ -657,7 +682,49 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
 
     summary = write_summary(rows, out, fvd if real else None)
     plot(summary, out)
+    if not real:
+        write_sheets(rows, out)
     return summary
+
+
+def _save_frames(out: Path, key: str, frames) -> None:
+    folder = out / "frames"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f"{key}.tmp.npy"
+    np.save(tmp, np.asarray(frames.detach().float().cpu().numpy() if hasattr(frames, "detach") else frames,
+                            np.float16))
+    os.replace(tmp, folder / f"{key}.npy")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:80] or "method"
+
+
+def write_sheets(rows: list[dict], out: Path) -> list[Path]:
+    """One contact sheet per (suite, method spec): the first seed's video of every case, a row each, labelled with
+    its joint, target and fidelity readings (`sheets/SUITE/METHOD.png`)."""
+    from .evaluation.sheets import contact_sheet
+
+    paths = []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["suite"], r["method"]), []).append(r)
+    for (suite, method), rs in groups.items():
+        first = min(r["seed"] for r in rs)
+        rs = sorted((r for r in rs if r["seed"] == first), key=lambda r: r["case"])
+        vids, labels = [], []
+        for r in rs:
+            path = out / "frames" / f"{r['key']}.npy"
+            if not path.exists():
+                continue
+            m = r["metrics"]
+            vids.append(np.load(path).astype(np.float32))
+            labels.append(f"{r['case']} joint={_fmt(m.get('joint'))} target={_fmt(m.get('target'))} "
+                          f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} res={_fmt(m.get('residual'))}")
+        if vids:
+            paths.append(contact_sheet(vids, labels, out / "sheets" / suite / f"{_slug(method)}.png",
+                                       title=f"{suite}: {method}, seed {first}"))
+    return paths
 
 
 def _real_suites(suites, log) -> list[str]:

@@ -72,6 +72,27 @@ MICRO_TASK_METHOD_DEFAULTS = {
     "audio": {"titan": {"update": "noise", "step_size": 1.0}, "free2guide": {"guided_fraction": 0.5}},
 }
 
+#: The tiny test preset's departures (its random models' reward scales are the micro ones').
+TINY_METHOD_DEFAULTS = {"tfg": {"normalize": "rms", "mu": 0.05}}
+#: The `animatediff` presets' defaults. They cannot be measured here (no SD weights offline), so they are derived from
+#: the same noise-relative step policy the micro tables chose: every step form is one whose size is set relative to
+#: the noise left (or bounded by it through `trust`), so it means the same at any reward scale and latent size.
+ANIMATEDIFF_METHOD_DEFAULTS: dict = {}
+ANIMATEDIFF_TASK_METHOD_DEFAULTS: dict = {}
+
+
+class DefaultsOnly:
+    """A preset's guidance defaults without its models (what `resolve_params` reads), for checks and docs."""
+
+    def __init__(self, name: str):
+        if name not in PRESET_DEFAULTS:
+            raise ValueError(f"no defaults for preset {name!r}; choose one of {', '.join(PRESET_DEFAULTS)}")
+        self.name = name
+        self.method_defaults, self.task_method_defaults = PRESET_DEFAULTS[name]
+
+    guidance_defaults = lambda self, method, task=None: Preset.guidance_defaults(self, method, task)  # noqa: E731
+
+
 #: The method each app tab opens on, with the reason its help text shows (bench/RESULTS.md, micro weights of
 #: round 7, 2 prompts x 2 seeds, METHODS.md defaults). One place: the app reads it, and the figures change here when
 #: the methods are re-measured. Values: (method, reason).
@@ -85,6 +106,15 @@ TASK_DEFAULT_METHODS = {
                             "unguided; gradient methods ≤ 0.30; bench/EVALUATE.md)"),
     "interpolate": ("titan", "TITAN (reward mode) brought the end frames to the key frames (0.5 px from 16.9 px "
                              "unguided; FreeDoM 13.9 px; bench/EVALUATE.md)"),
+}
+
+
+#: Per preset: (method defaults, per-task method defaults).
+PRESET_DEFAULTS = {
+    "micro": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
+    "tiny": (TINY_METHOD_DEFAULTS, {}),
+    "animatediff": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
 }
 
 
@@ -150,7 +180,8 @@ def _animatediff(device: torch.device, reason: str, dtype=torch.float32) -> Pres
     return Preset(
         name="animatediff", reason=reason, pipe=pipe, device=device, fps=8, frame_choices=[8, 16],
         size_choices=[256, 384, 512], default_frames=16, default_size=512, default_steps=25, default_cfg=7.5,
-        clip=CLIP_B16, audio_reward="imagebind", max_frames=16,
+        clip=CLIP_B16, audio_reward="imagebind", max_frames=16, method_defaults=ANIMATEDIFF_METHOD_DEFAULTS,
+        task_method_defaults=ANIMATEDIFF_TASK_METHOD_DEFAULTS,
     )
 
 
@@ -206,7 +237,7 @@ def _tiny(device: torch.device, reason: str) -> Preset:
     return Preset(
         name="tiny", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[4, 8], size_choices=[16],
         default_frames=8, default_size=16, default_steps=4, clip=tiny_clip(), audio_reward="avsync", max_frames=8,
-        method_defaults={"tfg": {"normalize": "rms", "mu": 0.05}},
+        method_defaults=TINY_METHOD_DEFAULTS,
     )
 
 

@@ -1,5 +1,7 @@
 """Backprop baselines: FreeDoM, MPGD and the unified TFG update (METHODS.md "Baselines").
 
+Every guided shift of x_{t−1} goes through the trust region `base.bound_shift` (`trust`: each frame moves by at most
+trust·√(1−ᾱ_{t−1}) in rms; 0 = unbounded, the forms below as METHODS.md states them).
 FreeDoM  g = ∇_{x_t} Σ R(D(x̂0(x_t)))  (through UNet + decoder);  x_{t−1} = DDIM(x_t) + ρ_t g,
          ρ_t = ρ · w · rms(ε_c − ε_u) / rms(g); optional time travel (re-noise one step and redo, r times).
 MPGD     g0 = ∇_{x̂0} Σ R(D(x̂0)) (decoder only);  x̂0' = x̂0 + c_t g0,  c_t = ρ · w · rms(ε_c − ε_u) / rms(g0);
@@ -16,7 +18,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import RangedGuidance, param, rms
+from .base import MAX_SHIFT, TRUST_HELP, RangedGuidance, bound_shift, param, rms
 
 
 def _cfg_strength(ctx, parts, eps: torch.Tensor, t: int) -> torch.Tensor:
@@ -39,6 +41,7 @@ class FreeDoMGuidance(RangedGuidance):
                        help="cfg: ρ_t = ρ·w·rms(ε_c−ε_u)/rms(g) (METHODS.md; zero when the prompt adds nothing, e.g. "
                             "an empty prompt); noise: the step moves x_{t−1} by ρ·√(1−ᾱ_{t−1}) in rms")
     time_travel: int = param(0, min=0, max=10, step=1, help="r: re-noise and redo each guided step r times")
+    trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
 
     def one_step(self, ctx, x, t, i):
         with torch.enable_grad():
@@ -56,7 +59,7 @@ class FreeDoMGuidance(RangedGuidance):
             else:
                 size = _cfg_strength(ctx, parts, eps, t)
             rho_t = self.rho * size / (rms(g) + 1e-12)
-            return x_prev + rho_t * g
+            return x_prev + bound_shift(ctx, rho_t * g, ctx.prev_t(t), self.trust)
 
     def step(self, ctx, x, t, i):
         if not self.guided(ctx, t, i):
@@ -78,6 +81,7 @@ class MPGDGuidance(RangedGuidance):
     scale: str = param("cfg", choices=["cfg", "noise"],
                        help="cfg: c_t = ρ·w·rms(ε_c−ε_u)/rms(g0) (METHODS.md); noise: the step moves x_{t−1} by "
                             "ρ·√(1−ᾱ_{t−1}) in rms")
+    trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
 
     def step_size(self, ctx, parts, eps, t, g0) -> torch.Tensor:
         if self.scale == "noise":  # √ᾱ_{t−1} c_t rms(g0) = ρ √(1−ᾱ_{t−1})
@@ -97,8 +101,10 @@ class MPGDGuidance(RangedGuidance):
             objective = ctx.objective(y)
             (g0,) = torch.autograd.grad(objective, y)
         ctx.stats["objective"] = float(objective.detach())
-        with torch.no_grad():
-            return ctx.ddim(x0 + self.step_size(ctx, parts, eps, t, g0) * g0, eps, t)
+        with torch.no_grad():  # x_{t−1} moves by √ᾱ_{t−1} times the x̂0 step: that shift is what the trust region bounds
+            ap = ctx.alpha_bar(ctx.prev_t(t)).sqrt()
+            shift = bound_shift(ctx, ap * self.step_size(ctx, parts, eps, t, g0) * g0, ctx.prev_t(t), self.trust)
+            return ctx.ddim(x0 + shift / ap, eps, t)
 
 
 @dataclass
@@ -118,6 +124,7 @@ class TFGGuidance(RangedGuidance):
     normalize: str = param(
         "none", choices=["none", "rms"], help="none: raw gradients (TFG); rms: gradients scaled to unit rms"
     )
+    trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
 
     def start(self, ctx) -> None:
         super().start(ctx)
@@ -176,7 +183,8 @@ class TFGGuidance(RangedGuidance):
                         (g0,) = torch.autograd.grad(self.smoothed(ctx, y, t), y)
                     delta_0 = delta_0 + mu_t * self._scale(g0)
             with torch.no_grad():
-                x_prev = ctx.ddim(x0, eps, t) + delta_t / (a / ap).sqrt() + ap.sqrt() * delta_0
+                shift = bound_shift(ctx, delta_t / (a / ap).sqrt() + ap.sqrt() * delta_0, ctx.prev_t(t), self.trust)
+                x_prev = ctx.ddim(x0, eps, t) + shift
             if r < self.n_recur - 1:
                 x = ctx.renoise(x_prev, t)
         return x_prev

@@ -126,6 +126,45 @@ class RangedGuidance(Guidance):
         return i in self._steps and ctx.prev_t(t) >= 0
 
 
+#: The step policy's ceiling: no default of any method moves a frame of x_{t−1} by more than this many times the
+#: noise left at t−1, √(1−ᾱ_{t−1}) (rms over the frame's latent). What a late step can absorb shrinks with the noise
+#: left; a step far beyond it writes a pattern the remaining steps cannot turn back into the prompt's video.
+MAX_SHIFT = 1.0
+TRUST_HELP = ("trust region: the guided step moves each frame of x_{t−1} by at most this many times the noise left "
+              "√(1−ᾱ_{t−1}) (rms); smaller steps keep their size; 0 = unbounded (the old forms)")
+
+
+def noise_left(ctx, t_prev: int) -> torch.Tensor:
+    """√(1−ᾱ_{t−1}): the noise x_{t−1} still carries (0 at the end of sampling)."""
+    return (1 - ctx.alpha_bar(t_prev)).clamp(min=0).sqrt()
+
+
+def frame_rms(v: torch.Tensor) -> torch.Tensor:
+    """rms of latents (b, c, f, h, w) per frame: shape (f,)."""
+    return v.float().pow(2).mean(dim=(0, 1, 3, 4)).sqrt()
+
+
+def bound_shift(ctx, delta: torch.Tensor, t_prev: int, trust: float, record: bool = True) -> torch.Tensor:
+    """The trust region of every guided step: scale each frame of the shift `delta` (added to x_{t−1}) down to at
+    most `trust`·√(1−ᾱ_{t−1}) in rms, keeping frames already inside it as they are (`trust` 0: unbounded).
+    Records the step's largest shift ÷ noise left in `ctx.stats["shift_ratio"]` (after the bound) and
+    `["shift_ratio_raw"]` (before it), so every report carries it per step."""
+    noise = noise_left(ctx, t_prev).float()
+    r = frame_rms(delta)
+    if trust > 0:
+        cap = trust * noise
+        scale = torch.where(r > cap, cap / r.clamp(min=1e-20), torch.ones_like(r))
+        delta = delta * scale.to(delta.dtype)[None, None, :, None, None]
+        r_after = r * scale
+    else:
+        r_after = r
+    if record:
+        denom = float(noise.clamp(min=1e-12))
+        ctx.stats["shift_ratio"] = max(ctx.stats.get("shift_ratio", 0.0), float(r_after.max()) / denom)
+        ctx.stats["shift_ratio_raw"] = max(ctx.stats.get("shift_ratio_raw", 0.0), float(r.max()) / denom)
+    return delta
+
+
 def guided_range(total: int, start: int, end: int) -> range:
     """Step indices `[start, end)`; negative `end` counts from the end (−1: all but the last step)."""
     stop = end if end >= 0 else total + 1 + end

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .base import Guidance, param, rms
+from .base import MAX_SHIFT, TRUST_HELP, Guidance, bound_shift, param, rms
 
 
 @dataclass
@@ -25,6 +25,7 @@ class DOODLGuidance(Guidance):
     iterations: int = param(3, min=1, max=50, step=1, help="outer optimisation iterations over x_T")
     lr: float = param(0.1, min=0.0, max=5.0, step=0.01, help="step on x_T in units of its rms")
     checkpointing: bool = param(True, help="recompute each step's activations in the backward pass")
+    trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
 
     def _chain(self, ctx, x: torch.Tensor) -> torch.Tensor:
         def one(z: torch.Tensor, t: int) -> torch.Tensor:
@@ -47,12 +48,15 @@ class DOODLGuidance(Guidance):
                 value = ctx.reward(frames).sum()
                 (g,) = torch.autograd.grad(value, z)
             with torch.no_grad():
-                x_T = x_T + self.lr * g / (rms(g) + 1e-12)
+                ctx.stats = {}
+                x_T = x_T + bound_shift(ctx, self.lr * g / (rms(g) + 1e-12), int(ctx.timesteps[0]), self.trust)
                 x_T = x_T * (radius / x_T.float().norm())
             yield {
                 "iteration": it + 1,
                 "iterations": self.iterations,
                 "reward": float(value.detach()) / frames.shape[0],
+                "shift_ratio": ctx.stats.get("shift_ratio", 0.0),
+                "shift_ratio_raw": ctx.stats.get("shift_ratio_raw", 0.0),
                 "preview": frames.detach().clamp(0, 1).cpu(),
             }
         return x_T

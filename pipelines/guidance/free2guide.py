@@ -15,7 +15,7 @@ import torch
 
 from rewards.lvlm import key_frame_indices
 
-from .base import Guidance, param
+from .base import Guidance, noise_left, param
 
 
 @dataclass
@@ -80,5 +80,7 @@ class Free2GuideGuidance(Guidance):
                 j = int(torch.multinomial(probs, 1, generator=ctx.aux_generator))
             ctx.stats.update({"candidate_best": float(scores.max()), "candidate_mean": float(scores.mean())})
             chosen = cands[j : j + 1]
+            # The step ÷ noise left: a candidate is the DDIM mean plus σ_t ξ, the sampler's own noise (σ_t ≤ √(1−ᾱ_{t−1}))
+            ctx.stats["shift_ratio"] = float(sigma / noise_left(ctx, t_prev).clamp(min=1e-12))
             self._cached = (t_prev, chosen, eps_all[j : j + 1])
             return chosen

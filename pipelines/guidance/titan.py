@@ -5,7 +5,7 @@ Per guided step, after the unguided DDIM step gives x_{t−1}:
                                          (depth 0: Tweedie at t−1; depth −1: the whole remaining chain to t = 0)
     V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames, spread over the others by `fill`
     (J, d) = jvp(J, x_{t−1}, V/‖V‖);  ĝ = d · V/‖V‖, averaged over K guesses
-    x_{t−1} ← x_{t−1} + λ_t u(ĝ)
+    x_{t−1} ← x_{t−1} + B(λ_t u(ĝ))      B: the trust region (`trust`), each frame's shift ≤ trust·√(1−ᾱ_{t−1}) in rms
 Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
     x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late; default)
     noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1
@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch.func import jvp
 
-from .base import RangedGuidance, param, rms, step_schedule
+from .base import MAX_SHIFT, TRUST_HELP, RangedGuidance, bound_shift, param, rms, step_schedule
 from .forward_ad import forward_ad_safe
 
 UPDATES = ("noise", "x0", "cfg", "rms", "sign", "raw")
@@ -79,6 +79,7 @@ class TitanGuidance(RangedGuidance):
         help="0: automatic jvp attention (fused jvp-flash kernel on CUDA when installed, else chunked math); "
         "N: sliced attention, N heads at a time",
     )
+    trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
     objective_subset: bool = param(
         False, help="decode only the sampled frames S in J's jvp (the direct guess's; |S|/f of the decoder's cost)"
     )
@@ -201,7 +202,8 @@ class TitanGuidance(RangedGuidance):
                 return x_prev
             t_prev = ctx.prev_t(t)
             lam = self.step_size * step_schedule(self.schedule, i, len(ctx.timesteps))
-            for _ in range(self.n_iter):
-                g = self.estimate(ctx, x_prev, t_prev, eps, x0)
-                x_prev = x_prev + lam * self.scale(ctx, g, t, t_prev, parts, eps)
-            return x_prev
+            base, shift = x_prev, torch.zeros_like(x_prev)
+            for _ in range(self.n_iter):  # the refinements' total shift stays inside the trust region
+                g = self.estimate(ctx, base + shift, t_prev, eps, x0)
+                shift = bound_shift(ctx, shift + lam * self.scale(ctx, g, t, t_prev, parts, eps), t_prev, self.trust)
+            return base + shift

@@ -1,0 +1,122 @@
+"""The step policy: every guided update is bounded by the noise left at its step (a per-frame trust region), and no
+default of any method on any preset (micro, tiny, and the animatediff schedule: DDIM, linspace, 25 steps) exceeds it."""
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from pipelines.guidance import make_guidance
+from pipelines.guidance.base import MAX_SHIFT, bound_shift, frame_rms, noise_left
+from pipelines.presets import DefaultsOnly
+from pipelines.request import resolve_params
+from pipelines.sampler import sample
+from pipelines.tasks import TASKS
+from tests.engine_helpers import TargetReward, make_denoiser, tiny_pipe
+
+GRADIENT_METHODS = ("titan", "freedom", "mpgd", "tfg", "doodl")
+
+
+class LoudTarget(TargetReward):
+    """A target reward with a gradient large enough that every unbounded default step overshoots the noise left."""
+
+    def __call__(self, frames, frame_indices=None, num_frames=None):
+        return 1e4 * super().__call__(frames, frame_indices, num_frames)
+
+
+def test_bound_shift_caps_each_frame_and_keeps_small_frames():
+    pipe = tiny_pipe()
+    ctx = make_denoiser(pipe, num_frames=4, steps=10)
+    t_prev = ctx.prev_t(ctx.timesteps[-3])
+    noise = float(noise_left(ctx, t_prev))
+    delta = torch.zeros(1, 4, 4, 8, 8)
+    delta[:, :, 0] = 5 * noise  # far outside the region
+    delta[:, :, 1] = 0.1 * noise  # inside: kept as it is
+    out = bound_shift(ctx, delta.clone(), t_prev, trust=0.5)
+    r = frame_rms(out) / noise
+    assert float(r[0]) == pytest.approx(0.5, rel=1e-5)
+    assert float(r[1]) == pytest.approx(0.1, rel=1e-5)
+    assert torch.equal(out[:, :, 1], delta[:, :, 1]) and float(r[2]) == 0.0
+    assert ctx.stats["shift_ratio"] == pytest.approx(0.5, rel=1e-5)
+    assert ctx.stats["shift_ratio_raw"] == pytest.approx(5.0, rel=1e-5)
+    # trust 0: the old, unbounded forms
+    assert torch.equal(bound_shift(ctx, delta.clone(), t_prev, trust=0.0), delta)
+
+
+@pytest.mark.parametrize("method", ["mpgd", "freedom"])
+def test_a_step_larger_than_the_trust_region_is_cut_to_it(method):
+    pipe = tiny_pipe()
+    target = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=4, steps=10, reward=TargetReward(target))
+    ctx.eta = 0.0
+    x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, i = ctx.timesteps[3], 3
+    plain = make_guidance(method, rho=0.0, scale="noise")
+    guided = make_guidance(method, rho=3.0, scale="noise", trust=1.0)
+    for g in (plain, guided):
+        g.start(ctx)
+    delta = guided.step(ctx, x, t, i) - plain.step(ctx, x, t, i)
+    per_frame = frame_rms(delta) / float(noise_left(ctx, ctx.prev_t(t)))
+    assert float(per_frame.max()) == pytest.approx(1.0, rel=1e-3)  # ρ = 3 asked for 3× the noise left
+
+
+def _schedules():
+    """(preset, scheduler, steps) as each preset samples: micro's own config (v-prediction, leading, 20 steps),
+    the tiny preset's, and the animatediff preset's (DDIM linear betas, linspace, 25 steps)."""
+    from pipelines.micro import MICRO_DIR
+
+    micro = DDIMScheduler.from_pretrained(str(MICRO_DIR), subfolder="scheduler")
+    tiny = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+    animatediff = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                                timestep_spacing="linspace", steps_offset=1)
+    return [("micro", micro, 20), ("tiny", tiny, 4), ("animatediff", animatediff, 25)]
+
+
+def _resolved():
+    """Every distinct (preset, schedule, method, defaults) the presets resolve to, over every task."""
+    out = {}
+    for preset, scheduler, steps in _schedules():
+        defaults = DefaultsOnly(preset)
+        for method in GRADIENT_METHODS + ("free2guide",):
+            for task in TASKS:
+                params = resolve_params(method, None, defaults, task)
+                key = (preset, method, tuple(sorted(params.items())))
+                out.setdefault(key, (preset, scheduler, steps, method, params, task))
+    return list(out.values())
+
+
+@pytest.mark.parametrize("case", _resolved(), ids=lambda c: f"{c[0]}-{c[3]}-{c[5]}")
+def test_no_default_step_exceeds_the_noise_left(case):
+    preset, scheduler, steps, method, params, _task = case
+    if method == "doodl":  # its x_T steps are bounded the same way; a 25-step chain × 3 iterations is slow: fewer
+        steps = min(steps, 6)
+    pipe = tiny_pipe()
+    saved = pipe.scheduler
+    pipe.scheduler = DDIMScheduler.from_config(scheduler.config)
+    try:
+        target = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        ctx = make_denoiser(pipe, num_frames=4, steps=steps, reward=LoudTarget(target))
+        guidance = make_guidance(method, **params)
+        x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+        ratios = [ev.rewards["shift_ratio"] for ev in sample(ctx, x, guidance, preview_every=0, track_reward=False)
+                  if "shift_ratio" in (ev.rewards or {})]
+    finally:
+        pipe.scheduler = saved
+    assert ratios, f"{method} recorded no guided step"
+    assert max(ratios) <= MAX_SHIFT * (1 + 1e-4), f"{preset} {method} {params}: step {max(ratios):.3g}× the noise left"
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_every_gradient_method_steps_through_the_trust_region(method):
+    """A tight region binds every method's steps (each one routes its shift through `bound_shift`)."""
+    pipe = tiny_pipe()
+    target = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=4, steps=4, reward=LoudTarget(target))
+    guidance = make_guidance(method, trust=0.01)
+    x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    ratios, raw = [], []
+    for ev in sample(ctx, x, guidance, preview_every=0, track_reward=False):
+        if "shift_ratio" in (ev.rewards or {}):
+            ratios.append(ev.rewards["shift_ratio"])
+            raw.append(ev.rewards["shift_ratio_raw"])
+    assert ratios and max(ratios) <= 0.01 * (1 + 1e-4)
+    assert max(raw) > 0.01  # the method asked for more: the region, not the form, set the step
