@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "tiny")
+PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "animatediff-lcm", "tiny")
 
 ANIMATEDIFF_BASE = "emilianJR/epiCRealism"
 ANIMATEDIFF_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
@@ -224,6 +224,49 @@ def _animatediff_lean(device: torch.device, reason: str) -> Preset:
     return preset
 
 
+#: AnimateLCM (few-step AnimateDiff): its motion adapter and LoRA (public ids), LCMScheduler, 4–8 steps, CFG 1–2.
+ANIMATELCM_ADAPTER = "wangfuyun/AnimateLCM"
+ANIMATELCM_LORA = ("wangfuyun/AnimateLCM", "AnimateLCM_sd15_t2v_lora.safetensors")
+ANIMATELCM_LORA_SCALE = 0.8
+
+
+def build_animatediff_lcm(base: str = ANIMATEDIFF_BASE, adapter: str = ANIMATELCM_ADAPTER,
+                          lora: tuple = ANIMATELCM_LORA, lora_scale: float = ANIMATELCM_LORA_SCALE,
+                          dtype=torch.float32, **load_kwargs):
+    """A `GuidedAnimateDiffPipeline` for few-step sampling: the SD 1.5 `base`, the AnimateLCM motion `adapter`, its
+    LoRA (`(repo or folder, weight file)`) at `lora_scale`, and `LCMScheduler` (linear betas). Built on first use;
+    ids or local folders (the tests build it from tiny saved components)."""
+    from diffusers import LCMScheduler, MotionAdapter
+
+    from .pipeline import GuidedAnimateDiffPipeline
+
+    motion = MotionAdapter.from_pretrained(adapter, torch_dtype=dtype, **load_kwargs)
+    pipe = GuidedAnimateDiffPipeline.from_pretrained(base, motion_adapter=motion, torch_dtype=dtype, **load_kwargs)
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear")
+    repo, weight = lora
+    pipe.load_lora_weights(repo, weight_name=weight, adapter_name="lcm-lora", **load_kwargs)
+    pipe.set_adapters(["lcm-lora"], [lora_scale])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _animatediff_lcm(device: torch.device, reason: str) -> Preset:
+    try:
+        pipe = build_animatediff_lcm()
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(
+            f"could not load the animatediff-lcm preset ({ANIMATEDIFF_BASE} + {ANIMATELCM_ADAPTER} + its LoRA): {e}. "
+            "It downloads about 5 GB on first use (internet needed once), then runs from the cache."
+        ) from e
+    pipe.vae.enable_slicing()
+    pipe.to(device)
+    return Preset(
+        name="animatediff-lcm", reason=reason, pipe=pipe, device=device, fps=8, frame_choices=[8, 16],
+        size_choices=[256, 384, 512], default_frames=16, default_size=512, default_steps=6, default_cfg=1.5,
+        clip=CLIP_B16, audio_reward="imagebind", max_frames=16,
+    )
+
+
 def _tiny(device: torch.device, reason: str) -> Preset:
     """Tiny random components (tests only): fast, meaningless videos."""
     from rewards.testing import tiny_clip
@@ -268,6 +311,8 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             preset = _micro(dev, "micro preset requested: built-in models, offline, CPU-friendly")
         elif name == "tiny":
             preset = _tiny(dev, "tiny random components (tests)")
+        elif name == "animatediff-lcm":
+            preset = _animatediff_lcm(dev, "animatediff-lcm preset requested: AnimateLCM, few-step (LCMScheduler)")
         elif name == "animatediff-lean":
             preset = _animatediff_lean(dev, "animatediff-lean preset requested: AnimateDiff set up for a 12 GB GPU")
         elif name == "animatediff":

@@ -4,9 +4,20 @@
 the formulas of METHODS.md as small functions: `eps` (CFG noise prediction, HARIVO MG applied), `x0` (Tweedie),
 `ddim` (the η-DDIM update), `decode` (differentiable per-frame VAE decode to [0, 1]) and `reward`.
 `sample` is the loop: it yields one `StepEvent` per step and a final event carrying the video.
+
+Schedulers. With diffusers' `DDIMScheduler` (no thresholding: every preset's) `ddim` is the η-DDIM formula itself,
+as it always was. With any other scheduler that has `alphas_cumprod` (Euler, Euler ancestral, DPM-Solver(++), UniPC,
+PNDM, LCM, DDIM with thresholding, ...) `ddim(x̂0, ε̂, t)` is that scheduler's own `step`, fed the model output that
+implies (x_t, x̂0) (the raw output itself when the method changed nothing, so an unguided run is the parent
+pipeline's, bit for bit): guidance acts on ε̂, x̂0 or x_{t−1} and the scheduler does the rest. Methods always see
+variance-preserving latents x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε; for σ-space schedulers (Euler-type, whose latents are
+x0 + σ ε) the loop converts at each step (`begin_step` / `end_step`). A step can be taken only at the loop's own
+timestep (it may be retaken: the scheduler's state is restored first); a method that steps a chain of its own
+(DOODL, TITAN with depth > 0) needs `DDIMScheduler` and is refused with another scheduler (`needs_ddim`).
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +25,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.utils.checkpoint
+from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from .guidance.base import Guidance
@@ -104,6 +116,7 @@ class Denoiser:
         decode_chunk_size: int = 16,
         cross_attention_kwargs: Optional[dict] = None,
         lean_decode: Optional[bool] = None,
+        image_embeds: Optional[list] = None,
     ):
         self.pipe = pipe
         self.unet = pipe.unet
@@ -116,6 +129,8 @@ class Denoiser:
         self.eta = eta
         self.generator = generator
         self.timesteps = [int(t) for t in timesteps]
+        # the scheduler's own timestep values (Euler-type schedules have fractional ones), for the UNet and `step`
+        self.t_exact = {int(t): t for t in timesteps}
         self.mg_scale = mg_scale
         self.cfg_schedule = cfg_schedule
         self.reward_fn = reward
@@ -125,7 +140,15 @@ class Denoiser:
         self.device = prompt_embeds.device
         self.dtype = prompt_embeds.dtype
         self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.final_alpha = torch.as_tensor(float(self.scheduler.final_alpha_cumprod), device=self.device)
+        # DDIM/PNDM step to final_alpha_cumprod at the end; the others (DPM-Solver, Euler, UniPC, LCM) to ᾱ = 1
+        self.final_alpha = torch.as_tensor(float(getattr(self.scheduler, "final_alpha_cumprod", 1.0)),
+                                           device=self.device, dtype=torch.float32)
+        # IP-Adapter image embeddings (the UNet's added_cond_kwargs): per adapter (cond, uncond or None)
+        self.image_embeds = None
+        if image_embeds is not None:
+            self.image_embeds = [(e.chunk(2)[1], e.chunk(2)[0]) if negative_embeds is not None else (e, None)
+                                 for e in image_embeds]
+        self._init_scheduler_path()
         self.num_train = self.scheduler.config.num_train_timesteps
         self.prediction_type = self.scheduler.config.prediction_type
         self.stats: dict = {}
@@ -138,14 +161,41 @@ class Denoiser:
         self.aux_generator = torch.Generator(device="cpu").manual_seed(seed)
 
     # --- schedule -------------------------------------------------------------------------------------
+    def _init_scheduler_path(self) -> None:
+        sch = self.scheduler
+        #: the η-DDIM formula is the scheduler's step (DDIMScheduler without thresholding); else `scheduler.step`
+        self.native_ddim = isinstance(sch, DDIMScheduler) and not sch.config.get("thresholding", False)
+        #: σ-space latents (Euler-type: x = x0 + σ ε, model input x / √(σ²+1))
+        self.sigma_space = (not self.native_ddim and hasattr(sch, "sigmas")
+                            and float(getattr(sch, "init_noise_sigma", 1.0)) != 1.0)
+        self._abar: dict[int, torch.Tensor] = {}
+        if self.sigma_space:
+            sig = sch.sigmas.to(self.device, torch.float32)
+            for k, t in enumerate(self.timesteps):
+                self._abar.setdefault(t, 1.0 / (1.0 + sig[k] ** 2))
+        self._next_t = {t: (self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1)
+                        for k, t in reversed(list(enumerate(self.timesteps)))}
+        self._cur_t = None  # the loop's current timestep (set by begin_step)
+        self._cur_x = self._cur_xs = None  # its latents: as methods see them, and in the scheduler's space
+        self._rec = None  # (x_t, raw model output, ε̂) of the last model call at the current timestep
+        self._snapshot = None  # the scheduler's state before this step's first `step`
+        self._stepped = None  # (x_{t−1} as returned to the method, the same in the scheduler's space)
+
     def prev_t(self, t: int) -> int:
-        """The timestep DDIM steps to from `t`: diffusers' DDIMScheduler.step rule, `t − T // N`, for every
+        """The timestep the step from `t` lands on. DDIM: diffusers' DDIMScheduler.step rule, `t − T // N`, for every
         timestep spacing. With "linspace" (the animatediff preset) this is not the next listed timestep
-        (25 steps: 999 → 959, while the list goes 999, 957, ...); the UNet still runs at the listed ones."""
+        (25 steps: 999 → 959, while the list goes 999, 957, ...); the UNet still runs at the listed ones.
+        Other schedulers: the next listed timestep (−1 after the last)."""
+        if not self.native_ddim and int(t) in self._next_t:
+            return self._next_t[int(t)]
         return int(t) - self.num_train // max(1, len(self.timesteps))
 
     def alpha_bar(self, t: int) -> torch.Tensor:
-        return self.alphas[int(t)] if int(t) >= 0 else self.final_alpha
+        if int(t) < 0:
+            return self.final_alpha
+        if self._abar and int(t) in self._abar:
+            return self._abar[int(t)]
+        return self.alphas[int(t)]
 
     def cfg_scale(self, t: int) -> float:
         if self.cfg_schedule == "harivo" and int(t) > 0.7 * self.num_train:
@@ -169,9 +219,18 @@ class Denoiser:
         else:
             embeds = self.cond.repeat(rep, 1, 1)
             inp = x
-        inp = self.scheduler.scale_model_input(inp, t)
+        if not self.sigma_space:  # identity for DDIM, DPM-Solver, UniPC, PNDM, LCM; σ-space inputs arrive scaled
+            inp = self.scheduler.scale_model_input(inp, t)
+        t_in = t if self.native_ddim else self.t_exact.get(int(t), t)
+        added = None
+        if self.image_embeds is not None:
+            def r(e):  # one block per video; FaceID embeddings have 4 dims
+                return e.repeat(rep, *([1] * (e.dim() - 1)))
+
+            added = {"image_embeds": [torch.cat([r(u), r(c)]) if use_cfg else r(c) for c, u in self.image_embeds]}
         out = self.unet(
-            inp.to(self.dtype), t, encoder_hidden_states=embeds, cross_attention_kwargs=self.cross_attention_kwargs
+            inp.to(self.dtype), t_in, encoder_hidden_states=embeds, cross_attention_kwargs=self.cross_attention_kwargs,
+            added_cond_kwargs=added,
         ).sample
         if not use_cfg:
             return out, out, None
@@ -184,6 +243,9 @@ class Denoiser:
         eps = self._to_eps(out, x, t)
         if self.mg_scale:
             eps = mitigating_gradient(eps, x, self.alpha_bar(t), self.mg_scale)
+        if (not self.native_ddim and self._cur_t is not None and int(t) == self._cur_t and cfg
+                and x.shape == self._cur_x.shape):
+            self._rec = (x.detach(), out.detach(), eps.detach())
         if return_parts:
             parts = (self._to_eps(cond, x, t), None if uncond is None else self._to_eps(uncond, x, t))
             return eps, parts
@@ -226,7 +288,16 @@ class Denoiser:
         noise: Optional[torch.Tensor] = None,
         eta: Optional[float] = None,
     ) -> torch.Tensor:
-        """x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}−σ_t²) ε̂ + σ_t z (noise drawn like diffusers' DDIM when None)."""
+        """x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}−σ_t²) ε̂ + σ_t z (noise drawn like diffusers' DDIM when None).
+
+        With a scheduler other than plain DDIM: that scheduler's `step` from (x_t, x̂0) (module docstring); an
+        explicit `noise` or another `eta` (Free²Guide's candidates) asks for this DDIM formula itself, and the
+        scheduler is advanced past the step all the same."""
+        if not self.native_ddim:
+            return self._scheduler_step(x0, eps, t, noise, eta)
+        return self._ddim_formula(x0, eps, t, noise, eta)
+
+    def _ddim_formula(self, x0, eps, t, noise=None, eta=None) -> torch.Tensor:
         ap = self.alpha_bar(self.prev_t(t))
         sigma = self.sigma(t, eta)
         x_prev = ap.sqrt() * x0 + (1 - ap - sigma**2).clamp(min=0).sqrt() * eps
@@ -234,6 +305,80 @@ class Denoiser:
             if noise is None:
                 noise = randn_tensor(eps.shape, generator=self.generator, device=eps.device, dtype=eps.dtype)
             x_prev = x_prev + sigma * noise
+        return x_prev
+
+    # --- any scheduler ----------------------------------------------------------------------------------
+    def _c_in(self) -> float:
+        """x_vp / x_sched at the scheduler's current step index (1 for variance-preserving schedulers)."""
+        if not self.sigma_space:
+            return 1.0
+        idx = self.scheduler.step_index or 0
+        sigma = self.scheduler.sigmas[min(idx, len(self.scheduler.sigmas) - 1)].to(torch.float32)
+        return (sigma**2 + 1) ** -0.5
+
+    def begin_step(self, t: int, xs: torch.Tensor) -> torch.Tensor:
+        """The loop's latents at the start of a step → what methods see (variance-preserving x_t)."""
+        if self.native_ddim:
+            return xs
+        self._cur_t, self._cur_xs, self._rec, self._snapshot, self._stepped = int(t), xs, None, None, None
+        x = self.scheduler.scale_model_input(xs, self.t_exact.get(int(t), t)) if self.sigma_space else xs
+        self._cur_x = x
+        return x
+
+    def end_step(self, x_prev: torch.Tensor) -> torch.Tensor:
+        """A method's x_{t−1} → the loop's latents in the scheduler's space (exactly `step`'s when unchanged)."""
+        if self.native_ddim:
+            return x_prev
+        if self._stepped is None:
+            raise RuntimeError("the guidance method returned without stepping the scheduler (ctx.ddim)")
+        vp, xs = self._stepped
+        self._cur_t = None
+        if x_prev is vp or (x_prev.shape == vp.shape and torch.equal(x_prev, vp)):
+            return xs
+        return (x_prev / self._c_in()).to(xs.dtype)
+
+    def _implied_output(self, x_t, x0, t) -> torch.Tensor:
+        """The model output (in the scheduler's prediction type) whose Tweedie estimate at (x_t, t) is x0."""
+        a = self.alpha_bar(t)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        if self.prediction_type == "epsilon":
+            return eps
+        if self.prediction_type == "v_prediction":
+            return a.sqrt() * eps - (1 - a).sqrt() * x0
+        if self.prediction_type == "sample":
+            return x0
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def _scheduler_step(self, x0, eps, t, noise, eta) -> torch.Tensor:
+        name = type(self.scheduler).__name__
+        if self._cur_t is None or int(t) != self._cur_t:
+            raise NotImplementedError(
+                f"this guidance steps its own chain of timesteps (t={int(t)}), which needs DDIMScheduler; "
+                f"the pipeline's scheduler is {name}")
+        rec = self._rec
+        same_eps = rec is not None and (eps is rec[2] or (eps.shape == rec[2].shape and torch.equal(eps, rec[2])))
+        if same_eps:
+            x_t = rec[0]
+            exact = not self.mg_scale and torch.equal(x0, self.x0(x_t, eps, t))
+        else:
+            a = self.alpha_bar(t)
+            x_t, exact = a.sqrt() * x0 + (1 - a).sqrt() * eps, False
+        out = rec[1] if exact else self._implied_output(x_t, x0, t).to(self._cur_xs.dtype)
+        if self._snapshot is None:
+            self._snapshot = copy.deepcopy({k: v for k, v in vars(self.scheduler).items() if k != "_internal_dict"})
+        else:  # retaking the step (time travel, recurrences): from the state before it
+            vars(self.scheduler).update(copy.deepcopy(self._snapshot))
+        same_x = x_t is self._cur_x or torch.equal(x_t, self._cur_x)
+        xs_t = self._cur_xs if same_x else (x_t / self._c_in()).to(self._cur_xs.dtype)
+        kwargs = self.pipe.prepare_extra_step_kwargs(self.generator, self.eta)
+        t_in = self.t_exact.get(int(t), t)
+        xs_prev = self.scheduler.step(out, t_in, xs_t, **kwargs).prev_sample
+        if noise is not None or (eta is not None and eta != self.eta):
+            x_prev = self._ddim_formula(x0, eps, t, noise, eta)  # the scheduler only advanced
+            xs_prev = (x_prev / self._c_in()).to(xs_prev.dtype)
+        else:
+            x_prev = xs_prev * self._c_in() if self.sigma_space else xs_prev
+        self._stepped = (x_prev, xs_prev)
         return x_prev
 
     def renoise(self, x_prev: torch.Tensor, t: int) -> torch.Tensor:
@@ -308,6 +453,9 @@ def sample(
     decode_every: int = 0,
     latent_rgb=None,
     preview_size: Optional[tuple[int, int]] = None,
+    on_step_end: Optional[Callable[[int, int, torch.Tensor], torch.Tensor]] = None,
+    final: bool = True,
+    phase: str = "sample",
 ) -> Iterator[StepEvent]:
     """The loop. Yields a StepEvent per step; the last event is `final` and carries `frames`.
 
@@ -315,6 +463,9 @@ def sample(
     through the VAE; `"fast"` maps its latents to RGB with `latent_rgb` (a `pipelines.preview.LatentRGB`; no VAE),
     with a full decode every `decode_every` steps (0: never). A tracked reward is computed on the decoded frames;
     with fast previews only the frames the reward needs are decoded (its required frames, else 4 key frames).
+    `on_step_end(i, t, latents) -> latents` runs after each step on the latents in the scheduler's space (diffusers'
+    `callback_on_step_end`). With `final=False` (FreeInit's earlier passes) no video is decoded and no final event is
+    yielded: the last latents are left in `ctx.final_latents`; step events carry `phase`.
     """
     if preview_mode not in ("decode", "fast"):
         raise ValueError(f"preview_mode must be 'decode' or 'fast' here, got {preview_mode!r}")
@@ -351,15 +502,21 @@ def sample(
     else:
         latents = init
 
-    x = latents
+    xs = latents  # the scheduler's latents; `x` is what methods and hooks see (the same for DDIM)
     for i, t in enumerate(ctx.timesteps):
         check_stop()
+        if getattr(ctx.pipe, "_interrupt", False):  # diffusers' `pipe._interrupt`: skip the remaining steps
+            continue
         ctx.stats = {}
         ctx.last_x0 = None
+        x = ctx.begin_step(t, xs)
         x = guidance.step(ctx, x, t, i).detach()
         t_prev = ctx.prev_t(t)
         for hook in hooks:
             x = hook.after_step(ctx, x, t_prev, i)
+        xs = ctx.end_step(x)
+        if on_step_end is not None:
+            xs = on_step_end(i, ctx.t_exact.get(int(t), t), xs)
         preview = reward = None
         want_preview = preview_every > 0 and (i % preview_every == 0 or i == total - 1)
         if want_preview and x.shape[0] == 1:
@@ -381,11 +538,18 @@ def sample(
                 preview = preview_frames
         yield StepEvent(
             index=i, total=total, timestep=int(t), preview=preview, reward=reward, rewards=dict(ctx.stats),
-            seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(),
+            seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(), phase=phase,
         )
     check_stop()
-    # `on_finish` decodes the final latents to frames (b, f, 3, H, W) in [0, 1].
-    video = on_finish(x) if on_finish is not None else x
+    ctx.final_latents = xs
+    if not final:
+        return
+    # `on_finish` decodes the final latents to frames (b, f, 3, H, W) in [0, 1] (None from output_type="latent").
+    video = on_finish(xs) if on_finish is not None else xs
+    if video is None:
+        yield StepEvent(index=total, total=total, timestep=-1, preview=None, reward=None, rewards={},
+                        seconds=time.perf_counter() - t0, peak_memory_bytes=mem.peak(), final=True, frames=None)
+        return
     final_reward = None
     if ctx.reward_fn is not None and video.ndim == 5 and video.shape[0] == 1 and on_finish is not None:
         with torch.no_grad():

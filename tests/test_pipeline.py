@@ -202,3 +202,22 @@ def test_gradient_method_refuses_black_box_reward():
     with pytest.raises(ValueError, match="differentiable"):
         list(pipe.stream("a red circle", num_frames=4, height=16, width=16, num_inference_steps=2,
                          guidance=make_guidance("freedom"), reward=BlackBox(torch.zeros(4, 3, 16, 16))))
+
+
+def test_call_has_the_parents_full_signature_plus_guidance():
+    """Every argument of AnimateDiffPipeline.__call__ (bar its deprecated **kwargs), in order, with its default
+    (eta: None = 0 unguided, 1 guided); the guidance arguments after them, keyword-only; no *args/**kwargs."""
+    import inspect
+
+    parent = inspect.signature(AnimateDiffPipeline.__call__).parameters
+    ours = inspect.signature(GuidedAnimateDiffPipeline.__call__).parameters
+    names = [n for n, p in parent.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    assert list(ours)[: len(names)] == names
+    for n in names:
+        if n != "eta":
+            assert ours[n].default == parent[n].default, n
+    assert ours["eta"].default is None
+    extra = list(ours)[len(names):]
+    assert {"guidance", "reward", "mg_scale", "hooks"} <= set(extra)
+    assert all(ours[n].kind is inspect.Parameter.KEYWORD_ONLY for n in extra)
+    assert not any(p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) for p in ours.values())
