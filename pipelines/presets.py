@@ -42,11 +42,25 @@ class Preset:
     #: Per task and method, where the exact tables (bench/EVALUATE.md) chose other values: {task: {method: {...}}}.
     task_method_defaults: dict = field(default_factory=dict)
 
+    def reward_placement(self) -> tuple[torch.device, torch.dtype]:
+        """Where every reward model of a generation lives: the pipeline's execution device (the GPU under CPU
+        offload too) and its UNet's dtype, so decoded frames never cross to the host and back."""
+        return pipeline_placement(self.pipe, self.device)
+
     def guidance_defaults(self, method: str, task: str | None = None) -> dict:
         out = dict(self.method_defaults.get(method, {}))
         if task is not None:
             out.update(self.task_method_defaults.get(task, {}).get(method, {}))
         return out
+
+
+def pipeline_placement(pipe, fallback=None) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) a pipeline computes on: `_execution_device` (offload-aware), the UNet's dtype."""
+    try:
+        device = torch.device(pipe._execution_device)
+    except Exception:  # noqa: BLE001 - a pipeline without modules registered yet
+        device = torch.device(fallback or "cpu")
+    return device, pipe.unet.dtype
 
 
 #: Where the micro preset departs from METHODS.md's defaults (tuned for real CLIP / SD scales), and why:
