@@ -296,7 +296,7 @@ def filter_state_dict(sd: dict, modalities: Sequence[str] = MODALITIES) -> dict:
 #: variable IMAGEBIND_SHA256) to pin the download. Without one, a download is checked against the server's length and
 #: its digest is recorded beside the file (`.sha256`), so a later truncation or corruption is caught by size there.
 IMAGEBIND_SHA256: Optional[str] = None
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # bytes per write: a dropped connection loses at most this much
 
 
 def default_cache_dir() -> Path:
