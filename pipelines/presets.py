@@ -196,15 +196,56 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _animatediff_lean(device: torch.device, reason: str) -> Preset:
-    """`animatediff` for a 12 GB GPU: `make_lean` (GVS_LEAN_FP16=1: fp16 UNet/VAE; GVS_CPU_OFFLOAD=1: offload)."""
+def _animatediff_lean(device: torch.device, reason: str, cpu_offload: bool | None = None) -> Preset:
+    """`animatediff` for a 12 GB GPU: `make_lean` (GVS_LEAN_FP16=1: fp16 UNet/VAE; GVS_CPU_OFFLOAD=1 or
+    `cpu_offload`: offload)."""
     fp16 = _env_flag("GVS_LEAN_FP16")
+    offload = _env_flag("GVS_CPU_OFFLOAD") if cpu_offload is None else bool(cpu_offload)
     preset = _animatediff(torch.device("cpu"), reason, dtype=torch.float32)
-    make_lean(preset.pipe, device, fp16_models=fp16, cpu_offload=_env_flag("GVS_CPU_OFFLOAD"))
+    make_lean(preset.pipe, device, fp16_models=fp16, cpu_offload=offload)
     preset.name = "animatediff-lean"
     preset.device = device
-    preset.reason = reason + (" (fp16 UNet/VAE)" if fp16 else " (fp32 UNet/VAE, fp16 text encoder)")
+    preset.reason = reason + (" (fp16 UNet/VAE)" if fp16 else " (fp32 UNet/VAE, fp16 text encoder)") + \
+        (", models offloaded to the CPU between uses" if offload and device.type == "cuda" else "")
     return preset
+
+
+#: Free GPU memory `auto` needs for each set-up (GiB). Estimates from the SD 1.5 + motion adapter sizes (fp32
+#: weights ≈ 5.9 GiB: UNet 3.4, motion modules 1.7, VAE 0.3, text encoder 0.5) and the CPU-proxy peaks of guided
+#: 16×512² runs above the weights (bench/RESULTS.md); no GPU has measured them yet (bench/gpu_matrix.sh will).
+#: GVS_AUTO_FULL_GIB / GVS_AUTO_LEAN_GIB / GVS_AUTO_OFFLOAD_GIB override them.
+AUTO_FULL_GIB = 20.0  # `animatediff`: fp32 everything, room for TITAN / backprop activations at 16×512²
+AUTO_LEAN_GIB = 11.0  # `animatediff-lean`: a 12 GB card (fp16 text encoder, VAE slicing, lean decode)
+AUTO_OFFLOAD_GIB = 6.0  # `animatediff-lean` with model CPU offload: the UNet alone on the GPU while it runs
+
+
+def _gib_env(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def choose_auto(free_bytes: int, total_bytes: int | None = None) -> tuple[str, bool, str]:
+    """(preset, cpu_offload, why) for a CUDA GPU with `free_bytes` free: `animatediff` when it fits,
+    `animatediff-lean` on a 12 GB card, lean with CPU offload below that, the micro preset when even that won't fit."""
+    free = free_bytes / 2**30
+    of = f"{free:.1f} GiB free" + (f" of {total_bytes / 2**30:.1f} GiB" if total_bytes else "") + " on the GPU"
+    full, lean, off = (_gib_env("GVS_AUTO_FULL_GIB", AUTO_FULL_GIB), _gib_env("GVS_AUTO_LEAN_GIB", AUTO_LEAN_GIB),
+                       _gib_env("GVS_AUTO_OFFLOAD_GIB", AUTO_OFFLOAD_GIB))
+    if free >= full:
+        return "animatediff", False, f"{of} (≥ {full:g} GiB): full-precision AnimateDiff"
+    if free >= lean:
+        return "animatediff-lean", False, f"{of} (< {full:g} GiB for fp32 AnimateDiff): the lean set-up"
+    if free >= off:
+        return "animatediff-lean", True, (f"{of} (< {lean:g} GiB for the lean set-up): lean AnimateDiff with the "
+                                          "models offloaded to the CPU between uses (slower)")
+    return "micro", False, f"{of} (< {off:g} GiB, too little for AnimateDiff even offloaded)"
+
+
+def gpu_memory(device) -> tuple[int, int]:
+    """(free, total) bytes on a CUDA device (torch.cuda.mem_get_info)."""
+    return torch.cuda.mem_get_info(torch.device(device))
 
 
 def _tiny(device: torch.device, reason: str) -> Preset:
@@ -239,7 +280,8 @@ def _animatediff_available() -> tuple[bool, str]:
 
 
 def load_preset(name: str = "auto", device=None) -> Preset:
-    """Build (once) and return a preset. `auto`: animatediff on a CUDA machine that can get its weights, else micro."""
+    """Build (once) and return a preset. `auto`: on a CUDA machine that can get the weights, `animatediff` or
+    `animatediff-lean` (with CPU offload on small cards) by the GPU's free memory (`choose_auto`), else micro."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)
@@ -259,8 +301,15 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             ok, why = _animatediff_available()
             preset = None
             if ok:
+                free, total = gpu_memory(dev if dev.type == "cuda" else "cuda")
+                choice, offload, mem_why = choose_auto(free, total)
                 try:
-                    preset = _animatediff(dev, f"auto: {why}, running AnimateDiff (SD 1.5)")
+                    if choice == "animatediff":
+                        preset = _animatediff(dev, f"auto: {why}, {mem_why}, running AnimateDiff (SD 1.5)")
+                    elif choice == "animatediff-lean":
+                        preset = _animatediff_lean(dev, f"auto: {why}, {mem_why}", cpu_offload=offload)
+                    else:
+                        why = f"{why}, but {mem_why}"
                 except RuntimeError as e:
                     why = f"AnimateDiff could not be loaded ({str(e).splitlines()[0][:160]})"
             if preset is None:
