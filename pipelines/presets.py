@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "tiny")
+PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "sd15-random", "tiny")
 
 ANIMATEDIFF_BASE = "emilianJR/epiCRealism"
 ANIMATEDIFF_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
@@ -36,6 +36,7 @@ class Preset:
     default_cfg: float = 7.5
     clip: Any = CLIP_B16  # text-alignment and style rewards (an id, a folder or a loaded ClipModel)
     audio_reward: str = "avsync"  # "avsync" (weight-free) or "imagebind"
+    imagebind: Any = None  # an ImageBindModel built in code (sd15-random); None: the checkpoint (IMAGEBIND_CKPT / download)
     #: Per-method parameter defaults that differ from METHODS.md for this preset's reward scales.
     method_defaults: dict = field(default_factory=dict)
     max_frames: int = 16
@@ -265,6 +266,39 @@ def _tiny(device: torch.device, reason: str) -> Preset:
     )
 
 
+def _sd15_random(device: torch.device, reason: str) -> Preset:
+    """The `animatediff` preset's set-up (DDIM linspace, fps 8, CLIP ViT-B/16 text and style rewards, ImageBind audio,
+    METHODS.md defaults) with random weights built in code: the real path without a download, for CPU smoke tests
+    and benchmarks. GVS_SD15_RANDOM_SIZE=full (default: SD 1.5 + motion adapter, ViT-B/16 and ImageBind-huge
+    shapes, ≈ 9 GB of fp32 weights) or small (tiny UNet/VAE with the same scheduler; CLIP and ImageBind with their
+    real input geometry, 224² frames, at a small width)."""
+    from diffusers import DDIMScheduler
+    from rewards.testing import CLIP_B16_SHAPES, CLIP_B16_SMALL, IMAGEBIND_SMALL, random_clip, random_imagebind
+
+    from .pipeline import GuidedAnimateDiffPipeline
+    from .testing import realsize_components, tiny_components
+
+    size = os.environ.get("GVS_SD15_RANDOM_SIZE", "full").strip().lower()
+    if size not in ("full", "small"):
+        raise ValueError(f"GVS_SD15_RANDOM_SIZE must be full or small, got {size!r}")
+    comps = realsize_components() if size == "full" else tiny_components()
+    # the animatediff preset's scheduler (ANIMATEDIFF_BASE's, with these overrides)
+    comps["scheduler"] = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                                       set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace")
+    pipe = GuidedAnimateDiffPipeline(**comps)
+    pipe.vae.enable_slicing()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    full = size == "full"
+    return Preset(
+        name="sd15-random", reason=reason + f" ({size} size)", pipe=pipe, device=device, fps=8, frame_choices=[8, 16] if full else [4, 8],
+        size_choices=[256, 384, 512] if full else [16, 32], default_frames=16 if full else 4,
+        default_size=512 if full else 16, default_steps=25 if full else 4, default_cfg=7.5,
+        clip=random_clip(CLIP_B16_SHAPES if full else CLIP_B16_SMALL).to(device=device),
+        audio_reward="imagebind", imagebind=random_imagebind(None if full else IMAGEBIND_SMALL).to(device), max_frames=16,
+    )
+
+
 def _animatediff_available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA GPU found"
@@ -285,7 +319,7 @@ def load_preset(name: str = "auto", device=None) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)
-    key = (name, str(dev))
+    key = (name, str(dev)) + ((os.environ.get("GVS_SD15_RANDOM_SIZE", "full"),) if name == "sd15-random" else ())
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -293,6 +327,8 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             preset = _micro(dev, "micro preset requested: built-in models, offline, CPU-friendly")
         elif name == "tiny":
             preset = _tiny(dev, "tiny random components (tests)")
+        elif name == "sd15-random":
+            preset = _sd15_random(dev, "sd15-random preset: the animatediff set-up with random weights (no download)")
         elif name == "animatediff-lean":
             preset = _animatediff_lean(dev, "animatediff-lean preset requested: AnimateDiff set up for a 12 GB GPU")
         elif name == "animatediff":

@@ -158,7 +158,8 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
 
             device, dtype = _placement(preset)
             try:  # IMAGEBIND_CKPT, the cached download, or the official download on first use
-                reward = ImageBindReward(wave, sr, download=True, device=device, dtype=dtype)
+                reward = ImageBindReward(wave, sr, model=getattr(preset, "imagebind", None), download=True,
+                                         device=device, dtype=dtype)
             except RewardError as e:
                 notices.append(f"ImageBind is unavailable ({str(e).splitlines()[0][:200]}), so the audio reward is "
                                "AV-sync (the weight-free onset/motion correlation) instead")
