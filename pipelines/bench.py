@@ -32,7 +32,7 @@ import torch
 from rewards.base import Reward
 
 from .guidance import METHODS, make_guidance
-from .memory import PeakMemory
+from .memory import UNET_BACKPROP_METHODS, PeakMemory
 
 BENCH_PRESETS = ("micro", "tiny", "sd15-random", "sd15-random-lean")
 BENCH_TASKS = ("t2v", "style", "audio", "interpolate", "target")
@@ -174,7 +174,7 @@ def _one_run(pipe, method: str, frames: int, side: int, steps: int, seed: int, p
     from .memory import unet_checkpointing, want_unet_checkpointing
 
     on = want_unet_checkpointing((side // pipe.vae_scale_factor, side // pipe.vae_scale_factor), checkpointing)
-    with unet_checkpointing(pipe.unet, on and getattr(guidance, "needs_gradient", False)):
+    with unet_checkpointing(pipe.unet, on and name in UNET_BACKPROP_METHODS):
         for ev in pipe.stream(
             PROMPT, num_frames=frames, height=side, width=side, num_inference_steps=steps, generator=gen,
             guidance=guidance, reward=reward if name != "none" else None, preview_every=1 if previews else 0,
@@ -234,7 +234,8 @@ def run_bench(
             setup = setup_for(frames, side)
             record = {"method": method, "size": f"{frames}x{side}", "frames": frames, "height": side, "width": side,
                       "steps": steps, "preset": preset, "device": device, "device_name": where, "dtype": dtype,
-                      "task": task, "reward": type(setup.reward).__name__, "unet_checkpointing": str(unet_checkpointing)}
+                      "task": task, "reward": type(setup.reward).__name__,
+                      "unet_checkpointing": str(unet_checkpointing) if method in UNET_BACKPROP_METHODS else "n/a"}
             if params and params.get(method):
                 record["params"] = dict(params[method])
             if method == "titan":

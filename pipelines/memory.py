@@ -71,6 +71,9 @@ class PeakMemory:
 #: (32² latents = 256² frames, where the lean decode starts too). Below it the activations are small and the
 #: recomputation is pure cost. GVS_UNET_CHECKPOINT=0|1|auto forces it.
 UNET_CHECKPOINT_MIN_LATENT_AREA = 32 * 32
+#: The methods that backpropagate through the UNet (MPGD differentiates the decoder only; TITAN's UNet derivative is
+#: forward mode, which stores no activations to recompute).
+UNET_BACKPROP_METHODS = ("freedom", "tfg", "doodl")
 
 
 def want_unet_checkpointing(latents_or_shape, option="auto") -> bool:
