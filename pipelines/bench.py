@@ -11,6 +11,13 @@ The matrix (`--matrix`): methods × frames (`--frames 8,16,24,32`) × sides (`--
 `stream()` with its default previews). `--out DIR` writes `bench.jsonl`, `bench.md` (a table, with the command and
 the device) and two plots (`memory_vs_frames.png`, `seconds_per_step.png`). On CUDA the peak is the allocator's
 (reset per run) and times are taken after `torch.cuda.synchronize()`; on CPU the peak is the process's resident set.
+
+Rewards: `--task t2v|style|audio|interpolate` (default t2v) builds the task's real reward through
+`pipelines.tasks.build_task`, on the pipeline's device and dtype: the preset's CLIP on micro/tiny, and on
+sd15-random(-lean) a random CLIP of ViT-B/16's shapes (and a random ImageBind-huge for audio), as the animatediff
+preset would run them. `--task target` keeps the old cheap stand-in (frames pulled to mid-gray), which measures
+the method without any reward model. `--unet-checkpointing auto|on|off` checkpoints the UNet during the guided
+steps' backward (`pipelines.memory.unet_checkpointing`; auto: at ≥ 256² frames).
 """
 from __future__ import annotations
 
@@ -25,9 +32,10 @@ import torch
 from rewards.base import Reward
 
 from .guidance import METHODS, make_guidance
-from .memory import PeakMemory
+from .memory import UNET_BACKPROP_METHODS, PeakMemory
 
 BENCH_PRESETS = ("micro", "tiny", "sd15-random", "sd15-random-lean")
+BENCH_TASKS = ("t2v", "style", "audio", "interpolate", "target")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE_ROWS = ("diffusers", "none+previews")
 PROMPT = "a red circle moving left to right on a black background"
@@ -72,6 +80,50 @@ def device_name(device: str) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
+def _bench_audio(seconds: float, sr: int = 16000):
+    """Clicks every 1/8 s (one per frame at 8 fps): an audio track that is never silent over any bench length."""
+    import numpy as np
+
+    wave = np.zeros(max(int(seconds * sr), sr // 4), dtype=np.float32)
+    for k in range(0, wave.size, sr // 8):
+        wave[k : k + 200] = np.sin(np.arange(min(200, wave.size - k)) * 0.3).astype(np.float32)
+    return wave, sr
+
+
+def task_setup(preset: str, pipe, task: str, frames: int, side: int, preset_obj=None):
+    """The task's real reward (and hooks) for a bench row, built by `pipelines.tasks.build_task` on the pipeline's
+    placement; `target`: the stand-in reward."""
+    from types import SimpleNamespace
+
+    from .tasks import TaskInputs, TaskSetup, build_task
+
+    if task == "target":
+        return TaskSetup("target", _TargetReward())
+    if task not in BENCH_TASKS:
+        raise ValueError(f"bench task must be one of {', '.join(BENCH_TASKS)}, got {task!r}")
+    if preset_obj is None:  # sd15-random(-lean): the animatediff preset's reward models, random, of the real shapes
+        from rewards.testing import CLIP_B16_SHAPES, random_clip, random_imagebind
+
+        from .presets import pipeline_placement
+
+        preset_obj = SimpleNamespace(
+            clip=random_clip(CLIP_B16_SHAPES), fps=8, audio_reward="imagebind",
+            imagebind=random_imagebind() if task == "audio" else None,
+            reward_placement=lambda: pipeline_placement(pipe))
+    from PIL import Image
+
+    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    inputs = TaskInputs(prompt=PROMPT)
+    if task == "style":
+        inputs.style_image = Image.open(examples / "style_stripes.png")
+    elif task == "audio":
+        inputs.audio = _bench_audio(frames / preset_obj.fps)
+    elif task == "interpolate":
+        inputs.first_frame = Image.open(examples / "first_frame.png")
+        inputs.last_frame = Image.open(examples / "last_frame.png")
+    return build_task(preset_obj, task, inputs, num_frames=frames, height=side, width=side)
+
+
 def _pipeline(preset: str, device: str, dtype):
     if preset == "sd15-random-lean":  # the animatediff-lean set-up (presets.make_lean) on SD 1.5-sized random models
         from .pipeline import GuidedAnimateDiffPipeline
@@ -92,7 +144,8 @@ def _pipeline(preset: str, device: str, dtype):
         return pipe.to(device)
     from .presets import load_preset
 
-    pipe = load_preset(preset, device=device).pipe
+    obj = load_preset(preset, device=device)
+    pipe = obj.pipe
     return pipe.to(dtype=dtype) if dtype != torch.float32 else pipe
 
 
@@ -106,7 +159,8 @@ def _reference_pipe(pipe):
     return ref
 
 
-def _one_run(pipe, method: str, frames: int, side: int, steps: int, seed: int, params: Optional[dict], reward):
+def _one_run(pipe, method: str, frames: int, side: int, steps: int, seed: int, params: Optional[dict], reward,
+             hooks=(), checkpointing="auto"):
     """Run one generation; returns the final frames (for the finiteness check)."""
     gen = torch.Generator("cpu").manual_seed(seed)
     if method == "diffusers":
@@ -117,12 +171,16 @@ def _one_run(pipe, method: str, frames: int, side: int, steps: int, seed: int, p
     name = "none" if previews else method
     guidance = make_guidance(name, **(params or {}).get(name, {}))
     final = None
-    for ev in pipe.stream(
-        PROMPT, num_frames=frames, height=side, width=side, num_inference_steps=steps, generator=gen,
-        guidance=guidance, reward=reward if name != "none" else None, preview_every=1 if previews else 0,
-        track_reward=False,
-    ):
-        final = ev
+    from .memory import unet_checkpointing, want_unet_checkpointing
+
+    on = want_unet_checkpointing((side // pipe.vae_scale_factor, side // pipe.vae_scale_factor), checkpointing)
+    with unet_checkpointing(pipe.unet, on and name in UNET_BACKPROP_METHODS):
+        for ev in pipe.stream(
+            PROMPT, num_frames=frames, height=side, width=side, num_inference_steps=steps, generator=gen,
+            guidance=guidance, reward=reward if name != "none" else None, preview_every=1 if previews else 0,
+            track_reward=False, hooks=list(hooks),
+        ):
+            final = ev
     return final.frames
 
 
@@ -137,6 +195,8 @@ def run_bench(
     repeats: int = 1,
     params: Optional[dict] = None,
     warmup: bool = False,
+    task: str = "t2v",
+    unet_checkpointing: str = "auto",
 ) -> Iterator[dict]:
     """One record per (method, size). `methods` may include the reference rows `diffusers` and `none+previews`."""
     if preset not in BENCH_PRESETS:
@@ -148,15 +208,34 @@ def run_bench(
         if method not in METHODS and method not in REFERENCE_ROWS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(list(METHODS) + list(REFERENCE_ROWS))}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if task not in BENCH_TASKS:
+        raise ValueError(f"bench task must be one of {', '.join(BENCH_TASKS)}, got {task!r}")
+    ckpt = {"on": True, "off": False, "auto": "auto"}.get(str(unet_checkpointing).lower())
+    if ckpt is None:
+        raise ValueError(f"unet_checkpointing must be auto, on or off, got {unet_checkpointing!r}")
     pipe = _pipeline(preset, device, DTYPES[dtype])
-    reward = _TargetReward()
+    preset_obj = None
+    if preset in ("micro", "tiny"):
+        from .presets import load_preset
+
+        preset_obj = load_preset(preset, device=device)
+    setups: dict = {}
+
+    def setup_for(frames, side):  # one reward per size (references are resized to it), built outside the timing
+        if (frames, side) not in setups:
+            setups[(frames, side)] = task_setup(preset, pipe, task, frames, side, preset_obj)
+        return setups[(frames, side)]
+
     where = device_name(device)
     if warmup:  # kernels, allocator pools and lazy inits out of the first timed row
-        _one_run(pipe, "none", sizes[0][0], sizes[0][1], 1, seed, params, reward)
+        _one_run(pipe, "none", sizes[0][0], sizes[0][1], 1, seed, params, None)
     for method in methods:
         for frames, side in sizes:
+            setup = setup_for(frames, side)
             record = {"method": method, "size": f"{frames}x{side}", "frames": frames, "height": side, "width": side,
-                      "steps": steps, "preset": preset, "device": device, "device_name": where, "dtype": dtype}
+                      "steps": steps, "preset": preset, "device": device, "device_name": where, "dtype": dtype,
+                      "task": task, "reward": type(setup.reward).__name__,
+                      "unet_checkpointing": str(unet_checkpointing) if method in UNET_BACKPROP_METHODS else "n/a"}
             if params and params.get(method):
                 record["params"] = dict(params[method])
             if method == "titan":
@@ -170,7 +249,7 @@ def run_bench(
                     mem.reset()
                     start = mem.current()
                     t0 = time.perf_counter()
-                    video = _one_run(pipe, method, frames, side, steps, seed, params, reward)
+                    video = _one_run(pipe, method, frames, side, steps, seed, params, setup.reward, setup.hooks, ckpt)
                     if device.startswith("cuda"):
                         torch.cuda.synchronize()
                     times.append(time.perf_counter() - t0)
@@ -192,12 +271,13 @@ def run_bench(
 
 def run_matrix(preset: str, methods: Sequence[str], sizes: Sequence[str], dtypes: Sequence[str], steps: int,
                device: Optional[str] = None, seed: int = 0, repeats: int = 1, references: bool = True,
-               params: Optional[dict] = None) -> Iterator[dict]:
+               params: Optional[dict] = None, task: str = "t2v", unet_checkpointing: str = "auto") -> Iterator[dict]:
     """The matrix: for every dtype, the reference rows (when `references`) then every method, over all sizes."""
     for dtype in dtypes:
         rows = (list(REFERENCE_ROWS) if references else []) + [m for m in methods if m not in REFERENCE_ROWS]
         yield from run_bench(preset=preset, methods=rows, sizes=sizes, steps=steps, device=device, dtype=dtype,
-                             seed=seed, repeats=repeats, params=params, warmup=True)
+                             seed=seed, repeats=repeats, params=params, warmup=True, task=task,
+                             unet_checkpointing=unet_checkpointing)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="folder for bench.jsonl, bench.md and the plots")
     b.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="a method parameter (repeatable), e.g. --param titan.objective_subset=true")
+    b.add_argument("--task", default="t2v", help="whose real reward the guided rows use: t2v | style | audio | "
+                   "interpolate, or target (a cheap stand-in reward without models); default t2v")
+    b.add_argument("--unet-checkpointing", default="auto", choices=["auto", "on", "off"],
+                   help="checkpoint the UNet in the backprop methods' backward (auto: frames >= 256^2)")
 
     from .evaluate import build_parser as evaluate_parser
 
@@ -224,11 +228,12 @@ def cmd_bench(a, argv: Sequence[str] = ()) -> int:
             dtypes = split(a.dtypes) or [a.dtype or "float32"]
             gen = run_matrix(a.preset, split(a.methods) or ["none", "titan", "freedom", "free2guide"], sizes, dtypes,
                              a.steps or 25, device=a.device, seed=a.seed or 0, repeats=a.repeats or 1,
-                             references=not a.no_references, params=params)
+                             references=not a.no_references, params=params, task=a.task,
+                             unet_checkpointing=a.unet_checkpointing)
         else:
             kwargs = {"preset": a.preset, "methods": split(a.methods), "sizes": split(a.sizes), "steps": a.steps,
                       "device": a.device, "dtype": a.dtype, "repeats": a.repeats, "seed": a.seed,
-                      "params": params or None}
+                      "params": params or None, "task": a.task, "unet_checkpointing": a.unet_checkpointing}
             gen = run_bench(**{k: v for k, v in kwargs.items() if v is not None})
         for row in gen:
             rows.append(row)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "animatediff-lcm", "tiny")
+PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "animatediff-lcm", "sd15-random", "tiny")
 
 ANIMATEDIFF_BASE = "emilianJR/epiCRealism"
 ANIMATEDIFF_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"
@@ -36,17 +36,32 @@ class Preset:
     default_cfg: float = 7.5
     clip: Any = CLIP_B16  # text-alignment and style rewards (an id, a folder or a loaded ClipModel)
     audio_reward: str = "avsync"  # "avsync" (weight-free) or "imagebind"
+    imagebind: Any = None  # an ImageBindModel built in code (sd15-random); None: the checkpoint (IMAGEBIND_CKPT / download)
     #: Per-method parameter defaults that differ from METHODS.md for this preset's reward scales.
     method_defaults: dict = field(default_factory=dict)
     max_frames: int = 16
     #: Per task and method, where the exact tables (bench/EVALUATE.md) chose other values: {task: {method: {...}}}.
     task_method_defaults: dict = field(default_factory=dict)
 
+    def reward_placement(self) -> tuple[torch.device, torch.dtype]:
+        """Where every reward model of a generation lives: the pipeline's execution device (the GPU under CPU
+        offload too) and its UNet's dtype, so decoded frames never cross to the host and back."""
+        return pipeline_placement(self.pipe, self.device)
+
     def guidance_defaults(self, method: str, task: str | None = None) -> dict:
         out = dict(self.method_defaults.get(method, {}))
         if task is not None:
             out.update(self.task_method_defaults.get(task, {}).get(method, {}))
         return out
+
+
+def pipeline_placement(pipe, fallback=None) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) a pipeline computes on: `_execution_device` (offload-aware), the UNet's dtype."""
+    try:
+        device = torch.device(pipe._execution_device)
+    except Exception:  # noqa: BLE001 - a pipeline without modules registered yet
+        device = torch.device(fallback or "cpu")
+    return device, pipe.unet.dtype
 
 
 #: Where the micro preset departs from METHODS.md's defaults (tuned for real CLIP / SD scales), and why:
@@ -213,14 +228,17 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _animatediff_lean(device: torch.device, reason: str) -> Preset:
-    """`animatediff` for a 12 GB GPU: `make_lean` (GVS_LEAN_FP16=1: fp16 UNet/VAE; GVS_CPU_OFFLOAD=1: offload)."""
+def _animatediff_lean(device: torch.device, reason: str, cpu_offload: bool | None = None) -> Preset:
+    """`animatediff` for a 12 GB GPU: `make_lean` (GVS_LEAN_FP16=1: fp16 UNet/VAE; GVS_CPU_OFFLOAD=1 or
+    `cpu_offload`: offload)."""
     fp16 = _env_flag("GVS_LEAN_FP16")
+    offload = _env_flag("GVS_CPU_OFFLOAD") if cpu_offload is None else bool(cpu_offload)
     preset = _animatediff(torch.device("cpu"), reason, dtype=torch.float32)
-    make_lean(preset.pipe, device, fp16_models=fp16, cpu_offload=_env_flag("GVS_CPU_OFFLOAD"))
+    make_lean(preset.pipe, device, fp16_models=fp16, cpu_offload=offload)
     preset.name = "animatediff-lean"
     preset.device = device
-    preset.reason = reason + (" (fp16 UNet/VAE)" if fp16 else " (fp32 UNet/VAE, fp16 text encoder)")
+    preset.reason = reason + (" (fp16 UNet/VAE)" if fp16 else " (fp32 UNet/VAE, fp16 text encoder)") + \
+        (", models offloaded to the CPU between uses" if offload and device.type == "cuda" else "")
     return preset
 
 
@@ -267,6 +285,44 @@ def _animatediff_lcm(device: torch.device, reason: str) -> Preset:
     )
 
 
+#: Free GPU memory `auto` needs for each set-up (GiB). Estimates from the SD 1.5 + motion adapter sizes (fp32
+#: weights ≈ 5.9 GiB: UNet 3.4, motion modules 1.7, VAE 0.3, text encoder 0.5) and the CPU-proxy peaks of guided
+#: 16×512² runs above the weights (bench/RESULTS.md); no GPU has measured them yet (bench/gpu_matrix.sh will).
+#: GVS_AUTO_FULL_GIB / GVS_AUTO_LEAN_GIB / GVS_AUTO_OFFLOAD_GIB override them.
+AUTO_FULL_GIB = 20.0  # `animatediff`: fp32 everything, room for TITAN / backprop activations at 16×512²
+AUTO_LEAN_GIB = 11.0  # `animatediff-lean`: a 12 GB card (fp16 text encoder, VAE slicing, lean decode)
+AUTO_OFFLOAD_GIB = 6.0  # `animatediff-lean` with model CPU offload: the UNet alone on the GPU while it runs
+
+
+def _gib_env(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def choose_auto(free_bytes: int, total_bytes: int | None = None) -> tuple[str, bool, str]:
+    """(preset, cpu_offload, why) for a CUDA GPU with `free_bytes` free: `animatediff` when it fits,
+    `animatediff-lean` on a 12 GB card, lean with CPU offload below that, the micro preset when even that won't fit."""
+    free = free_bytes / 2**30
+    of = f"{free:.1f} GiB free" + (f" of {total_bytes / 2**30:.1f} GiB" if total_bytes else "") + " on the GPU"
+    full, lean, off = (_gib_env("GVS_AUTO_FULL_GIB", AUTO_FULL_GIB), _gib_env("GVS_AUTO_LEAN_GIB", AUTO_LEAN_GIB),
+                       _gib_env("GVS_AUTO_OFFLOAD_GIB", AUTO_OFFLOAD_GIB))
+    if free >= full:
+        return "animatediff", False, f"{of} (≥ {full:g} GiB): full-precision AnimateDiff"
+    if free >= lean:
+        return "animatediff-lean", False, f"{of} (< {full:g} GiB for fp32 AnimateDiff): the lean set-up"
+    if free >= off:
+        return "animatediff-lean", True, (f"{of} (< {lean:g} GiB for the lean set-up): lean AnimateDiff with the "
+                                          "models offloaded to the CPU between uses (slower)")
+    return "micro", False, f"{of} (< {off:g} GiB, too little for AnimateDiff even offloaded)"
+
+
+def gpu_memory(device) -> tuple[int, int]:
+    """(free, total) bytes on a CUDA device (torch.cuda.mem_get_info)."""
+    return torch.cuda.mem_get_info(torch.device(device))
+
+
 def _tiny(device: torch.device, reason: str) -> Preset:
     """Tiny random components (tests only): fast, meaningless videos."""
     from rewards.testing import tiny_clip
@@ -281,6 +337,39 @@ def _tiny(device: torch.device, reason: str) -> Preset:
         name="tiny", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[4, 8], size_choices=[16],
         default_frames=8, default_size=16, default_steps=4, clip=tiny_clip(), audio_reward="avsync", max_frames=8,
         method_defaults=TINY_METHOD_DEFAULTS,
+    )
+
+
+def _sd15_random(device: torch.device, reason: str) -> Preset:
+    """The `animatediff` preset's set-up (DDIM linspace, fps 8, CLIP ViT-B/16 text and style rewards, ImageBind audio,
+    METHODS.md defaults) with random weights built in code: the real path without a download, for CPU smoke tests
+    and benchmarks. GVS_SD15_RANDOM_SIZE=full (default: SD 1.5 + motion adapter, ViT-B/16 and ImageBind-huge
+    shapes, ≈ 9 GB of fp32 weights) or small (tiny UNet/VAE with the same scheduler; CLIP and ImageBind with their
+    real input geometry, 224² frames, at a small width)."""
+    from diffusers import DDIMScheduler
+    from rewards.testing import CLIP_B16_SHAPES, CLIP_B16_SMALL, IMAGEBIND_SMALL, random_clip, random_imagebind
+
+    from .pipeline import GuidedAnimateDiffPipeline
+    from .testing import realsize_components, tiny_components
+
+    size = os.environ.get("GVS_SD15_RANDOM_SIZE", "full").strip().lower()
+    if size not in ("full", "small"):
+        raise ValueError(f"GVS_SD15_RANDOM_SIZE must be full or small, got {size!r}")
+    comps = realsize_components() if size == "full" else tiny_components()
+    # the animatediff preset's scheduler (ANIMATEDIFF_BASE's, with these overrides)
+    comps["scheduler"] = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False,
+                                       set_alpha_to_one=False, steps_offset=1, timestep_spacing="linspace")
+    pipe = GuidedAnimateDiffPipeline(**comps)
+    pipe.vae.enable_slicing()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    full = size == "full"
+    return Preset(
+        name="sd15-random", reason=reason + f" ({size} size)", pipe=pipe, device=device, fps=8, frame_choices=[8, 16] if full else [4, 8],
+        size_choices=[256, 384, 512] if full else [16, 32], default_frames=16 if full else 4,
+        default_size=512 if full else 16, default_steps=25 if full else 4, default_cfg=7.5,
+        clip=random_clip(CLIP_B16_SHAPES if full else CLIP_B16_SMALL).to(device=device),
+        audio_reward="imagebind", imagebind=random_imagebind(None if full else IMAGEBIND_SMALL).to(device), max_frames=16,
     )
 
 
@@ -299,11 +388,12 @@ def _animatediff_available() -> tuple[bool, str]:
 
 
 def load_preset(name: str = "auto", device=None) -> Preset:
-    """Build (once) and return a preset. `auto`: animatediff on a CUDA machine that can get its weights, else micro."""
+    """Build (once) and return a preset. `auto`: on a CUDA machine that can get the weights, `animatediff` or
+    `animatediff-lean` (with CPU offload on small cards) by the GPU's free memory (`choose_auto`), else micro."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)
-    key = (name, str(dev))
+    key = (name, str(dev)) + ((os.environ.get("GVS_SD15_RANDOM_SIZE", "full"),) if name == "sd15-random" else ())
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -313,6 +403,10 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             preset = _tiny(dev, "tiny random components (tests)")
         elif name == "animatediff-lcm":
             preset = _animatediff_lcm(dev, "animatediff-lcm preset requested: AnimateLCM, few-step (LCMScheduler)")
+
+
+        elif name == "sd15-random":
+            preset = _sd15_random(dev, "sd15-random preset: the animatediff set-up with random weights (no download)")
         elif name == "animatediff-lean":
             preset = _animatediff_lean(dev, "animatediff-lean preset requested: AnimateDiff set up for a 12 GB GPU")
         elif name == "animatediff":
@@ -321,8 +415,15 @@ def load_preset(name: str = "auto", device=None) -> Preset:
             ok, why = _animatediff_available()
             preset = None
             if ok:
+                free, total = gpu_memory(dev if dev.type == "cuda" else "cuda")
+                choice, offload, mem_why = choose_auto(free, total)
                 try:
-                    preset = _animatediff(dev, f"auto: {why}, running AnimateDiff (SD 1.5)")
+                    if choice == "animatediff":
+                        preset = _animatediff(dev, f"auto: {why}, {mem_why}, running AnimateDiff (SD 1.5)")
+                    elif choice == "animatediff-lean":
+                        preset = _animatediff_lean(dev, f"auto: {why}, {mem_why}", cpu_offload=offload)
+                    else:
+                        why = f"{why}, but {mem_why}"
                 except RuntimeError as e:
                     why = f"AnimateDiff could not be loaded ({str(e).splitlines()[0][:160]})"
             if preset is None:

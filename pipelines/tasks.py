@@ -88,8 +88,9 @@ def text_reward(preset, prompt: str, kind: str = "clip", policy: Optional[str] =
 
     if kind not in T2V_REWARDS:
         raise ValueError(f"t2v_reward must be one of {', '.join(T2V_REWARDS)}, got {kind!r}")
+    device, dtype = _placement(preset)
     if kind == "clip":
-        return TextAlignmentReward(prompt, clip=preset.clip)
+        return TextAlignmentReward(prompt, clip=preset.clip, device=device, dtype=dtype)
     from rewards.lvlm import LVLMJudge
 
     import os
@@ -103,13 +104,22 @@ def text_reward(preset, prompt: str, kind: str = "clip", policy: Optional[str] =
         judge = LVLMJudge(prompt, backend="openai", policy=policy)
     else:
         judge = LVLMJudge(prompt, backend="transformers", model=os.environ["GVS_LVLM_LOCAL_MODEL"], policy=policy)
+    judge.to(device=device)  # a local judge runs on the pipeline's device (it keeps its own dtype)
     if kind == "lvlm":
         return judge
     from rewards.ensemble import EnsembleReward
 
     mode = kind.split()[-1]
     weights = [0.75, 0.25] if mode == "weighted" else None
-    return EnsembleReward([judge, TextAlignmentReward(prompt, clip=preset.clip)], mode=mode, weights=weights)
+    return EnsembleReward([judge, TextAlignmentReward(prompt, clip=preset.clip, device=device, dtype=dtype)],
+                          mode=mode, weights=weights)
+
+
+def _placement(preset):
+    """(device, dtype) of the preset's pipeline: every reward model is built there (rewards.base.Reward.to)."""
+    if hasattr(preset, "reward_placement"):
+        return preset.reward_placement()
+    return getattr(preset, "device", None), None
 
 
 def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: int, width: int) -> TaskSetup:
@@ -126,7 +136,8 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
         if inputs.style_image is None:
             raise ValueError("style_image: the style reference task needs a style image")
         ref = image_tensor(inputs.style_image, (height, width), "style_image")
-        return TaskSetup(task, StyleReward(ref, clip=preset.clip, layer=2))
+        device, dtype = _placement(preset)
+        return TaskSetup(task, StyleReward(ref, clip=preset.clip, layer=2, device=device, dtype=dtype).to(device, dtype))
     if task == "audio":
         if inputs.audio is None:
             raise ValueError("audio: the audio alignment task needs an audio clip")
@@ -140,11 +151,19 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
         if wave.size > int(round(seconds * sr)):
             notices.append(f"audio cropped to the video's {seconds:g} s (it was {wave.size / sr:.1f} s)")
             wave = wave[: int(round(seconds * sr))]
+        reward = None
         if preset.audio_reward == "imagebind":
             from rewards.audio import ImageBindReward
+            from rewards.base import RewardError
 
-            reward = ImageBindReward(wave, sr)
-        else:
+            device, dtype = _placement(preset)
+            try:  # IMAGEBIND_CKPT, the cached download, or the official download on first use
+                reward = ImageBindReward(wave, sr, model=getattr(preset, "imagebind", None), download=True,
+                                         device=device, dtype=dtype)
+            except RewardError as e:
+                notices.append(f"ImageBind is unavailable ({str(e).splitlines()[0][:200]}), so the audio reward is "
+                               "AV-sync (the weight-free onset/motion correlation) instead")
+        if reward is None:
             from rewards.audio import AVSyncReward
 
             reward = AVSyncReward(wave, sr, fps=preset.fps)
@@ -163,6 +182,7 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
     last = image_tensor(inputs.last_frame, (height, width), "last_frame")
     known = torch.stack([first, last])
     indices = [0, num_frames - 1]
-    reward = InterpolationReward(known, indices=indices)
+    device, dtype = _placement(preset)
+    reward = InterpolationReward(known, indices=indices).to(device, dtype)
     hooks = [LatentReplacement(known, indices)] if inputs.interpolation_mode in ("both", "replacement") else []
     return TaskSetup(task, reward, hooks=hooks, notices=notices)

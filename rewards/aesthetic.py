@@ -112,5 +112,5 @@ class AestheticReward(Reward):
 
     def to(self, device=None, dtype=None):
         self.clip.to(device=device, dtype=dtype)
-        self.head.to(device=device)
+        self.head.to(device=device, dtype=dtype)
         return self

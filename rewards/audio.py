@@ -211,7 +211,8 @@ class ImageBindReward(Reward):
 
     Frames are images for ImageBind's vision tower (each repeated to the 2-frame temporal patch, as in the source).
     `model`: an `ImageBindModel` (tests pass a tiny one); else weights from `checkpoint` / env `IMAGEBIND_CKPT`,
-    downloaded from the official URL only with `download=True`.
+    or with `download=True` the official checkpoint, downloaded once into the Hugging Face cache folder
+    (`rewards.imagebind.resolve_checkpoint`) and loaded once per (device, dtype).
     """
 
     name = "imagebind"
@@ -219,9 +220,10 @@ class ImageBindReward(Reward):
     frame_local = False
 
     def __init__(self, waveform, sr: int, model=None, checkpoint=None, download: bool = False, device=None, dtype=None):
-        from .imagebind import load_imagebind
+        from .imagebind import cached_imagebind
 
-        self.model = model if model is not None else load_imagebind(checkpoint, download=download, device=device, dtype=dtype)
+        self.model = model if model is not None else cached_imagebind(checkpoint, download=download, device=device,
+                                                                       dtype=dtype)
         self.model.eval().requires_grad_(False)
         if model is not None and (device is not None or dtype is not None):
             self.model.to(device=device, dtype=dtype)
@@ -230,21 +232,23 @@ class ImageBindReward(Reward):
             waveform, sr, num_mel_bins=self.model.audio_num_mel_bins, target_length=self.model.audio_target_len
         )
         with torch.no_grad():
-            emb = self.model.encode("audio", clips.to(p.device, p.dtype)).float().mean(0)
+            acc = torch.promote_types(p.dtype, torch.float32)
+            emb = self.model.encode("audio", clips.to(p.device, p.dtype)).to(acc).mean(0)
         self.audio_embedding = F.normalize(emb, dim=-1)
 
     def __call__(self, frames, frame_indices: Optional[Sequence[int]] = None, num_frames: Optional[int] = None):
         check_frames(frames, "imagebind")
         p = next(self.model.parameters())
         px = imagebind_vision_preprocess(frames.to(p.device, p.dtype), self.model.image_size)
-        v = self.model.encode("vision", px).float().mean(0)
+        v = self.model.encode("vision", px).to(self.audio_embedding.dtype).mean(0)
         cos = F.normalize(v, dim=-1) @ self.audio_embedding.to(v.device)
         return broadcast_video_reward(cos.to(frames.dtype), frames.shape[0])
 
     def to(self, device=None, dtype=None):
         self.model.to(device=device, dtype=dtype)
-        if device is not None:
-            self.audio_embedding = self.audio_embedding.to(device)
+        # the audio embedding in the accumulation dtype (fp32 beside an fp16 model, fp64 beside an fp64 one)
+        acc = None if dtype is None else torch.promote_types(dtype, torch.float32)
+        self.audio_embedding = self.audio_embedding.to(device=device, dtype=acc)
         return self
 
 
@@ -335,7 +339,11 @@ class AVSyncReward(Reward):
             raise RewardError(f"av-sync: frame_indices has {len(idx)} entries for {f} frames")
         if any(b <= a for a, b in zip(idx, idx[1:])):
             raise RewardError("av-sync: frame_indices must be strictly increasing")
-        audio = torch.as_tensor(self.audio_curve(idx), dtype=torch.float32, device=frames.device)
+        key = (tuple(idx), frames.device)
+        if getattr(self, "_curve_key", None) != key:  # built once per frame set and device, not at every step
+            self._curve = torch.as_tensor(self.audio_curve(idx), dtype=torch.float32, device=frames.device)
+            self._curve_key = key
+        audio = self._curve
         motion = motion_energy(frames.float())
         r = pearson(motion, audio)
         return broadcast_video_reward(r.to(frames.dtype), f)

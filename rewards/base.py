@@ -53,11 +53,64 @@ class Reward:
             return torch.stack([self(c, frame_indices, num_frames).float().mean() for c in candidates])
 
     def to(self, device=None, dtype=None) -> "Reward":
-        """Move the reward's models; returns self."""
+        """Move the reward's models and reference tensors (floating ones also to `dtype`); returns self.
+
+        The default walks the reward's attributes (modules, `ClipModel`s, tensors, member rewards, lists of them);
+        rewards with cached derived tensors override it and reset their caches."""
+        for name, value in list(vars(self).items()):
+            vars(self)[name] = _move(value, device, dtype)
         return self
+
+    def placement(self) -> list[tuple[str, torch.Tensor]]:
+        """Every parameter, buffer and reference tensor the reward computes with, as (name, tensor) pairs (the
+        device/dtype checks use it: all of them should sit on the pipeline's device and dtype)."""
+        return list(_walk(self, type(self).__name__))
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _move(value, device, dtype):
+    from .clip import ClipModel
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
+    if isinstance(value, (torch.nn.Module, ClipModel, Reward)):
+        value.to(device=device, dtype=dtype)
+        return value
+    if isinstance(value, list):
+        return [_move(v, device, dtype) for v in value]
+    if isinstance(value, tuple) and any(isinstance(v, (torch.Tensor, torch.nn.Module, Reward)) for v in value):
+        return tuple(_move(v, device, dtype) for v in value)
+    return value
+
+
+def _walk(obj, prefix: str, seen=None):
+    """(name, tensor) for every tensor reachable from a reward's attributes (modules, ClipModels, nested rewards)."""
+    from .clip import ClipModel
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, torch.nn.Module):
+        for n, t in obj.named_parameters():
+            yield f"{prefix}.{n}", t
+        for n, t in obj.named_buffers():
+            yield f"{prefix}.{n}", t
+    elif isinstance(obj, ClipModel):
+        yield from _walk(obj.model, f"{prefix}.model", seen)
+    elif isinstance(obj, (list, tuple)):
+        for k, v in enumerate(obj):
+            yield from _walk(v, f"{prefix}[{k}]", seen)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(v, f"{prefix}[{k!r}]", seen)
+    elif isinstance(obj, Reward):
+        for k, v in vars(obj).items():
+            yield from _walk(v, f"{prefix}.{k}", seen)
 
 
 def check_frames(frames: torch.Tensor, who: str = "reward") -> torch.Tensor:

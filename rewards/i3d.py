@@ -10,6 +10,15 @@ by default). Convolutions and pools use TensorFlow's "SAME" padding as the origi
 (`features="logits"`, the default: what the original FVD uses), computed from the global average after
 ``Mixed_5c`` (the original's 2×7×7 average pool at 16 × 224² is exactly that global mean, which makes any size
 work), or that 1024-d average itself (`features="pool"`).
+
+`load_i3d` also takes the standard TorchScript detector of StyleGAN-V / fvd-comparison (`i3d_torchscript.pt`, the
+TF-Hub I3D that published FVD figures use): it is called as `detector(x, rescale=False, resize=False,
+return_features=True)` on the same [−1, 1], 224² input and gives the 400 pre-softmax logits (`TorchScriptI3D`).
+
+A Fréchet distance between 400-d Gaussians needs more videos per set than dimensions: with n ≤ 400 the covariance
+is rank-deficient (rank ≤ n − 1) and the figure is not comparable with published ones (they use 2048 videos or
+more). `fvd_check` says so; `fvd_from_features(strict=True)` refuses such sets, and `real_metrics` marks them
+(`fvd_reliable: False`).
 """
 from __future__ import annotations
 
@@ -136,13 +145,47 @@ def i3d_preprocess(videos: torch.Tensor, size: int = 224) -> torch.Tensor:
     return x.reshape(b, f, 3, size, size).transpose(1, 2).contiguous()
 
 
-def load_i3d(path, device=None, num_classes: int = 400) -> InceptionI3d:
-    """An `InceptionI3d` with a user-supplied state dict (strict key and shape check); nothing is downloaded."""
+class TorchScriptI3D(nn.Module):
+    """The StyleGAN-V TorchScript I3D (`i3d_torchscript.pt`) behind `InceptionI3d`'s interface: input (b, 3, T, H, W)
+    in [−1, 1] at the size `i3d_preprocess` gives (224), output the 400 logits (`features="logits"`); the
+    detector's own rescaling and resizing are off, since `i3d_preprocess` did both."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor, features: str = "logits") -> torch.Tensor:
+        if features != "logits":
+            raise RewardError("i3d: the TorchScript detector gives the 400 logits only (features='logits')")
+        return self.detector(x, rescale=False, resize=False, return_features=True)
+
+
+def _is_torchscript(p: Path) -> bool:
+    """A TorchScript archive (torch.jit.save) holds its code (`<name>/code/...`); a state dict does not."""
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        return False
+    with zipfile.ZipFile(p) as z:
+        return any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def load_i3d(path, device=None, num_classes: int = 400):
+    """An I3D for FVD from a user-supplied file; nothing is downloaded. Either the StyleGAN-V TorchScript detector
+    (`i3d_torchscript.pt`, wrapped in `TorchScriptI3D`), or an `InceptionI3d` state dict (strict key and shape
+    check)."""
     if path is None:
-        raise RewardError("i3d: FVD needs I3D weights: pass the path of a Kinetics-400 RGB I3D state dict")
+        raise RewardError("i3d: FVD needs I3D weights: pass the path of i3d_torchscript.pt (StyleGAN-V) or of a "
+                          "Kinetics-400 RGB I3D state dict")
     p = Path(path).expanduser()
     if not p.is_file():
         raise RewardError(f"i3d: weights not found at {str(p)!r}")
+    if _is_torchscript(p):
+        try:
+            detector = torch.jit.load(str(p), map_location="cpu")
+        except Exception as exc:
+            raise RewardError(f"i3d: cannot load the TorchScript detector {str(p)!r}: {exc}") from exc
+        return TorchScriptI3D(detector).eval().requires_grad_(False).to(device)
     try:
         sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -215,9 +258,25 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return max(value, 0.0)  # ≥ 0 in exact arithmetic; rounding can leave −1e-12
 
 
-def fvd_from_features(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """FVD between two feature sets (n_a, d), (n_b, d)."""
-    return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+def fvd_check(n_a: int, n_b: int, dim: int) -> tuple[bool, str]:
+    """(reliable, note): a d-dimensional covariance has full rank only from d + 1 samples on; below that the
+    Fréchet distance depends on the set size and cannot be compared with published FVDs."""
+    n = min(int(n_a), int(n_b))
+    if n <= dim:
+        return False, (f"unreliable: {n} videos in the smaller set for a {dim}-dimensional covariance (rank ≤ {n - 1}); "
+                       f"needs more than {dim} per set, published FVDs use 2048")
+    return True, f"{n} videos per set (smaller set) for {dim} dimensions"
+
+
+def fvd_from_features(feats_a: np.ndarray, feats_b: np.ndarray, strict: bool = False) -> float:
+    """FVD between two feature sets (n_a, d), (n_b, d). `strict`: refuse (`RewardError`) sets with no more videos
+    than dimensions (`fvd_check`)."""
+    a, b = np.asarray(feats_a), np.asarray(feats_b)
+    if strict and a.ndim == 2 and b.ndim == 2:
+        ok, note = fvd_check(a.shape[0], b.shape[0], a.shape[1])
+        if not ok:
+            raise RewardError(f"fvd: {note}")
+    return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
 
 
 def fvd(videos_a, videos_b, model: InceptionI3d, size: int = 224, features: str = "logits") -> float:
@@ -226,5 +285,5 @@ def fvd(videos_a, videos_b, model: InceptionI3d, size: int = 224, features: str 
                              i3d_features(model, videos_b, size, features=features))
 
 
-__all__ = ["InceptionI3d", "i3d_preprocess", "load_i3d", "i3d_features", "gaussian_stats", "frechet_distance",
-           "fvd_from_features", "fvd"]
+__all__ = ["InceptionI3d", "TorchScriptI3D", "i3d_preprocess", "load_i3d", "i3d_features", "gaussian_stats",
+           "frechet_distance", "fvd_check", "fvd_from_features", "fvd"]

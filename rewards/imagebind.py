@@ -292,30 +292,131 @@ def filter_state_dict(sd: dict, modalities: Sequence[str] = MODALITIES) -> dict:
     return keep
 
 
-def resolve_checkpoint(path=None, download: bool = False, cache_dir=None) -> Path:
-    """Local checkpoint path from `path`, env `IMAGEBIND_CKPT`, or (only with `download=True`) the official URL."""
+#: SHA-256 of the official `imagebind_huge.pth`. Meta publishes none beside the file; set it (or the environment
+#: variable IMAGEBIND_SHA256) to pin the download. Without one, a download is checked against the server's length and
+#: its digest is recorded beside the file (`.sha256`), so a later truncation or corruption is caught by size there.
+IMAGEBIND_SHA256: Optional[str] = None
+CHUNK = 1 << 16  # bytes per write: a dropped connection loses at most this much
+
+
+def default_cache_dir() -> Path:
+    """The Hugging Face hub cache folder (HF_HUB_CACHE / HF_HOME), where the other models of the studio live too."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE) / "gvs-imagebind"
+    except Exception:  # pragma: no cover - huggingface_hub comes with transformers
+        return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub" / "gvs-imagebind"
+
+
+def sha256_file(path, chunk: int = CHUNK) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_checkpoint(url: str, target, sha256: Optional[str] = None, progress: bool = True,
+                        timeout: float = 60.0) -> Path:
+    """Download `url` to `target`, resuming a previous partial download (`target.part`, HTTP Range), with a tqdm
+    progress bar; the length is checked against the server's and the SHA-256 against `sha256` when given. The file
+    appears at `target` only once it is complete and checked; a mismatch removes the partial file."""
+    import requests
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        resp = requests.get(url, headers=headers, stream=True, timeout=timeout)
+        if have and resp.status_code == 416:  # the partial file is already complete
+            total, mode = have, "ab"
+            resp.close()
+            resp = None
+        else:
+            resp.raise_for_status()
+            if have and resp.status_code == 206:
+                mode = "ab"
+                rng = resp.headers.get("Content-Range", "")
+                total = int(rng.rsplit("/", 1)[1]) if "/" in rng and not rng.endswith("*") else None
+            else:  # the server ignored the range: start over
+                have, mode = 0, "wb"
+                total = int(resp.headers["Content-Length"]) if "Content-Length" in resp.headers else None
+        if resp is not None:
+            from tqdm.auto import tqdm
+
+            with open(part, mode) as fh, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                              desc=f"downloading {target.name}", disable=not progress) as bar:
+                for block in resp.iter_content(chunk_size=CHUNK):
+                    fh.write(block)
+                    bar.update(len(block))
+            resp.close()
+    except Exception as exc:
+        raise RewardError(f"imagebind: download from {url} failed ({type(exc).__name__}: {exc}); run again to resume "
+                          f"from the {part.stat().st_size if part.exists() else 0} bytes already in {part}") from exc
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise RewardError(f"imagebind: download from {url} stopped at {size} of {total} bytes; run again to resume")
+    digest = sha256_file(part)
+    if sha256 and digest.lower() != sha256.lower():
+        part.unlink()
+        raise RewardError(f"imagebind: checksum mismatch for {url}: got sha256 {digest}, expected {sha256}; "
+                          "the partial file was removed")
+    part.replace(target)
+    target.with_name(target.name + ".sha256").write_text(f"{digest}  {target.name}\n")
+    return target
+
+
+def _recorded_ok(target: Path, sha256: Optional[str]) -> bool:
+    """A finished download: pinned digest (when one is given) recorded beside it, or no record to contradict."""
+    rec = target.with_name(target.name + ".sha256")
+    if not rec.is_file():
+        return not sha256
+    got = rec.read_text().split()[0] if rec.read_text().split() else ""
+    return not sha256 or got.lower() == sha256.lower()
+
+
+def resolve_checkpoint(path=None, download: bool = False, cache_dir=None, url: Optional[str] = None,
+                       sha256: Optional[str] = None, progress: bool = True) -> Path:
+    """Local checkpoint path from `path`, env `IMAGEBIND_CKPT`, or (only with `download=True`) the official URL
+    (env GVS_IMAGEBIND_URL overrides it), downloaded once into the Hugging Face cache folder (resumable, progress
+    bar, checked). Refuses to download under HF_HUB_OFFLINE=1."""
     path = path or os.environ.get("IMAGEBIND_CKPT")
     if path:
         p = Path(path).expanduser()
         if p.is_file():
             return p
-        if not download:
-            raise RewardError(f"imagebind: checkpoint not found at {str(p)!r}")
+        raise RewardError(f"imagebind: checkpoint not found at {str(p)!r} (IMAGEBIND_CKPT or the path given)")
+    url = url or os.environ.get("GVS_IMAGEBIND_URL") or IMAGEBIND_URL
+    sha256 = sha256 or os.environ.get("IMAGEBIND_SHA256") or IMAGEBIND_SHA256
+    target = Path(cache_dir or default_cache_dir()) / "imagebind_huge.pth"
+    if target.is_file() and _recorded_ok(target, sha256):
+        return target
     if not download:
         raise RewardError(
             "imagebind: no checkpoint: pass a path to imagebind_huge.pth (or set IMAGEBIND_CKPT), "
-            f"or allow the 4.5 GB download from {IMAGEBIND_URL} with download=True"
+            f"or allow the 4.5 GB download from {url} with download=True"
         )
-    target = Path(path).expanduser() if path else Path(cache_dir or Path.home() / ".cache" / "gvs") / "imagebind_huge.pth"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        try:
-            torch.hub.download_url_to_file(IMAGEBIND_URL, str(tmp), progress=True)
-        except Exception as exc:
-            raise RewardError(f"imagebind: download from {IMAGEBIND_URL} failed: {exc}") from exc
-        tmp.replace(target)
-    return target
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise RewardError(f"imagebind: offline (HF_HUB_OFFLINE=1) and no checkpoint in {target.parent}; set "
+                          "IMAGEBIND_CKPT to a local imagebind_huge.pth")
+    return download_checkpoint(url, target, sha256=sha256, progress=progress)
+
+
+_MODELS: dict = {}
+
+
+def cached_imagebind(path=None, download: bool = False, device=None, dtype=None) -> "ImageBindModel":
+    """`load_imagebind`, once per (checkpoint, device, dtype) in a process (the app builds a reward per request)."""
+    ckpt = resolve_checkpoint(path, download=download)
+    key = (str(ckpt), str(device), str(dtype))
+    if key not in _MODELS:
+        _MODELS[key] = load_imagebind(ckpt, device=device, dtype=dtype)
+    return _MODELS[key]
 
 
 def load_imagebind(path=None, download: bool = False, device=None, dtype=None, config: Optional[dict] = None) -> ImageBindModel:

@@ -329,6 +329,22 @@ class LVLMJudge(Reward):
             self._hf = (processor, model.eval())
         return self._hf
 
+    def to(self, device=None, dtype=None):
+        """The local judge's model goes to `device` (now, or when it loads). It keeps its own dtype: it reads PIL
+        images of the key frames, not the pipeline's tensors, and its checkpoint's dtype ("auto") is what it was
+        trained in. The OpenAI-compatible backend holds no model."""
+        if device is not None:
+            self.device = torch.device(device)
+            if getattr(self, "_hf", None) is not None:
+                self._hf[1].to(self.device)
+        return self
+
+    def placement(self):
+        """The local judge's parameters (none for the endpoint backend)."""
+        if getattr(self, "_hf", None) is None:
+            return []
+        return [(f"LVLMJudge.model.{n}", t) for n, t in self._hf[1].named_parameters()]
+
     def _chat_text(self, processor, n: int) -> str:
         user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.question_text(n)}]}
         system = {"role": "system", "content": [{"type": "text", "text": self.system_text(n)}]}

@@ -316,8 +316,11 @@ def real_metrics(frames, *, prompt: Optional[str] = None, style_image=None, audi
             refs = reference_videos
             if isinstance(refs, torch.Tensor) and refs.ndim == 4:
                 refs = refs[None]
-            out["fvd"] = fvd_from_features(i3d_features(i3d, videos, cfg.i3d_size),
-                                           i3d_features(i3d, list(refs), cfg.i3d_size))
+            from .i3d import fvd_check
+
+            fa, fb = i3d_features(i3d, videos, cfg.i3d_size), i3d_features(i3d, list(refs), cfg.i3d_size)
+            out["fvd"] = fvd_from_features(fa, fb)
+            out["fvd_reliable"], out["fvd_note"] = fvd_check(fa.shape[0], fb.shape[0], fa.shape[1])
     else:
         skipped["fvd"] = "no reference videos"
     out["skipped"] = skipped

@@ -40,13 +40,15 @@ class StyleReward(Reward):
         self._target = None
 
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        acc = torch.promote_types(self.clip.dtype, torch.float32)  # fp16 CLIP: fp32 Grams; fp64 CLIP: fp64
         if self.mode == "gram":
-            return gram(self.clip.hidden_tokens(frames, self.layer).float())
-        return self.clip.encode_images(frames).float()
+            return gram(self.clip.hidden_tokens(frames, self.layer).to(acc))
+        return self.clip.encode_images(frames).to(acc)
 
     @property
     def target(self) -> torch.Tensor:
-        if self._target is None or self._target.device != self.clip.device:
+        acc = torch.promote_types(self.clip.dtype, torch.float32)
+        if self._target is None or self._target.device != self.clip.device or self._target.dtype != acc:
             with torch.no_grad():
                 self._target = self._features(self.reference[None].to(self.clip.device))[0]
         return self._target
@@ -63,7 +65,9 @@ class StyleReward(Reward):
 
     def to(self, device=None, dtype=None):
         self.clip.to(device=device, dtype=dtype)
+        self.reference = self.reference.to(device=device, dtype=dtype)
         self._target = None
+        _ = self.target  # computed once on the new device (not on the first guided step)
         return self
 
     def __repr__(self):

@@ -1,7 +1,8 @@
 """Free²Guide: gradient-free path-integral guidance (seed 003; METHODS.md "Free²Guide").
 
 Per guided step: one CFG pass at x_t gives ε̂, x̂0 and the DDIM mean μ (η = 1); n candidates
-x_{t−1}^{(j)} = μ + σ_t ξ_j; a batched lookahead pass at t−1 gives each candidate's x̂0^{(j)}; only the key
+x_{t−1}^{(j)} = μ + σ_t ξ_j; a batched lookahead pass at the timestep the next step evaluates (the next listed
+timestep: under "linspace" or "trailing" spacing that is not DDIM's `t − T//N`) gives each candidate's x̂0^{(j)}; only the key
 frames are decoded and scored by any reward (black-box welcome); the best candidate is kept (argmax, the α → 0
 limit) or one is drawn with weights ∝ exp(r_j/α). The chosen candidate's lookahead ε̂ is reused as the next
 step's ε̂, so guidance costs one batched lookahead per guided step and no gradients at all.
@@ -39,6 +40,11 @@ class Free2GuideGuidance(Guidance):
         self._guided = set(range(min(total - 1, n)))
         self._cached = None  # (timestep, x_t, ε̂) from the last lookahead
 
+    @staticmethod
+    def next_timestep(ctx, i: int, t_prev: int) -> int:
+        """The timestep step `i + 1` evaluates the UNet at (the listed one), or DDIM's target after the last step."""
+        return int(ctx.timesteps[i + 1]) if i + 1 < len(ctx.timesteps) else int(t_prev)
+
     def _eps_at(self, ctx, x, t):
         if self.reuse_eps and self._cached is not None:
             ct, cx, ce = self._cached
@@ -64,12 +70,16 @@ class Free2GuideGuidance(Guidance):
             required = ctx.reward_fn.required_frames(f) if ctx.reward_fn is not None else None
             if required:
                 keys = sorted(set(keys) | {int(k) for k in required})
+            # The lookahead runs where the next step's UNet will run (its listed timestep), so its ε̂ is the one the
+            # next step would compute and can be reused; DDIM's target `t − T//N` differs from it under "linspace"
+            # and "trailing" spacing (25 steps, linspace: 999 → 959 while the next listed timestep is 957).
+            t_look = self.next_timestep(ctx, i, t_prev)
             eps_all, videos = [], []
             for s in range(0, n, self.candidate_batch):
                 chunk = cands[s : s + self.candidate_batch]
-                e = ctx.eps(chunk, t_prev)
+                e = ctx.eps(chunk, t_look)
                 eps_all.append(e)
-                x0c = ctx.x0(chunk, e, t_prev)
+                x0c = ctx.x0(chunk, e, t_look)
                 videos.extend(ctx.decode(x0c[j : j + 1], keys).clamp(0, 1) for j in range(x0c.shape[0]))
             eps_all = torch.cat(eps_all)
             scores = ctx.reward_fn.score_candidates(videos, keys, f).float()
@@ -82,5 +92,5 @@ class Free2GuideGuidance(Guidance):
             chosen = cands[j : j + 1]
             # The step ÷ noise left: a candidate is the DDIM mean plus σ_t ξ, the sampler's own noise (σ_t ≤ √(1−ᾱ_{t−1}))
             ctx.stats["shift_ratio"] = float(sigma / noise_left(ctx, t_prev).clamp(min=1e-12))
-            self._cached = (t_prev, chosen, eps_all[j : j + 1])
+            self._cached = (t_look, chosen, eps_all[j : j + 1])
             return chosen

@@ -1,0 +1,89 @@
+"""FVD: the standard TorchScript I3D detector (StyleGAN-V `i3d_torchscript.pt` calling convention) loads beside the
+state-dict layout; sets too small for a 400-dimensional covariance are refused or marked unreliable."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.base import RewardError
+
+
+class _TinyDetector(torch.nn.Module):
+    """The detector's interface: detector(x, rescale, resize, return_features) -> (b, 400); x (b, 3, T, H, W)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = True, resize: bool = True,
+                return_features: bool = False) -> torch.Tensor:
+        if rescale:  # the detector's own [0, 255] -> [-1, 1] (we pass [-1, 1] already: it must be off)
+            x = x / 127.5 - 1
+        if resize:
+            x = x * 0 + 7.0  # a marker: the test fails if the wrapper lets the detector resize
+        logits = self.proj(x.mean(dim=(2, 3, 4)))
+        return logits if return_features else torch.softmax(logits, -1)
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    torch.manual_seed(0)
+    det = _TinyDetector().eval()
+    path = tmp_path_factory.mktemp("i3d") / "i3d_torchscript.pt"
+    torch.jit.script(det).save(str(path))
+    return det, path
+
+
+def test_torchscript_detector_loads_and_gives_its_logits(scripted):
+    from rewards.i3d import TorchScriptI3D, i3d_features, i3d_preprocess, load_i3d
+
+    det, path = scripted
+    model = load_i3d(path)
+    assert isinstance(model, TorchScriptI3D)
+    videos = torch.rand(3, 4, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    feats = i3d_features(model, videos, size=32)
+    assert feats.shape == (3, 400)
+    x = i3d_preprocess(videos, 32)  # [-1, 1], resized by us
+    with torch.no_grad():
+        want = det(x, rescale=False, resize=False, return_features=True).double().numpy()
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RewardError, match="logits only"):
+        model(x, features="pool")
+
+
+def test_state_dict_layout_still_loads(tmp_path):
+    from rewards.i3d import InceptionI3d, load_i3d
+
+    torch.manual_seed(0)
+    path = tmp_path / "rgb.pt"
+    torch.save(InceptionI3d(400).state_dict(), path)
+    assert isinstance(load_i3d(path), InceptionI3d)
+
+
+def test_fvd_refuses_or_marks_sets_too_small_for_the_covariance():
+    from rewards.i3d import fvd_check, fvd_from_features
+
+    rng = np.random.default_rng(0)
+    small_a, small_b = rng.normal(size=(8, 400)), rng.normal(size=(8, 400))
+    ok, note = fvd_check(8, 8, 400)
+    assert not ok and "unreliable" in note and "400" in note
+    with pytest.raises(RewardError, match="unreliable"):
+        fvd_from_features(small_a, small_b, strict=True)
+    assert np.isfinite(fvd_from_features(small_a, small_b))  # not strict: a number, marked by the caller
+    big_a, big_b = rng.normal(size=(30, 8)), rng.normal(size=(30, 8))
+    assert fvd_check(30, 30, 8)[0] and np.isfinite(fvd_from_features(big_a, big_b, strict=True))
+    assert not fvd_check(401, 400, 400)[0] and fvd_check(401, 401, 400)[0]
+
+
+def test_real_metrics_marks_a_small_fvd_set(scripted):
+    from rewards.metrics import MetricsConfig, real_metrics
+    from rewards.testing import tiny_clip
+
+    _, path = scripted
+    g = torch.Generator().manual_seed(2)
+    gen, refs = torch.rand(3, 4, 3, 32, 32, generator=g), torch.rand(3, 4, 3, 32, 32, generator=g)
+    out = real_metrics(gen, reference_videos=refs,
+                       config=MetricsConfig(clip=tiny_clip(seed=1), style_clip=tiny_clip(seed=2), guiding_clip=None,
+                                            i3d=str(path), i3d_size=32, motion="diff"))
+    assert np.isfinite(out["fvd"]) and out["fvd_reliable"] is False and "unreliable" in out["fvd_note"]
