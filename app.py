@@ -434,6 +434,13 @@ def parse_args(argv=None):
     return a
 
 
+def delete_cache_for(max_age_s: float) -> tuple[int, int]:
+    """Gradio's `delete_cache` (frequency, age): its own cache (uploads, anything it copies) is swept on the runs'
+    age, checked at least hourly."""
+    age = max(1, int(max_age_s))
+    return max(1, min(age, 3600)), age
+
+
 def runs_root() -> Path:
     """Where run folders live: inside Gradio's cache folder (served in place, no copy), or `GVS_RUNS_DIR`."""
     from gradio.utils import get_upload_folder
@@ -464,10 +471,8 @@ def main(argv=None):
     removed = store.prune()
     log(f"runs in {store.root}: keeping the last {store.keep} finished runs and nothing older than "
         f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
-    # Gradio's own cache (uploads, anything it copies) is swept on the same age
-    age = max(1, int(args.max_age))
     demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
-                      delete_cache=(max(1, min(age, 3600)), age))
+                      delete_cache=delete_cache_for(args.max_age))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     t_ready = time.perf_counter()
 
