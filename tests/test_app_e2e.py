@@ -61,6 +61,11 @@ def test_endpoints_listed(client):
         assert (len(api[e]["returns"]), len(api[f"{e}_compare"]["returns"])) == (5, 7)
 
 
+def test_start_up_says_ready(app_server):
+    log = app_server[1].read_text()
+    assert "[gvs] ready: examples lazy" in log and "[gvs] runs in " in log
+
+
 def test_text_to_video_streams_every_step(client):
     job, result = _run(client, "/text_to_video", PROMPT, frames=8)
     outs = job.outputs()
