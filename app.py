@@ -1,7 +1,7 @@
 """Guided Video Studio: the Gradio app (`python app.py [--preset auto|micro|animatediff] [--port N] [--host H] [--share]`).
 
-Thin by design: widgets -> `pipelines.request.GenerationRequest` -> `validate` -> `run` (one StepEvent per step)
--> previews, reward plot, progress -> `finalize` (mp4 + JSON report). The CLI uses the same request layer.
+Thin by design: this file lays out the widgets and wires them to a `pipelines.studio.Studio`, which owns the runs
+(a token and a folder each, `pipelines.studio.runs`), the handlers, the history and the examples.
 
 Four tabs, one API endpoint each: /text_to_video, /style_transfer, /audio_alignment, /frame_interpolation, and a
 `<endpoint>_compare` endpoint per tab that runs the same request unguided and guided (same seed and η).
@@ -11,371 +11,51 @@ All share the GPU slots (`concurrency_id="gpu"`, limit = number of GPUs, one pre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
-import json
 import os
 import random
-import re
-import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Optional
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
 
-from pipelines import media  # noqa: E402
 from pipelines.presets import task_default_method  # noqa: E402
-from pipelines.sampler import Cancelled  # noqa: E402
 from pipelines.request import (  # noqa: E402
-    CFG_RANGE, DEFAULT_ETA, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED, MG_RANGE, STEPS_RANGE,
-    TASK_NAMES, GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
+    CFG_RANGE, DEFAULT_ETA, DEFAULT_INTERPOLATION_MODE, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED,
+    MG_RANGE, STEPS_RANGE, TASK_NAMES, summary_text,
+)
+from pipelines.studio import history as hist_mod  # noqa: E402
+from pipelines.studio.examples import example_fn, example_names, example_rows  # noqa: E402
+from pipelines.studio.gpu import gpu_decorator  # noqa: E402
+from pipelines.studio.handlers import DISPLAY_SIDE, ENDPOINTS, Studio, log  # noqa: E402
+from pipelines.studio.history import HISTORY_SIZE  # noqa: E402
+from pipelines.studio.runs import RunStore  # noqa: E402
+from pipelines.studio.widgets import (  # noqa: E402
+    UPLOADS, Audio, Checkbox, Dropdown, Image, Number, Slider, Textbox, check_upload,
 )
 from pipelines.tasks import T2V_REWARDS  # noqa: E402
-from pipelines.ui import (  # noqa: E402
-    StatusTracker, add_history, busy_notice, configure_torch_threads, gallery_items, raw_path, reward_figure,
-    settings_from_report,
-)
+from pipelines.ui import configure_torch_threads, reward_figure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLES_DIR = ROOT / "assets" / "examples"
-OUTPUT_ROOT = Path(tempfile.gettempdir()) / "gvs-outputs"
 MAX_FILE_SIZE = "20mb"
 QUEUE_MAX_SIZE = 16
-DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
-PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upscaled, 512² frames downscaled)
-HISTORY_SIZE = 8  # runs kept in a browser tab's history gallery
 RANGE_PARAMS = ("start_step", "end_step")  # method parameters bounded by the chosen steps (in "Advanced")
 CACHE_MODES = ("eager", "lazy", "off")
-
-try:  # Hugging Face ZeroGPU: `spaces.GPU` allocates a GPU per call; a no-op everywhere else
-    import spaces  # type: ignore
-
-    GPU = spaces.GPU(duration=180)
-except Exception:  # ImportError, or a spaces version that refuses to run outside a Space
-    def GPU(fn):  # noqa: N802 - mirrors spaces.GPU
-        return fn
-
-ENDPOINTS = {
-    "t2v": "text_to_video",
-    "style": "style_transfer",
-    "audio": "audio_alignment",
-    "interpolate": "frame_interpolation",
-}
 TAB_INTRO = {
     "t2v": "Type a prompt; optionally guide it (text–video alignment reward) and smooth motion with HARIVO MG.",
     "style": "Upload a style image: the guidance pulls every frame's CLIP Gram matrix towards the image's.",
     "audio": "Upload or record audio: the video's motion is aligned to the sound (cropped to the video length).",
     "interpolate": "Give a first and a last frame: the video is generated between them.",
 }
-UPLOADS = {"style_image": "image", "audio": "audio", "first_frame": "image", "last_frame": "image"}
 CSS = """
 .gvs-pixels video, .gvs-pixels img { image-rendering: pixelated; }
 .gvs-preview img { object-fit: contain; }
 """
-
-
-def log(msg: str) -> None:
-    print(f"[gvs] {msg}", flush=True)
-
-
-# ------------------------------------------------------------------------- components whose errors name the field
-_ABS_PATH = re.compile(r"(?:/[^/\s'\"]+)+/([^/\s'\"]+)")
-
-
-def user_message(msg: str) -> str:
-    """A message safe to show a user: absolute server paths reduced to the file's name."""
-    return _ABS_PATH.sub(r"\1", str(msg))
-
-
-def _named(base):
-    """A subclass of a Gradio component whose preprocessing errors name the input (API callers see the field)."""
-
-    class Named(base):
-        is_template = True  # keeps the base component's frontend
-
-        def __init__(self, *args, field: str, **kwargs):
-            self.field = field
-            super().__init__(*args, **kwargs)
-
-        def preprocess(self, payload):
-            if payload is None:
-                return None
-            try:
-                return super().preprocess(payload)
-            except Exception as e:  # gr.Error, ValueError, PIL errors ...
-                msg = user_message(getattr(e, "message", None) or str(e) or type(e).__name__)
-                _fail(self.field, msg)
-
-    Named.__name__ = Named.__qualname__ = base.__name__
-    # Gradio serialises a component's props by reading its __init__ signature: keep the base's
-    Named.__init__.__signature__ = inspect.signature(base.__init__)
-    return Named
-
-
-Textbox, Slider, Number, Dropdown, Checkbox, Image, Audio = (
-    _named(gr.Textbox), _named(gr.Slider), _named(gr.Number), _named(gr.Dropdown), _named(gr.Checkbox),
-    _named(gr.Image), _named(gr.Audio),
-)
-
-
-def _fail(field: str, message: str):
-    """A user error: one line in the server log (no traceback), the message in the page / API error."""
-    log(f"refused: {field}: {message}")
-    raise gr.Error(f"{field}: {message}", print_exception=False)
-
-
-def check_upload(payload, field: str):
-    """Validate an upload when it arrives (raw FileData payload); (value for the widget, status message)."""
-    if payload is None:
-        return gr.skip(), gr.skip()
-    path = payload.get("path") if isinstance(payload, dict) else str(payload)
-    name = (payload.get("orig_name") if isinstance(payload, dict) else None) or Path(str(path)).name
-    upload_root = Path(get_upload_folder()).resolve()
-    try:
-        if not path or upload_root not in Path(path).resolve().parents:
-            raise media.MediaError(field, f"{name} is not an uploaded file")
-        if UPLOADS[field] == "image":
-            img = media.load_image(path, field)
-            msg = f"{field}: {name} accepted ({img.size[0]}x{img.size[1]})"
-        else:
-            audio = media.load_audio(path, field)
-            media.check_not_silent(audio, field)
-            msg = f"{field}: {name} accepted ({audio.seconds:.1f} s)"
-        return gr.skip(), msg
-    except media.MediaError as e:
-        msg = f"{field}: {user_message(e.message).replace(Path(str(path)).name, name)}"
-        log(f"refused upload: {msg}")
-        gr.Warning(msg)
-        return None, msg
-
-
-# --------------------------------------------------------------------------------------------------- generation
-class Studio:
-    """The live preset (loaded once) and the handlers shared by the four tabs."""
-
-    def __init__(self, preset, pool=None):
-        from pipelines.guidance import METHODS, method_params
-
-        self.preset = preset
-        self.pool = pool  # a pipelines.pool.PipelinePool of presets, one per GPU (None: this preset only)
-        self.methods = list(METHODS)
-        self.specs = {m: method_params(m) for m in self.methods}
-        self.running: dict[str, StatusTracker] = {}  # (session, task) -> the tracker of its run, for Cancel
-        self.stop: dict[str, bool] = {}  # (session, task) -> Cancel pressed: the run stops at its next step
-        self.queued: set = set()  # (session, task) with a run clicked but not started yet
-
-    @property
-    def slots(self) -> int:
-        """Generations at once: one per pooled GPU (one on CPU)."""
-        return len(self.pool) if self.pool is not None else 1
-
-    def param_inputs(self) -> list[str]:
-        return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
-
-    # --- request ----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _preset(self):
-        """The preset a run uses: a free GPU's from the pool (given back on finish, error or cancel), or the one."""
-        if self.pool is None or len(self.pool) <= 1:
-            # one slot: Gradio's concurrency limit already runs one generation at a time, and a run cancelled from
-            # the API (its generator left suspended until collected) must not keep a pool slot from the next one
-            yield self.preset
-            return
-        with self.pool.get() as (_device, preset):
-            yield preset
-
-    def prepare(self, task: str, kw: dict, method: Optional[str] = None, preset=None):
-        for name in ("method", "mg_scale", "seed", "steps", "cfg", "frames", "size"):
-            if kw.get(name) is None:
-                _fail(name, "is required")
-        method = method or kw["method"]
-        if method not in self.specs:
-            _fail("method", f"{method!r} is not one of {self.methods}")
-        params = {}
-        for s in self.specs[method]:  # omitted ones get the preset's default in resolve_params
-            v = kw.get(f"{method}__{s.name}")
-            if v is not None:
-                params[s.name] = v
-        req = GenerationRequest(
-            task=task, prompt=kw.get("prompt"), negative_prompt=kw.get("negative_prompt") or "", method=method,
-            params=params, mg_scale=kw["mg_scale"], cfg_schedule=bool(kw.get("cfg_schedule")), seed=kw["seed"],
-            eta=kw.get("eta"), steps=kw["steps"], cfg=kw["cfg"], frames=kw["frames"], size=kw["size"],
-            style_image=kw.get("style_image"), audio=kw.get("audio"), first_frame=kw.get("first_frame"),
-            last_frame=kw.get("last_frame"), interpolation_mode=kw.get("interpolation_mode") or "reward",
-            t2v_reward=kw.get("t2v_reward") or "clip", reward_prompt=kw.get("reward_prompt") or None,
-        )
-        try:
-            return validate(req, preset or self.preset)
-        except RequestError as e:
-            _fail(e.field, e.message)
-
-    # --- one run, streamed --------------------------------------------------------------------------------
-    def _stream(self, prepared, tracker: StatusTracker, rows: list, progress, series: dict, preset=None):
-        """Iterate one generation: yields (preview, figure, status) per step; returns the finished Generation."""
-        gen = run(prepared, preset or self.preset, should_stop=lambda: self.stop.get(tracker.key, False))
-        preview = None
-        for ev in gen:
-            if ev.final:
-                break
-            status = tracker.update(ev)
-            if progress is not None:
-                progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
-            if ev.phase == "sample":
-                rows.append(None if ev.reward is None else float(ev.reward))
-            if ev.preview is not None:
-                preview = media.preview_grid(ev.preview, PREVIEW_TILE)
-            yield (preview if preview is not None else gr.skip()), reward_figure(series), status
-        return gen
-
-    @staticmethod
-    def _relay(stream, skips: int):
-        """Yield each (preview, figure, status) of `stream` as an output row with `skips` untouched outputs between
-        the figure and the status; return the stream's finished Generation."""
-        while True:
-            try:
-                preview, fig, status = next(stream)
-            except StopIteration as stop:
-                return stop.value
-            yield (preview, fig, *[gr.skip()] * skips, status)
-
-    def _write(self, task: str, gen, tag: str = ""):
-        out_dir = OUTPUT_ROOT / uuid.uuid4().hex[:12]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        p = gen.prepared
-        stem = f"{ENDPOINTS[task]}_{p.request.method}_seed{p.seed}{tag}"
-        report = finalize(gen, out_dir / f"{stem}.mp4", out_dir / f"{stem}.json", min_side=DISPLAY_SIDE)
-        grid = media.preview_grid(gen.final_event.frames, PREVIEW_TILE)
-        grid.save(out_dir / f"{stem}.png")
-        return report, out_dir / f"{stem}.mp4", out_dir / f"{stem}.json", grid
-
-    def generate(self, task: str, kw: dict, progress=None, key: str = ""):
-        with self._preset() as preset:
-            yield from self._generate(task, kw, progress, key, preset)
-
-    def _generate(self, task: str, kw: dict, progress, key: str, preset):
-        prepared = self.prepare(task, kw, preset=preset)
-        notes = list(prepared.notices)
-        busy = busy_notice()
-        if busy:
-            notes.append(busy)
-        for n in notes:
-            gr.Warning(n)
-        tracker = self._start(key, StatusTracker())
-        rows: list = []
-        gen = None
-        try:
-            if self.stop.get(key):  # cancelled while it waited in the queue
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
-                return
-            stream = self._stream(prepared, tracker, rows, progress, {"task reward": rows}, preset)
-            gen = yield from self._relay(stream, 2)
-            report, mp4, js, grid = self._write(task, gen)
-            if busy:
-                report["notices"] = list(report["notices"]) + [busy]
-            yield grid, reward_figure({"task reward": rows}), str(mp4), str(js), summary_text(report)
-        except Cancelled:
-            log(tracker.cancelled())
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
-        finally:  # also on an API cancel (GeneratorExit at a yield): drop the run's tensors now
-            self._end(key)
-            del gen
-            release_memory()
-
-    def compare(self, task: str, kw: dict, progress=None, key: str = ""):
-        """The same request unguided (method none) and guided: same seed, η and everything else."""
-        with self._preset() as preset:
-            yield from self._compare(task, kw, progress, key, preset)
-
-    def _compare(self, task: str, kw: dict, progress, key: str, preset):
-        from pipelines.compare import task_metric
-
-        if kw.get("method") == "none":
-            _fail("method", "choose a guidance method to compare with the unguided run (the method is `none`)")
-        guided = self.prepare(task, kw, preset=preset)
-        base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
-        for n in guided.notices:
-            gr.Warning(n)
-        series: dict = {"unguided": [], f"guided ({guided.request.method})": []}
-        results = {}
-        tracker = self._start(key, StatusTracker(prefix="unguided: "))
-        try:
-            if self.stop.get(key):
-                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
-                return
-            for label, prepared, rows in (("unguided", base, series["unguided"]),
-                                          ("guided", guided, series[f"guided ({guided.request.method})"])):
-                tracker = self.running[key] = StatusTracker(prefix=f"{label}: ", key=key)
-                gen = yield from self._relay(self._stream(prepared, tracker, rows, progress, series, preset), 4)
-                report, mp4, js, grid = self._write(task, gen, tag=f"_{label}")
-                metric = task_metric(gen.prepared, gen.final_event.frames)
-                results[label] = (report, mp4, js, grid, metric)
-                del gen
-            table, data = _compare_table(results)
-            out = Path(results["guided"][2]).with_name(f"{ENDPOINTS[task]}_compare_seed{guided.seed}.json")
-            out.write_text(json.dumps(data, indent=2) + "\n")
-            yield (results["guided"][3], reward_figure(series), str(results["unguided"][1]),
-                   str(results["guided"][1]), table, str(out), summary_text(results["guided"][0]))
-        except Cancelled:
-            log(tracker.cancelled())
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
-        finally:
-            self._end(key)
-
-    # --- cancel: cooperative, the run stops at its next step and says where -------------------------------------
-    def _start(self, key: str, tracker: StatusTracker) -> StatusTracker:
-        self.queued.discard(key)
-        tracker.key = key
-        self.running[key] = tracker
-        return tracker
-
-    def _end(self, key: str) -> None:
-        self.running.pop(key, None)
-        self.stop.pop(key, None)
-        release_memory()
-
-    def clicked(self, key: str) -> None:
-        """Generate / Compare clicked: a run for `key` is on its way (a Cancel before it starts stops it)."""
-        self.stop.pop(key, None)
-        self.queued.add(key)
-
-    def cancel(self, key: str):
-        tracker = self.running.get(key)
-        if tracker is None and key not in self.queued:
-            return gr.skip()
-        self.stop[key] = True
-        if tracker is None:
-            return "cancelling: the run has not started yet"
-        return f"cancelling after {tracker.phase} step {tracker.done}/{tracker.total}…"
-
-
-def _compare_table(results: dict) -> tuple[str, dict]:
-    def fmt(x):
-        return "n/a" if x is None else f"{x:.3g}"
-
-    rows = ["| | method | reward after | metric | time |", "|---|---|---|---|---|"]
-    data = {}
-    for label in ("unguided", "guided"):
-        report, _, _, _, metric = results[label]
-        rows.append(f"| **{label}** | `{report['method']}` | {fmt(report.get('reward_after'))} | "
-                    f"{metric.text if metric else 'n/a'} | {report['seconds']:.1f} s |")
-        data[label] = {"report": report, "metric": None if metric is None else {
-            "name": metric.name, "value": metric.value, "text": metric.text,
-            "higher_is_better": metric.higher_is_better}}
-    g, u = results["guided"][0], results["unguided"][0]
-    head = (f"**Same seed {g['seed']} and η {g['eta']:g}**; reward: {g.get('reward_name') or 'task reward'} "
-            "(higher is better).")
-    if g.get("reward_after") is not None and u.get("reward_after") is not None:
-        head += f" Guidance changed the reward by {g['reward_after'] - u['reward_after']:+.3g}."
-    return head + "\n\n" + "\n".join(rows), data
 
 
 # --------------------------------------------------------------------------------------------------------- layout
@@ -403,52 +83,32 @@ def _range_bounds(name: str, steps: int) -> tuple[int, int]:
     return (0, steps - 1) if name == "start_step" else (-steps, steps)
 
 
-def _examples_for(task: str) -> list[list[Any]]:
-    """Example rows (prompt, upload(s)..., method, mg_scale, seed) from assets/examples/."""
-    e = EXAMPLES_DIR
-    m = task_default_method(task)[0]
-    rows = {
-        "t2v": [
-            ["a red circle moving left to right on a black background", "none", 0, 0],
-            ["a yellow square moving up on a gray background", m, 40, 1],
-        ],
-        "style": [
-            ["a white circle moving right to left on a black background", str(e / "style_stripes.png"), m, 0, 2],
-        ],
-        "audio": [
-            ["a green circle bouncing on a black background", str(e / "impacts.wav"), m, 0, 3],
-        ],
-        "interpolate": [
-            ["a blue triangle moving left to right on a gray background", str(e / "first_frame.png"),
-             str(e / "last_frame.png"), m, 0, 4],
-        ],
-    }[task]
-    return [r for r in rows if all(not isinstance(v, str) or not v.startswith(str(e)) or Path(v).exists() for v in r)]
-
-
-def build_demo(preset, cache_examples="eager", threads: str = "", pool=None) -> gr.Blocks:
+def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, store=None,
+               delete_cache=None) -> gr.Blocks:
     if cache_examples is True:
         cache_examples = "eager"
     elif cache_examples in (False, None):
         cache_examples = "off"
-    studio = Studio(preset, pool)
+    studio = Studio(preset, pool, store)
     frame_choices = [int(x) for x in preset.frame_choices]
     size_choices = [int(x) for x in preset.size_choices]
     banner = (f"**Live preset: `{preset.name}`** on `{preset.device}` — {preset.reason}  \n"
               f"{preset.fps} fps · frames {frame_choices} · sizes {size_choices} · "
               f"defaults: {preset.default_steps} steps, CFG {preset.default_cfg}"
               + (f" · {threads}" if threads else ""))
-    with gr.Blocks(title="Guided Video Studio") as demo:
+    with gr.Blocks(title="Guided Video Studio", delete_cache=delete_cache) as demo:
         gr.Markdown("# Guided Video Studio\nTraining-free guided text-to-video: TITAN-Guide, FreeDoM, MPGD, TFG, "
                     "DOODL, Free²Guide and HARIVO's mitigating gradient, streamed step by step.")
         gr.Markdown(banner, elem_id="preset-banner")
         for task, label in TASK_NAMES.items():
             with gr.Tab(label, id=task, elem_id=f"tab-{task}"):
                 _build_tab(studio, task, frame_choices, size_choices, cache_examples)
+    demo.studio = studio
     return demo
 
 
 def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_examples: str):
+    """One tab's widgets and their events."""
     preset = studio.preset
     default_method, reason = task_default_method(task)
     if default_method not in studio.specs:
@@ -476,7 +136,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                     named["last_frame"] = Image(label="Last frame", type="filepath", image_mode=None,
                                                 field="last_frame", height=160, elem_id=f"{task}-last_frame")
                 named["interpolation_mode"] = Dropdown(
-                    choices=list(INTERPOLATION_MODES), value="reward", label="Interpolation constraint",
+                    choices=list(INTERPOLATION_MODES), value=DEFAULT_INTERPOLATION_MODE, label="Interpolation constraint",
                     info="reward: guide towards the key frames (TITAN reached them within 0.5 px, "
                          "bench/EVALUATE.md); replacement: overwrite the known latent frames (exact ends, any "
                          "method); both (a gradient method adds nothing to replacement's ends)",
@@ -500,6 +160,9 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                 go = gr.Button("Generate", variant="primary", elem_id=f"{task}-generate", scale=2)
                 cmp_btn = gr.Button("Compare with unguided", elem_id=f"{task}-compare", scale=2)
                 stop = gr.Button("Cancel", variant="stop", elem_id=f"{task}-cancel", scale=1)
+                # the API endpoints' triggers: the page's buttons run the same handlers with their run's token
+                api_go = gr.Button(visible=False)
+                api_cmp = gr.Button(visible=False)
             with gr.Row():
                 named["seed"] = Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed",
                                        field="seed", scale=3)
@@ -567,6 +230,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                 cmp_table = gr.Markdown(elem_id=f"{task}-compare-table")
             report = gr.File(label="JSON report", interactive=False, elem_id=f"{task}-report")
             history = gr.State([])
+            token = gr.State(None)  # the run this tab's last Generate / Compare click made: what Cancel stops
             gallery = gr.Gallery(label=f"History (this browser tab, last {HISTORY_SIZE}; click one to reload it)",
                                  columns=4, height=200, allow_preview=False, object_fit="contain", elem_id=f"{task}-history",
                                  elem_classes=["gvs-pixels"])
@@ -576,18 +240,20 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
     outputs = [preview, plot, video, report, status]
     cmp_outputs = [preview, plot, base_video, guided_video, cmp_table, report, status]
 
-    def _endpoint(fn, name):
-        @GPU
+    def _endpoint(fn, name, compare=False, with_token=False):
+        @gpu_decorator(names, compare)
         def handler(*values):
             values = list(values)
             progress = values.pop() if values and isinstance(values[-1], gr.Progress) else None
-            request = values.pop()
-            key = f"{getattr(request, 'session_hash', None)}:{task}"
-            yield from fn(task, dict(zip(names, values)), progress, key)
+            values.pop()  # gr.Request
+            tok = values.pop() if with_token else None
+            yield from fn(task, dict(zip(names, values)), progress, token=tok)
 
         # defaults in the signature become the API's defaults (gradio_client fills omitted arguments with them)
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                     default=getattr(named[n], "value", None)) for n in names]
+        if with_token:
+            params.append(inspect.Parameter("token", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
         params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
                                         annotation=gr.Request))
         params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -597,29 +263,50 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
         handler.__name__ = name
         return handler
 
-    ev = go.click(_endpoint(studio.generate, ENDPOINTS[task]), inputs=inputs, outputs=outputs,
-                  api_name=ENDPOINTS[task], concurrency_id="gpu", concurrency_limit=studio.slots,
-                  show_progress="minimal",
-                  show_progress_on=[video])
-    go.click(lambda: gr.update(visible=False), None, cmp_group, queue=False, api_visibility="private")
-    cmp_btn.click(_endpoint(studio.compare, f"{ENDPOINTS[task]}_compare"), inputs=inputs,
-                  outputs=cmp_outputs, api_name=f"{ENDPOINTS[task]}_compare", concurrency_id="gpu",
-                  concurrency_limit=studio.slots, show_progress="minimal", show_progress_on=[guided_video])
-    cmp_btn.click(lambda: gr.update(visible=True), None, cmp_group, queue=False, api_visibility="private")
+    gpu = dict(concurrency_id="gpu", concurrency_limit=studio.slots, show_progress="minimal")
+    # the API: the four endpoints and their _compare twins, each run with a token of its own
+    api_go.click(_endpoint(studio.generate, ENDPOINTS[task]), inputs=inputs, outputs=outputs,
+                 api_name=ENDPOINTS[task], **gpu)
+    api_cmp.click(_endpoint(studio.compare, f"{ENDPOINTS[task]}_compare", compare=True), inputs=inputs,
+                  outputs=cmp_outputs, api_name=f"{ENDPOINTS[task]}_compare", **gpu)
 
-    def key_of(request) -> str:
-        return f"{getattr(request, 'session_hash', None)}:{task}"
+    # the page: a click makes a queued run (its token; the status says queued), then runs it
+    def begin():
+        return studio.begin()
 
-    def clicked(request: gr.Request):
-        studio.clicked(key_of(request))
+    def failed(tok):
+        return studio.failure_text(tok)
 
-    def cancel(request: gr.Request):
-        return studio.cancel(key_of(request))
+    def result_video(tok):
+        v = studio.result_video(tok)
+        return v if v else gr.skip()
 
-    go.click(clicked, None, None, queue=False, api_visibility="private")
-    cmp_btn.click(clicked, None, None, queue=False, api_visibility="private")
-    stop.click(cancel, None, status, queue=False, api_visibility="private")
-    dice.click(lambda: random.randint(0, MAX_SEED), None, named["seed"], queue=False, api_visibility="private")
+    def remember(hist, tok):
+        got = hist_mod.remember_run(hist, tok, studio.store)
+        return got if got is not None else (gr.skip(), gr.skip())
+
+    def remember_shown(hist, report_value, video_value, shown_value):
+        """A cached example: the components' raw values (`preprocess=False`), no run token."""
+        got = hist_mod.remember_shown(hist, report_value, video_value, shown_value)
+        return got if got is not None else (gr.skip(), gr.skip())
+
+    private = dict(queue=False, api_visibility="private")
+    ui_go = go.click(begin, None, [token, status], **private).then(
+        _endpoint(studio.generate, f"{ENDPOINTS[task]}_page", with_token=True), inputs=inputs + [token],
+        outputs=outputs, api_visibility="private", show_progress_on=[video], **gpu)
+    ui_go.success(remember, [history, token], [history, gallery], **private)
+    ui_go.failure(failed, token, status, **private)
+    go.click(lambda: gr.update(visible=False), None, cmp_group, **private)
+    ui_cmp = cmp_btn.click(begin, None, [token, status], **private).then(
+        _endpoint(studio.compare, f"{ENDPOINTS[task]}_compare_page", compare=True, with_token=True),
+        inputs=inputs + [token], outputs=cmp_outputs, api_visibility="private", show_progress_on=[guided_video],
+        **gpu)
+    ui_cmp.success(result_video, token, video, **private).then(remember, [history, token], [history, gallery],
+                                                                **private)
+    ui_cmp.failure(failed, token, status, **private)
+    cmp_btn.click(lambda: gr.update(visible=True), None, cmp_group, **private)
+    stop.click(studio.cancel, token, status, **private)
+    dice.click(lambda: random.randint(0, MAX_SEED), None, named["seed"], **private)
 
     def show_method(m):
         return ([gr.update(visible=(k == m and bool(studio.specs[k]))) for k in main_groups]
@@ -627,7 +314,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                    for k in range_groups])
 
     named["method"].change(show_method, named["method"], list(main_groups.values()) + list(range_groups.values()),
-                           queue=False, api_visibility="private")
+                           **private)
 
     def bound_ranges(steps):
         try:
@@ -638,8 +325,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                 for n, _ in range_sliders]
 
     if range_sliders:
-        named["steps"].change(bound_ranges, named["steps"], [w for _, w in range_sliders], queue=False,
-                              api_visibility="private")
+        named["steps"].change(bound_ranges, named["steps"], [w for _, w in range_sliders], **private)
 
     if micro:
         from pipelines.micro.world import caption_notice
@@ -648,83 +334,52 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
             note = caption_notice(text) if text and text.strip() else None
             return f"⚠️ {note}." if note else ""
 
-        named["prompt"].change(prompt_hint, named["prompt"], hint, queue=False, api_visibility="private",
-                               show_progress="hidden")
+        named["prompt"].change(prompt_hint, named["prompt"], hint, show_progress="hidden", **private)
 
     for field in UPLOADS:
         if field in named:
             listeners = [named[field].upload] + ([named[field].stop_recording] if field == "audio" else [])
             for listen in listeners:
                 listen(lambda p, f=field: check_upload(p, f), named[field], [named[field], status],
-                       preprocess=False, queue=False, api_visibility="private", show_progress="hidden")
+                       preprocess=False, show_progress="hidden", **private)
 
     # ---- history: every finished run of this browser tab, newest first; a click reloads its settings
-    def remember(hist, report_value, video_value, shown_value):
-        """Add the run on screen to the history. Takes the components' raw values (`preprocess=False`): after a
-        Cancel the page holds no file for an output the run skipped, and preprocessing that value failed the
-        request (the HTTP 500 the browser logged after every Cancel)."""
-        report_path = raw_path(report_value)
-        if not report_path or not Path(report_path).exists():
-            return gr.skip(), gr.skip()
-        img = Path(report_path).with_suffix(".png")
-        if not img.exists():  # a cached example: its grid is the preview on screen
-            shown = raw_path(shown_value)
-            if not shown or not Path(shown).is_file():
-                return gr.skip(), gr.skip()
-            img = OUTPUT_ROOT / f"{uuid.uuid4().hex[:12]}.png"
-            shutil.copyfile(shown, img)
-        hist = add_history(hist, report_path, raw_path(video_value), img, HISTORY_SIZE)
-        return hist, gallery_items(hist)
-
-    remembered = [history, report, video, preview]
-    ev.success(remember, remembered, [history, gallery], queue=False, api_visibility="private", preprocess=False)
     settable = [n for n in names if n not in UPLOADS]
 
     def reload(hist, evt: gr.SelectData):
-        if not hist or evt.index is None or evt.index >= len(hist):
+        got = hist_mod.reload(hist, evt.index)
+        if got is None:
             return [gr.skip()] * (len(settable) + 5)
-        h = hist[evt.index]
-        rep = json.loads(Path(h["report"]).read_text())
-        settings = settings_from_report(rep)
+        settings, h, rep = got
         fig = reward_figure({"task reward": rep.get("reward_per_step") or []})
         return ([settings[n] if n in settings else gr.skip() for n in settable]
                 + [h["video"], h["report"], summary_text(rep), fig, h["image"]])
 
     gallery.select(reload, [history], [named[n] for n in settable] + [video, report, status, plot, preview],
-                   queue=False, api_visibility="private")
+                   **private)
 
     # ---- examples: cached (eager / lazy) show their outputs at once; not cached, a click fills and generates
-    rows = _examples_for(task)
+    rows = example_rows(task)
     if rows:
-        ex_names = ["prompt"] + [n for n in UPLOADS if n in named] + ["method", "mg_scale", "seed"]
-
-        def example_fn(*vals):
-            kw = _defaults(named)
-            kw.update(dict(zip(ex_names, vals)))
-            last = None
-            for last in studio.generate(task, kw, None, key=f"example:{task}"):
-                pass
-            return last
-
+        ex_names = example_names(task, [n for n in UPLOADS if n in named])
+        defaults = {n: getattr(c, "value", None) for n, c in named.items()}
         cached = cache_examples in ("eager", "lazy")
-        examples = gr.Examples(rows, inputs=[named[n] for n in ex_names], outputs=outputs, fn=example_fn,
+        examples = gr.Examples(rows, inputs=[named[n] for n in ex_names], outputs=outputs,
+                               fn=example_fn(studio, task, defaults, ex_names),
                                cache_examples=cached, cache_mode=cache_examples if cached else None,
                                label="Examples (click one: its video appears)", api_name=False,
                                examples_per_page=10, elem_id=f"{task}-examples")
+        shown = [history, report, video, preview]
         if cached:
-            examples.load_input_event.then(remember, remembered, [history, gallery], queue=False,
-                                           api_visibility="private", preprocess=False)
+            examples.load_input_event.then(remember_shown, shown, [history, gallery], preprocess=False, **private)
         else:
             ex_ev = examples.load_input_event.then(
                 _endpoint(studio.generate, f"{ENDPOINTS[task]}_example"), inputs=inputs, outputs=outputs,
-                api_visibility="private", concurrency_id="gpu", concurrency_limit=studio.slots, show_progress="minimal",
-                show_progress_on=[video])
-            ex_ev.success(remember, remembered, [history, gallery], queue=False,
-                          api_visibility="private", preprocess=False)
+                api_visibility="private", show_progress_on=[video], **gpu)
+            ex_ev.success(remember_shown, shown, [history, gallery], preprocess=False, **private)
 
 
-def _defaults(named: dict) -> dict:
-    return {n: getattr(c, "value", None) for n, c in named.items()}
+_examples_for = example_rows  # the examples' rows, as older callers (tests/test_micro_guidance.py) import them
 
 
 def _method_summary(name: str) -> str:
@@ -772,10 +427,28 @@ def parse_args(argv=None):
                    help="eager (default): compute the examples' outputs at start-up; lazy: on the first click; "
                         "off: a click fills the inputs and generates")
     p.add_argument("--no-cache-examples", action="store_true", help="same as --cache-examples off (faster start)")
+    p.add_argument("--keep-runs", type=int, default=int(os.environ.get("GVS_KEEP_RUNS", 64)),
+                   help="finished runs kept on disk (their folders under the runs folder; older ones are deleted)")
+    p.add_argument("--max-age", type=float, default=float(os.environ.get("GVS_MAX_AGE_S", 24 * 3600)),
+                   help="seconds after which a run's folder and Gradio's cached files are deleted (default 1 day)")
     a = p.parse_args(argv)
     if a.no_cache_examples or os.environ.get("GVS_CACHE_EXAMPLES", "1") == "0":
         a.cache_examples = "off"
     return a
+
+
+def delete_cache_for(max_age_s: float) -> tuple[int, int]:
+    """Gradio's `delete_cache` (frequency, age): its own cache (uploads, anything it copies) is swept on the runs'
+    age, checked at least hourly."""
+    age = max(1, int(max_age_s))
+    return max(1, min(age, 3600)), age
+
+
+def runs_root() -> Path:
+    """Where run folders live: inside Gradio's cache folder (served in place, no copy), or `GVS_RUNS_DIR`."""
+    from gradio.utils import get_upload_folder
+
+    return Path(os.environ.get("GVS_RUNS_DIR") or Path(get_upload_folder()) / "gvs-runs")
 
 
 def main(argv=None):
@@ -797,11 +470,22 @@ def main(argv=None):
     log(f"preset {preset.name} on {preset.device}: {preset.reason} ({time.perf_counter() - t0:.1f} s); {threads}")
     # one cache folder per preset: cached outputs of the micro preset must not be shown for animatediff
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(ROOT / ".gradio" / "cached_examples" / preset.name))
-    demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool)
+    store = RunStore(runs_root(), keep=args.keep_runs, max_age_s=args.max_age)
+    removed = store.prune()
+    log(f"runs in {store.root}: keeping the last {store.keep} finished runs and nothing older than "
+        f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
+    demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
+                      delete_cache=delete_cache_for(args.max_age))
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
-    OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
+    t_ready = time.perf_counter()
+
+    async def _ready():  # runs after every example's start-up caching (Gradio runs these in order)
+        log(f"ready: examples {args.cache_examples} ({time.perf_counter() - t_ready:.1f} s); "
+            f"serving on http://{args.host}:{args.port}")
+
+    demo.extra_startup_events.append(_ready)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                allowed_paths=[str(OUTPUT_ROOT)], show_error=True, footer_links=["api", "gradio"], css=CSS)
+                allowed_paths=[str(store.root)], show_error=True, footer_links=["api", "gradio"], css=CSS)
     return 0
 
 

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio")
     g.add_argument("--first-frame")
     g.add_argument("--last-frame")
-    g.add_argument("--interpolation-mode", default="both")
+    from .request import DEFAULT_INTERPOLATION_MODE
+
+    g.add_argument("--interpolation-mode", default=DEFAULT_INTERPOLATION_MODE)
     g.add_argument("--reward", default="clip", help="t2v reward: clip | lvlm | 'clip+lvlm weighted|normalized|borda' "
                    "(the LVLM judge is configured by GVS_LVLM_URL/GVS_LVLM_MODEL/GVS_LVLM_API_KEY)")
     g.add_argument("--reward-prompt", default=None,

@@ -45,12 +45,19 @@ ETA_RANGE = (0.0, 1.0)
 #: changes two things at once. Free²Guide draws its candidates from the DDIM noise σ_t, which needs η > 0.
 DEFAULT_ETA = 1.0
 INTERPOLATION_MODES = ("both", "reward", "replacement")
+#: The one default of the interpolation constraint (CLI, app widget, API and `GenerationRequest`).
+DEFAULT_INTERPOLATION_MODE = "reward"
+#: A style image with a side below this many pixels carries a colour but hardly a texture: it gets a notice.
+MIN_STYLE_SIDE = 16
 
 
 class RequestError(ValueError):
     """Bad user input; `field` names the input (CLI flag / app widget), `message` says what to do."""
 
     def __init__(self, field: str, message: str):
+        message = str(message)
+        if message.startswith(f"{field}:"):  # a message that already names its field names it once
+            message = message[len(field) + 1:].lstrip()
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
@@ -76,7 +83,7 @@ class GenerationRequest:
     audio: Any = None  # path, (sample_rate, array), (array, sample_rate) or media.Audio
     first_frame: Any = None
     last_frame: Any = None
-    interpolation_mode: str = "both"
+    interpolation_mode: str = DEFAULT_INTERPOLATION_MODE
     t2v_reward: str = "clip"  # text-to-video reward: clip, lvlm, or a clip+lvlm ensemble (pipelines.tasks)
     # What the text-to-video reward scores, when it should differ from what the video model is conditioned on
     # (None -> the prompt). With an empty prompt the model samples unconditioned and only guidance draws this text.
@@ -256,6 +263,15 @@ def parse_method_param_strings(items) -> dict:
     return out
 
 
+def style_image_notice(img, field_name: str = "style_image") -> Optional[str]:
+    """A notice for a style image too small to carry a texture (e.g. 1x1): it is used, but says little."""
+    w, h = img.size
+    if min(w, h) < MIN_STYLE_SIDE:
+        return (f"{field_name} is only {w}x{h} px: it carries its colours but hardly any texture, so the style "
+                f"guidance has little to match; an image of at least {MIN_STYLE_SIDE}x{MIN_STYLE_SIDE} works better")
+    return None
+
+
 def _media(fn, *args):
     try:
         return fn(*args)
@@ -335,6 +351,9 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         if req.style_image is None:
             raise RequestError("style_image", "the style task needs a style reference image; upload one")
         style = _media(media.load_image, req.style_image, "style_image")
+        note = style_image_notice(style)
+        if note:
+            notices.append(note)
     elif req.style_image is not None:
         ignored.append("style_image")
     if req.task == "audio":

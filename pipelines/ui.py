@@ -135,51 +135,7 @@ def reward_figure(series: dict, title: str = "Reward per step"):
 
 
 # --------------------------------------------------------------------------------------------------- history
-#: Report fields restored into the widgets of the same name when a history entry is clicked.
-RESTORED_FIELDS = ("prompt", "negative_prompt", "method", "mg_scale", "cfg_schedule", "eta", "seed", "steps", "cfg",
-                   "frames", "size", "interpolation_mode", "t2v_reward")
-
-
-def settings_from_report(report: dict) -> dict:
-    """Widget name -> value from a JSON report (method parameters as `<method>__<name>`)."""
-    out = {k: report[k] for k in RESTORED_FIELDS if k in report and report[k] is not None}
-    if report.get("task") == "t2v":  # the report names a reward prompt only when one was given
-        out["reward_prompt"] = report.get("reward_prompt") or ""
-    for k, v in (report.get("params") or {}).items():
-        out[f"{report['method']}__{k}"] = v
-    return out
-
-
-def history_caption(report: dict) -> str:
-    r = report.get("reward_after")
-    reward = "" if r is None else f" · reward {r:.3g}"
-    return f"{report['method']} · seed {report['seed']} · {report['steps']} steps{reward}"
-
-
-def raw_path(value) -> Optional[str]:
-    """The server path in a component's raw (not preprocessed) value: a path, a FileData dict (file, image) or a
-    video's {"video": FileData}. None for anything else, e.g. the bare update dict the page sends for an output a
-    run skipped."""
-    if isinstance(value, (str, Path)):
-        return str(value) or None
-    if isinstance(value, dict):
-        if isinstance(value.get("video"), dict):
-            value = value["video"]
-        path = value.get("path")
-        return str(path) if isinstance(path, (str, Path)) and str(path) else None
-    return None
-
-
-def add_history(history: list, report_path, video_path, image_path, limit: int = 8) -> list:
-    """A new list with the run of `report_path` first (no duplicates), at most `limit` entries."""
-    if not report_path or not Path(report_path).exists():
-        return list(history or [])
-    report = json.loads(Path(report_path).read_text())
-    entry = {"report": str(report_path), "video": str(video_path) if video_path else None,
-             "image": str(image_path) if image_path else None, "caption": history_caption(report)}
-    rest = [h for h in (history or []) if h.get("report") != entry["report"]]
-    return ([entry] + rest)[:limit]
-
-
-def gallery_items(history: list) -> list:
-    return [(h["image"], h["caption"]) for h in history or [] if h.get("image")]
+# moved to pipelines.studio.history; re-exported for older imports
+from .studio.history import (  # noqa: E402,F401
+    RESTORED_FIELDS, add_history, gallery_items, history_caption, raw_path, settings_from_report,
+)

@@ -64,18 +64,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, log_path, extra=("--cache-examples", "lazy")):
+def start_app(port: int, log_path, extra=("--cache-examples", "lazy"), env_extra=None):
     """The app on 127.0.0.1:port; examples cached lazily (first click computes, later clicks read the cache) in a
     folder beside the log, so the cached path is exercised without computing every example at start-up."""
+    # Gradio's cache (uploads, and the app's run folders inside it) beside the log: a test server never shares
+    # or leaves files in the machine's /tmp/gradio
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False",
-               GRADIO_EXAMPLES_CACHE=str(Path(log_path).parent / "examples-cache"))
+               GRADIO_EXAMPLES_CACHE=str(Path(log_path).parent / "examples-cache"),
+               GRADIO_TEMP_DIR=str(Path(log_path).parent / "gradio-cache"), **(env_extra or {}))
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--preset", test_preset_name(), "--port",
                              str(port), "--host", "127.0.0.1", *extra],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(ROOT))
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
-    while time.time() < deadline:
+    while time.time() < deadline:  # polls for the server, no fixed wait
         if proc.poll() is not None:
             raise RuntimeError(f"app exited with {proc.returncode}: {open(log_path).read()[-3000:]}")
         try:
@@ -89,6 +92,21 @@ def start_app(port: int, log_path, extra=("--cache-examples", "lazy")):
     raise RuntimeError(f"app did not start: {open(log_path).read()[-3000:]}")
 
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_tokenizer_temp_folders():
+    """The tiny test components write their tokenizers to `gvs-tok-*` / `gvs-cliptok-*` temp folders: remove the
+    ones this session made."""
+    import glob
+    import shutil
+    import tempfile
+
+    pattern = [os.path.join(tempfile.gettempdir(), p) for p in ("gvs-tok-*", "gvs-cliptok-*")]
+    before = {d for p in pattern for d in glob.glob(p)}
+    yield
+    for d in {d for p in pattern for d in glob.glob(p)} - before:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

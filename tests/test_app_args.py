@@ -32,3 +32,17 @@ def test_example_cache_modes(monkeypatch):
     assert app.parse_args(["--no-cache-examples"]).cache_examples == "off"
     with pytest.raises(SystemExit):
         app.parse_args(["--cache-examples", "sometimes"])
+
+
+def test_old_runs_and_gradio_cache_are_bounded(monkeypatch, preset, tmp_path):
+    monkeypatch.delenv("GVS_KEEP_RUNS", raising=False)
+    monkeypatch.delenv("GVS_MAX_AGE_S", raising=False)
+    a = app.parse_args(["--keep-runs", "7", "--max-age", "600"])
+    assert (a.keep_runs, a.max_age) == (7, 600)
+    assert app.parse_args([]).keep_runs == 64 and app.parse_args([]).max_age == 86400
+    assert app.delete_cache_for(600) == (600, 600) and app.delete_cache_for(86400) == (3600, 86400)
+    demo = app.build_demo(preset, cache_examples="off", delete_cache=app.delete_cache_for(600))
+    assert demo.delete_cache == (600, 600)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("GVS_RUNS_DIR", raising=False)
+    assert app.runs_root() == tmp_path / "gvs-runs"  # inside Gradio's cache: served in place, never copied

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from pipelines import media
 
-
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 PROMPT = "a red circle moving left to right on a black background"
@@ -44,9 +43,27 @@ def _check_video(result, frames, audio=False):
     return path
 
 
+ENDPOINTS = ("/text_to_video", "/style_transfer", "/audio_alignment", "/frame_interpolation")
+
+
 def test_endpoints_listed(client):
-    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/text_to_video", "/style_transfer", "/audio_alignment", "/frame_interpolation"} <= names
+    """The four endpoints and their _compare twins, and nothing else public; a twin takes exactly its tab's
+    parameters (same names, order and defaults); 5 and 7 outputs."""
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(api) == set(ENDPOINTS) | {f"{e}_compare" for e in ENDPOINTS}
+    for e in ENDPOINTS:
+        params = [(p["parameter_name"], p.get("parameter_default")) for p in api[e]["parameters"]]
+        assert params == [(p["parameter_name"], p.get("parameter_default"))
+                          for p in api[f"{e}_compare"]["parameters"]]
+        names = [n for n, _ in params]
+        assert names[0] == "prompt" and "method" in names and "seed" in names and "steps" in names
+        assert "token" not in names and "request" not in names
+        assert (len(api[e]["returns"]), len(api[f"{e}_compare"]["returns"])) == (5, 7)
+
+
+def test_start_up_says_ready(app_server):
+    log = app_server[1].read_text()
+    assert "[gvs] ready: examples lazy" in log and "[gvs] runs in " in log
 
 
 def test_text_to_video_streams_every_step(client):
@@ -91,12 +108,9 @@ def test_frame_interpolation(client, examples_dir):
 
 def test_cancel_then_keeps_serving(client):
     job = client.submit(PROMPT, api_name="/text_to_video", steps=100, method="none")
-    deadline = time.time() + 120
-    while len(job.outputs()) < 1 and time.time() < deadline:
-        time.sleep(0.2)
-    assert job.outputs(), "no streamed step before the deadline"
+    wait_until(job.outputs, timeout=240, what="a first streamed step")
     job.cancel()
-    time.sleep(1)
+    wait_until(job.done, timeout=120, what="the cancelled job to end")
     assert len(job.outputs()) < 100
     _, result = _run(client, "/text_to_video", PROMPT)  # the slot is free again
     _check_video(result, 8)

@@ -1,0 +1,77 @@
+"""The app's time beside the CLI's for the same request (micro preset, t2v, seed 0, 20 steps).
+
+    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3]
+
+app: wall time of one `/text_to_video` request through gradio_client against `python app.py` on 127.0.0.1 (the
+server warmed by one request first), everything the user waits for: streaming every step, previews, plot, mp4.
+cli: wall time of what `python -m pipelines generate` does after loading the models (validate, sample, write the
+mp4 and report), in a warm process with the same torch threads. Medians; one JSON line per method.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PROMPT = "a red circle moving left to right on a black background"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="none,titan")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gradio_client import Client
+
+    from pipelines.presets import load_preset
+    from pipelines.request import GenerationRequest, finalize, run, validate
+    from pipelines.ui import configure_torch_threads
+    from tests.conftest import free_port, start_app
+
+    configure_torch_threads()
+    d = Path(tempfile.mkdtemp(prefix="gvs-bench-"))
+    proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"))
+    try:
+        client = Client(url, verbose=False)
+        preset = load_preset("micro", device="cpu")
+
+        def app_once(method):
+            t = time.perf_counter()
+            client.predict(PROMPT, method=method, steps=a.steps, seed=0, api_name="/text_to_video")
+            return time.perf_counter() - t
+
+        def cli_once(method):
+            t = time.perf_counter()
+            prep = validate(GenerationRequest(task="t2v", prompt=PROMPT, method=method, seed=0, steps=a.steps),
+                            preset)
+            gen = run(prep, preset)
+            for _ in gen:
+                pass
+            finalize(gen, d / "o.mp4", d / "o.json")
+            return time.perf_counter() - t
+
+        for method in a.methods.split(","):
+            app_once(method), cli_once(method)  # warm-up
+            apps, clis = [], []
+            for _ in range(a.repeats):  # interleaved, so a change of machine load hits both
+                apps.append(app_once(method))
+                clis.append(cli_once(method))
+            app_s, cli_s = statistics.median(apps), statistics.median(clis)
+            print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
+                              "ratio": round(app_s / cli_s, 2), "load": round(os.getloadavg()[0], 2)}), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

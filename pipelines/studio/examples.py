@@ -1,0 +1,52 @@
+"""Each tab's example rows (from assets/examples/) and the function that computes an example's outputs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..presets import task_default_method
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+
+
+def example_rows(task: str, examples_dir: Path = EXAMPLES_DIR) -> list[list[Any]]:
+    """Example rows (prompt, upload(s)..., method, mg_scale, seed); rows whose files are missing are left out."""
+    e = examples_dir
+    m = task_default_method(task)[0]
+    rows = {
+        "t2v": [
+            ["a red circle moving left to right on a black background", "none", 0, 0],
+            ["a yellow square moving up on a gray background", m, 40, 1],
+        ],
+        "style": [
+            ["a white circle moving right to left on a black background", str(e / "style_stripes.png"), m, 0, 2],
+        ],
+        "audio": [
+            ["a green circle bouncing on a black background", str(e / "impacts.wav"), m, 0, 3],
+        ],
+        "interpolate": [
+            ["a blue triangle moving left to right on a gray background", str(e / "first_frame.png"),
+             str(e / "last_frame.png"), m, 0, 4],
+        ],
+    }[task]
+    return [r for r in rows if all(not isinstance(v, str) or not v.startswith(str(e)) or Path(v).exists() for v in r)]
+
+
+def example_names(task: str, uploads) -> list[str]:
+    """The input names an example row fills, in order."""
+    return ["prompt"] + [n for n in uploads] + ["method", "mg_scale", "seed"]
+
+
+def example_fn(studio, task: str, defaults: dict, names: list[str]):
+    """The function Gradio caches an example with: the tab's defaults, the row's values, the last output row.
+    No load notice: a cached summary is shown to every later visitor, whatever the load was at start-up."""
+    def fn(*vals):
+        kw = dict(defaults)
+        kw.update(dict(zip(names, vals)))
+        last = None
+        for last in studio.generate(task, kw, None, busy=False):
+            pass
+        return last
+
+    return fn

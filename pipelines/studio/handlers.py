@@ -1,0 +1,366 @@
+"""The tabs' handlers: a `Studio` holds the live preset(s) and the run store, and streams Generate / Compare.
+
+Each handler is a generator of output rows (one per step, then the final row). A run belongs to a token
+(`pipelines.studio.runs`): the page's Generate click makes a queued run and passes its token; an API call makes its
+own. Cancel names the token, so it stops that run or nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from .. import media
+from ..request import (
+    DEFAULT_INTERPOLATION_MODE, GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
+)
+from ..sampler import Cancelled
+from ..ui import StatusTracker, busy_notice, reward_figure
+from .runs import Run, RunStore
+
+DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
+PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upscaled, 512² frames downscaled)
+#: The reward plot is redrawn at most this often (seconds) while a run streams, and always at its end: a matplotlib
+#: figure per step cost about 1 s of a 20-step micro run.
+PLOT_EVERY_S = 1.0
+ENDPOINTS = {
+    "t2v": "text_to_video",
+    "style": "style_transfer",
+    "audio": "audio_alignment",
+    "interpolate": "frame_interpolation",
+}
+REQUIRED = ("method", "mg_scale", "seed", "steps", "cfg", "frames", "size")
+
+
+def log(msg: str) -> None:
+    print(f"[gvs] {msg}", flush=True)
+
+
+def fail(field: str, message: str):
+    """A user error: one line in the server log (no traceback), the message (field named once) in the page / API."""
+    message = str(message)
+    if message.startswith(f"{field}:"):
+        message = message[len(field) + 1:].lstrip()
+    log(f"refused: {field}: {message}")
+    raise gr.Error(f"{field}: {message}", print_exception=False)
+
+
+class _Plot:
+    """The reward figure, redrawn at most every `every` seconds (and when forced)."""
+
+    def __init__(self, series: dict, every: float = PLOT_EVERY_S):
+        self.series, self.every, self.last = series, every, None
+
+    def __call__(self, force: bool = False):
+        now = time.perf_counter()
+        if not force and self.last is not None and now - self.last < self.every:
+            return gr.skip()
+        self.last = now
+        return reward_figure(self.series)
+
+
+class Studio:
+    """The live preset (loaded once), the run store and the handlers shared by the four tabs."""
+
+    def __init__(self, preset, pool=None, store: Optional[RunStore] = None):
+        from ..guidance import METHODS, method_params
+
+        self.preset = preset
+        self.pool = pool  # a pipelines.pool.PipelinePool of presets, one per GPU (None: this preset only)
+        self.store = store if store is not None else RunStore(_default_root())
+        self.methods = list(METHODS)
+        self.specs = {m: method_params(m) for m in self.methods}
+        self.trackers: dict[str, StatusTracker] = {}  # token -> tracker, in the process that runs it
+
+    @property
+    def slots(self) -> int:
+        """Generations at once: one per pooled GPU (one on CPU)."""
+        return len(self.pool) if self.pool is not None else 1
+
+    def param_inputs(self) -> list[str]:
+        return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
+
+    # --- runs and cancel -----------------------------------------------------------------------------------------
+    def begin(self) -> tuple[str, str]:
+        """The page's Generate / Compare click: a queued run; (its token, the status line to show)."""
+        run_ = self.store.new("queued")
+        return run_.token, "queued: waiting for the generation slot (this line updates when it starts)"
+
+    def cancel(self, token):
+        """Cancel the run of `token` (queued or running); a status line, or `gr.skip()` when there is nothing to
+        cancel — a Cancel while idle changes nothing, now or later."""
+        msg = self.store.cancel(token)
+        return gr.skip() if msg is None else msg
+
+    def failure_text(self, token) -> str:
+        """The status line of a run that ended with an error (a refused request, named in the message)."""
+        run_ = self.store.get(token)
+        err = run_.path("error") if run_ is not None else None
+        text = err.read_text().strip() if err is not None and err.exists() else ""
+        return f"not run: {text}" if text else "not run: see the message above"
+
+    def result_video(self, token) -> Optional[str]:
+        """The main video of a finished run (a Compare's guided video)."""
+        run_ = self.store.get(token)
+        if run_ is None or run_.state != "done" or not run_.path("result.json").exists():
+            return None
+        return json.loads(run_.path("result.json").read_text()).get("video")
+
+    def _claim(self, token) -> Run:
+        """The run a handler executes: the page's queued run of `token`, or a new one (API calls, examples)."""
+        run_ = self.store.get(token) if token else None
+        if run_ is None or run_.state != "queued":
+            run_ = self.store.new("queued")
+        return run_
+
+    @contextlib.contextmanager
+    def _preset(self):
+        """The preset a run uses: a free GPU's from the pool (given back on finish, error or cancel), or the one."""
+        if self.pool is None or len(self.pool) <= 1:
+            # one slot: Gradio's concurrency limit already runs one generation at a time, and a run cancelled from
+            # the API (its generator left suspended until collected) must not keep a pool slot from the next one
+            yield self.preset
+            return
+        with self.pool.get() as (_device, preset):
+            yield preset
+
+    # --- request -------------------------------------------------------------------------------------------------
+    def prepare(self, task: str, kw: dict, method: Optional[str] = None, preset=None):
+        for name in REQUIRED:
+            if kw.get(name) is None:
+                fail(name, "is required")
+        method = method or kw["method"]
+        if method not in self.specs:
+            fail("method", f"{method!r} is not one of {self.methods}")
+        params = {}
+        for s in self.specs[method]:  # omitted ones get the preset's default in resolve_params
+            v = kw.get(f"{method}__{s.name}")
+            if v is not None:
+                params[s.name] = v
+        req = GenerationRequest(
+            task=task, prompt=kw.get("prompt"), negative_prompt=kw.get("negative_prompt") or "", method=method,
+            params=params, mg_scale=kw["mg_scale"], cfg_schedule=bool(kw.get("cfg_schedule")), seed=kw["seed"],
+            eta=kw.get("eta"), steps=kw["steps"], cfg=kw["cfg"], frames=kw["frames"], size=kw["size"],
+            style_image=kw.get("style_image"), audio=kw.get("audio"), first_frame=kw.get("first_frame"),
+            last_frame=kw.get("last_frame"),
+            interpolation_mode=kw.get("interpolation_mode") or DEFAULT_INTERPOLATION_MODE,
+            t2v_reward=kw.get("t2v_reward") or "clip", reward_prompt=kw.get("reward_prompt") or None,
+        )
+        try:
+            return validate(req, preset or self.preset)
+        except RequestError as e:
+            fail(e.field, e.message)
+
+    # --- one generation, streamed ----------------------------------------------------------------------------------
+    def _stream(self, prepared, run_: Run, tracker: StatusTracker, rows: list, progress, plot: _Plot, preset,
+                label: str = "run"):
+        """Iterate one generation: yields (preview, figure, status) per step; returns the finished Generation."""
+        gen = run(prepared, preset, should_stop=run_.stop_requested)
+        preview = None
+        for ev in gen:
+            if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
+                continue
+            status = tracker.update(ev)
+            run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
+            if progress is not None:
+                progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
+            if ev.phase == "sample":
+                rows.append(None if ev.reward is None else float(ev.reward))
+            if ev.preview is not None:
+                preview = run_.path(f"preview-{label}-{ev.phase}-{ev.index:03d}.png")
+                media.preview_grid(ev.preview, PREVIEW_TILE).save(preview, compress_level=1)
+                preview = str(preview)
+            yield (preview if preview is not None else gr.skip()), plot(), status
+        return gen
+
+    @staticmethod
+    def _relay(stream, skips: int):
+        """Yield each (preview, figure, status) of `stream` as an output row with `skips` untouched outputs between
+        the figure and the status; return the stream's finished Generation."""
+        while True:
+            try:
+                preview, fig, status = next(stream)
+            except StopIteration as stop:
+                return stop.value
+            yield (preview, fig, *[gr.skip()] * skips, status)
+
+    @staticmethod
+    def _write(run_: Run, task: str, gen, tag: str = ""):
+        p = gen.prepared
+        stem = f"{ENDPOINTS[task]}_{p.request.method}_seed{p.seed}{tag}"
+        mp4, js, png = run_.path(f"{stem}.mp4"), run_.path(f"{stem}.json"), run_.path(f"{stem}.png")
+        report = finalize(gen, mp4, js, min_side=DISPLAY_SIDE)
+        media.preview_grid(gen.final_event.frames, PREVIEW_TILE).save(png)
+        return report, mp4, js, png
+
+    @staticmethod
+    def _result(run_: Run, report_path, video_path, image_path) -> None:
+        """What the history shows of a finished run (read by `pipelines.studio.history.remember`)."""
+        (run_.path("result.json")).write_text(json.dumps(
+            {"report": str(report_path), "video": str(video_path), "image": str(image_path)}))
+
+    def generate(self, task: str, kw: dict, progress=None, token: Optional[str] = None, busy: bool = True):
+        """Generate: one guided run, streamed. Rows: (preview, plot, video, report, status)."""
+        run_ = self._claim(token)
+        with self._lifecycle(run_, 5) as cancelled_row:
+            if cancelled_row is not None:
+                yield cancelled_row
+                return
+            with self._preset() as preset:
+                yield from self._generate(task, kw, progress, run_, preset, busy)
+
+    def _generate(self, task: str, kw: dict, progress, run_: Run, preset, busy: bool):
+        prepared = self.prepare(task, kw, preset=preset)
+        notes = list(prepared.notices)
+        load = busy_notice() if busy else None
+        if load:
+            notes.append(load)
+        for n in notes:
+            gr.Warning(n)
+        tracker = self._track(run_, StatusTracker())
+        rows: list = []
+        series = {"task reward": rows}
+        gen = None
+        try:
+            stream = self._stream(prepared, run_, tracker, rows, progress, _Plot(series), preset)
+            gen = yield from self._relay(stream, 2)
+            report, mp4, js, png = self._write(run_, task, gen)
+            if load:
+                report["notices"] = list(report["notices"]) + [load]
+            self._result(run_, js, mp4, png)
+            run_.set_state("done")
+            yield str(png), reward_figure(series), str(mp4), str(js), summary_text(report)
+        except Cancelled:
+            run_.set_state("cancelled")
+            log(tracker.cancelled())
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+        finally:  # also on an API cancel (GeneratorExit at a yield): drop the run's tensors now
+            self.trackers.pop(run_.token, None)
+            del gen
+
+    def compare(self, task: str, kw: dict, progress=None, token: Optional[str] = None):
+        """The same request unguided (method none) and guided: same seed, η and everything else.
+        Rows: (preview, plot, unguided video, guided video, table, report, status)."""
+        run_ = self._claim(token)
+        with self._lifecycle(run_, 7) as cancelled_row:
+            if cancelled_row is not None:
+                yield cancelled_row
+                return
+            with self._preset() as preset:
+                yield from self._compare(task, kw, progress, run_, preset)
+
+    def _compare(self, task: str, kw: dict, progress, run_: Run, preset):
+        from ..compare import task_metric
+
+        if kw.get("method") == "none":
+            fail("method", "choose a guidance method to compare with the unguided run (the method is `none`)")
+        guided = self.prepare(task, kw, preset=preset)
+        base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
+        for n in guided.notices:
+            gr.Warning(n)
+        series: dict = {"unguided": [], f"guided ({guided.request.method})": []}
+        plot = _Plot(series)
+        results = {}
+        tracker = None
+        try:
+            for label, prepared, rows in (("unguided", base, series["unguided"]),
+                                          ("guided", guided, series[f"guided ({guided.request.method})"])):
+                tracker = self._track(run_, StatusTracker(prefix=f"{label}: "))
+                gen = yield from self._relay(self._stream(prepared, run_, tracker, rows, progress, plot, preset, label),
+                                          4)
+                report, mp4, js, png = self._write(run_, task, gen, tag=f"_{label}")
+                metric = task_metric(gen.prepared, gen.final_event.frames)
+                results[label] = (report, mp4, js, png, metric)
+                del gen
+            table, data = compare_table(results)
+            out = run_.path(f"{ENDPOINTS[task]}_compare_seed{guided.seed}.json")
+            out.write_text(json.dumps(data, indent=2) + "\n")
+            g = results["guided"]
+            self._result(run_, g[2], g[1], g[3])
+            run_.set_state("done")
+            yield (str(g[3]), reward_figure(series), str(results["unguided"][1]), str(g[1]), table, str(out),
+                   summary_text(g[0]))
+        except Cancelled:
+            run_.set_state("cancelled")
+            log(tracker.cancelled())
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+        finally:
+            self.trackers.pop(run_.token, None)
+
+    def _track(self, run_: Run, tracker: StatusTracker) -> StatusTracker:
+        tracker.key = run_.token
+        self.trackers[run_.token] = tracker
+        return tracker
+
+    @contextlib.contextmanager
+    def _lifecycle(self, run_: Run, width: int):
+        """Mark the run running (or yield the row of a run cancelled while queued), and always leave it finished:
+        `failed` on a refused request or an error, `cancelled` when the API cancels it at a yield."""
+        if run_.stop_requested():
+            run_.set_state("cancelled")
+            yield (*[gr.skip()] * (width - 1), "cancelled before it started (nothing was written)")
+            return
+        run_.set_state("running")
+        try:
+            yield None
+        except GeneratorExit:
+            run_.set_state("cancelled")
+            raise
+        except BaseException as e:
+            run_.set_state("failed")
+            try:
+                run_.path("error").write_text(getattr(e, "message", None) or str(e) or type(e).__name__)
+            except OSError:
+                pass
+            raise
+        finally:
+            if run_.state == "running":  # left without a final state (e.g. closed before its first row)
+                run_.set_state("cancelled")
+            _release(self.preset)
+
+
+def _release(preset) -> None:
+    """Drop a finished run's tensors: a full collection where GPU memory waits for it (0.25 s each on a CPU run,
+    where reference counting already freed them), the youngest generation elsewhere."""
+    import gc
+
+    if getattr(getattr(preset, "device", None), "type", "cpu") == "cuda":
+        release_memory()
+    else:
+        gc.collect(0)
+
+
+def compare_table(results: dict) -> tuple[str, dict]:
+    """The markdown table of a Compare and the data saved beside it."""
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3g}"
+
+    rows = ["| | method | reward after | metric | time |", "|---|---|---|---|---|"]
+    data = {}
+    for label in ("unguided", "guided"):
+        report, _, _, _, metric = results[label]
+        rows.append(f"| **{label}** | `{report['method']}` | {fmt(report.get('reward_after'))} | "
+                    f"{metric.text if metric else 'n/a'} | {report['seconds']:.1f} s |")
+        data[label] = {"report": report, "metric": None if metric is None else {
+            "name": metric.name, "value": metric.value, "text": metric.text,
+            "higher_is_better": metric.higher_is_better}}
+    g, u = results["guided"][0], results["unguided"][0]
+    head = (f"**Same seed {g['seed']} and η {g['eta']:g}**; reward: {g.get('reward_name') or 'task reward'} "
+            "(higher is better).")
+    if g.get("reward_after") is not None and u.get("reward_after") is not None:
+        head += f" Guidance changed the reward by {g['reward_after'] - u['reward_after']:+.3g}."
+    return head + "\n\n" + "\n".join(rows), data
+
+
+def _default_root() -> Path:
+    """Run folders live inside Gradio's cache folder, so Gradio serves them in place (no copy) and its
+    `delete_cache` and our pruning see the same files. `GVS_RUNS_DIR` overrides."""
+    import os
+
+    from gradio.utils import get_upload_folder
+
+    return Path(os.environ.get("GVS_RUNS_DIR") or Path(get_upload_folder()) / "gvs-runs")
