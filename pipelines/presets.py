@@ -115,8 +115,9 @@ TASK_DEFAULT_METHODS = {
     "t2v": ("titan", "TITAN (its gentle text setting) kept the detected attributes of few-step held-out prompts where "
                      "MPGD and FreeDoM lost some, and with the prompt only in the reward it raised them from 0.27 "
                      "to 0.44 (bench/EVALUATE.md)"),
-    "style": ("titan", "TITAN turned the background into the reference's pattern in 7/8 videos (unguided 0/8, "
-                       "MPGD 7/8, FreeDoM and Free²Guide 0/8; bench/EVALUATE.md)"),
+    "style": ("titan", "TITAN, inside the step policy's trust region, is the only method with a clean styled video "
+                       "of the prompt (joint 1/8; unbounded it patterned 7/8 backgrounds but dissolved every object, "
+                       "joint 0/8; bench/EVALUATE.md)"),
     "audio": ("free2guide", "Free²Guide put floor contacts on the exact impact frames (sync IoU 0.60 against 0.12 "
                             "unguided; gradient methods ≤ 0.30; bench/EVALUATE.md)"),
     "interpolate": ("titan", "TITAN (reward mode) brought the end frames to the key frames (0.5 px from 16.9 px "
