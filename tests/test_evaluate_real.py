@@ -16,7 +16,7 @@ from pipelines import evaluate_real as er
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SPECS = ["none", "titan[step_size=0.5]"]
 #: The fields of a row, as the micro suites write them.
-ROW_FIELDS = {"key", "suite", "case", "method", "base_method", "seed", "eta", "steps", "cfg", "frames", "mg_scale",
+ROW_FIELDS = {"max_shift_ratio", "key", "suite", "case", "method", "base_method", "seed", "eta", "steps", "cfg", "frames", "mg_scale",
               "params", "metrics", "final_reward", "seconds", "peak_memory_bytes", "device", "preset"}
 
 
