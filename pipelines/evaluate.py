@@ -5,7 +5,10 @@
 Every generation is one *cell* (suite, case, method spec, seed, η) and one JSON line in `DIR/rows.jsonl`; a rerun
 skips the cells already there (resumable). The summary (`summary.md`, `summary.csv`) and the plots (`plots/`) are
 rebuilt from all rows at the end. Every metric comes from the exact detector (`pipelines.micro.detector`), never
-from the reward that guides, and every method is compared with `none` at the same case, seed and η.
+from the reward that guides, and every method is compared with `none` at the same case, seed and η. Every row reads the
+suite's `target`, the video's `fidelity` (the prompt's content kept, one object per frame, a re-rendering residual:
+`pipelines.evaluation.readers`) and their `joint`, the summary's primary column; `DIR/sheets/SUITE/METHOD.png` shows
+the first seed's videos of every (suite, method).
 
 A *method spec* is a method name with optional settings in brackets, e.g. `titan[update=rms,step_size=0.1]`:
 method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm` (normalised α, when supported),
@@ -62,11 +65,6 @@ SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree",
 REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
 PRIMARY = {suite: ("joint", True) for suite in SUITES}
-#: The suite's own effect, reported beside the joint figure (`target` is its 0–1 success per video).
-TARGET_METRIC = {
-    "t2v-hard": "accuracy", "t2v-reward": "accuracy", "style": "style_changed", "interpolate": "endpoint_px",
-    "interpolate-agree": "endpoint_px", "audio": "sync_iou", "mg": "change",
-}
 
 
 @dataclass
