@@ -27,16 +27,7 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def _files(root: Path) -> tuple[int, int]:
-    n = size = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                size += os.stat(os.path.join(dirpath, name)).st_size
-                n += 1
-            except FileNotFoundError:
-                pass
-    return n, size
+from pipelines.studio.runs import disk_usage as _files  # noqa: E402 - the server's own (files, bytes) walk
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,19 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def disk_usage(root) -> tuple[int, int]:
+    """(files, bytes) under the folder `root` (files deleted while it walks are skipped)."""
+    files = size = 0
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            try:
+                size += os.stat(os.path.join(dirpath, n)).st_size
+                files += 1
+            except FileNotFoundError:
+                pass
+    return files, size
+
+
 @dataclass(frozen=True)
 class Run:
     """A handle on one run's folder; every method reads or writes files, so any process may hold one."""
@@ -153,12 +166,4 @@ class RunStore:
 
     def disk_usage(self) -> tuple[int, int]:
         """(files, bytes) under the root."""
-        files = size = 0
-        for dirpath, _, names in os.walk(self.root):
-            for n in names:
-                try:
-                    size += os.stat(os.path.join(dirpath, n)).st_size
-                    files += 1
-                except FileNotFoundError:
-                    pass
-        return files, size
+        return disk_usage(self.root)
