@@ -402,3 +402,35 @@ def test_ablation_runs_the_cumulative_table_by_default_and_follow_ups_on_request
     assert selected([len(CONFIGS)])[0][2]["w_dc"] == 0.0  # the follow-up drops L_DC from the full recipe
     with pytest.raises(ValueError, match="no configuration"):
         selected([99])
+
+
+# ------------------------------------------------------------------------------------------- LR schedules
+def test_harivo_config_decays_the_lr_from_1e4_to_1e5_through_get_scheduler():
+    from pipelines.training.schedule import config_factor, lr_factor
+
+    cfg = load_config("sd15")
+    assert (cfg.lr, cfg.lr_end, cfg.lr_schedule) == (1e-4, 1e-5, "cosine")
+    f = config_factor(cfg)
+    lrs = [cfg.lr * f(s) for s in range(cfg.steps)]
+    assert lrs[0] == 0.0  # get_scheduler's warm-up starts at 0
+    assert lrs[cfg.lr_warmup] == pytest.approx(1e-4)
+    assert lrs[-1] == pytest.approx(1e-5, rel=1e-9)  # the last step trains at HARIVO's final LR
+    assert min(lrs[cfg.lr_warmup:]) == pytest.approx(1e-5)
+    assert all(a >= b for a, b in zip(lrs[cfg.lr_warmup:], lrs[cfg.lr_warmup + 1:]))  # monotone decay
+    lin = lr_factor("linear", steps=11, warmup=0, floor=0.1)
+    assert [round(lin(s), 6) for s in (0, 5, 10)] == [1.0, 0.55, 0.1]
+    poly = lr_factor("polynomial", steps=11, warmup=0, floor=0.1)
+    assert poly(10) == pytest.approx(0.1) and poly(0) == pytest.approx(1.0)
+    assert lr_factor("constant_with_warmup", steps=10, warmup=4)(9) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        load_config("tiny", {"lr_schedule": "exp"})
+    with pytest.raises(ValueError, match="lr_end"):
+        load_config("tiny", {"lr_end": 1e-5})  # tiny's schedule is constant: an end LR needs a decay
+
+
+def test_the_loop_logs_the_scheduled_lr(tmp_path):
+    from pipelines.training.loop import train
+
+    cfg = _tiny_cfg(tmp_path, steps=3, lr_schedule="linear", lr_end=1e-4, w_dc=0.0, w_trs=0.0)
+    res = train(cfg, quiet=True)
+    assert [round(r["lr"], 8) for r in res["log"]] == [1e-3, 5.5e-4, 1e-4]

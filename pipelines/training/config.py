@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .schedule import DECAYING as LR_DECAYING
+from .schedule import NAMES as LR_SCHEDULES
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -47,6 +50,10 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 1e-4
     lr_warmup: int = 50
+    # diffusers.optimization.get_scheduler name: constant | constant_with_warmup | linear | cosine |
+    # cosine_with_restarts | polynomial; decaying ones end at lr_end on the last step (HARIVO: 1e-4 -> 1e-5)
+    lr_schedule: str = "constant_with_warmup"
+    lr_end: float | None = None
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -65,6 +72,11 @@ class TrainConfig:
             (self.frame_tokens in ("paper", "none"), f"frame_tokens must be 'paper' or 'none', got {self.frame_tokens!r}"),
             (self.data in ("micro", "csv", "shards"), f"data must be micro, csv or shards, got {self.data!r}"),
             (self.mixed_precision in ("no", "fp16", "bf16"), f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr_end is None or 0 <= self.lr_end <= self.lr, f"lr_end must be in [0, lr={self.lr}], got {self.lr_end}"),
+            (self.lr_end is None or self.lr_schedule in LR_DECAYING,
+             f"lr_end needs a decaying lr_schedule ({', '.join(LR_DECAYING)}), got {self.lr_schedule!r}"),
             (self.steps >= 1, f"steps must be ≥ 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"grad_accum must be ≥ 1, got {self.grad_accum}"),

@@ -238,10 +238,6 @@ def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _lr(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup > 0 else cfg.lr
-
-
 def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, quiet: bool = False) -> dict:
     """Run (or resume) training; returns {"steps", "log" (list of dicts), "final", "seconds", "processes"}."""
     from accelerate import Accelerator
@@ -288,12 +284,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
 
     bar = tqdm(total=cfg.steps, initial=start, desc="harivo", disable=quiet or not acc.is_local_main_process,
                mininterval=2.0, file=sys.stderr)
+    from .schedule import config_factor
+
+    lr_at = config_factor(cfg)  # diffusers' get_scheduler multiplier, a pure function of the step (resume-exact)
     t0 = time.time()
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
     model.train()
     for step in range(start, end):
         for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
+            g["lr"] = cfg.lr * lr_at(step)
         sums = {k: torch.zeros((), device=device) for k in (*TERMS, "total")}
         for micro in range(cfg.grad_accum):
             positions, frames, caps = loader.get(step, micro)
