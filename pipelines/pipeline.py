@@ -22,21 +22,17 @@ from diffusers.pipelines.animatediff.pipeline_output import AnimateDiffPipelineO
 
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
-from .frame_tokens import FrameTokenGenerator
+from .frame_tokens import FrameTokens
 from .guidance.base import Guidance
 from .preview import latent_rgb_for, resolve_preview
 from .sampler import Denoiser, StepEvent, StepHook, sample
 
 
 def _check_frame_tokens(frame_tokens, text_encoder, tokenizer) -> None:
-    if not isinstance(frame_tokens, FrameTokenGenerator):
-        raise TypeError(f"frame_tokens must be a FrameTokenGenerator, got {type(frame_tokens).__name__}")
-    cfg = frame_tokens.config
-    if cfg.dim != text_encoder.config.hidden_size:
-        raise ValueError(f"frame_tokens dim {cfg.dim} != text encoder hidden size {text_encoder.config.hidden_size}")
-    length = getattr(tokenizer, "model_max_length", None)
-    if length != cfg.text_length:
-        raise ValueError(f"frame_tokens was built for prompts of {cfg.text_length} tokens, the tokenizer pads to {length}")
+    if not isinstance(frame_tokens, FrameTokens):
+        raise TypeError(f"frame_tokens must be a pipelines.frame_tokens.FrameTokens (HarivoFrameTokens, or the shipped "
+                        f"micro model's FrameTokenGenerator), got {type(frame_tokens).__name__}")
+    frame_tokens.check_fits(text_encoder, tokenizer)
 
 
 class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
@@ -53,8 +49,9 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     embeddings, `callback_on_step_end` and `output_type="latent"`. `eta` defaults to 0.0 (diffusers' default) without
     guidance and to 1.0 with it (as in the papers).
 
-    Optional component `frame_tokens` (a `FrameTokenGenerator`, HARIVO's frame-wise tokens, shipped by the micro
-    preset): when present, every frame's text tokens get that frame's generated tokens appended.
+    Optional component `frame_tokens` (a `FrameTokens`: HARIVO's frame-wise tokens, the paper's `HarivoFrameTokens`
+    from `pipelines/training/` or the shipped micro model's `FrameTokenGenerator`): when present, every frame's text
+    tokens get that frame's generated tokens appended.
     """
 
     _optional_components = AnimateDiffPipeline._optional_components + ["frame_tokens"]
@@ -72,7 +69,7 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
                          EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler],
         feature_extractor: CLIPImageProcessor = None,
         image_encoder: CLIPVisionModelWithProjection = None,
-        frame_tokens: Optional[FrameTokenGenerator] = None,
+        frame_tokens: Optional[FrameTokens] = None,
     ):
         # the parent's type hints: `from_pipe` switches a component over only when its type matches them
         super().__init__(vae, text_encoder, tokenizer, unet, motion_adapter, scheduler,

@@ -26,8 +26,8 @@ import torch
 from .config import TrainConfig
 from .data import StepBatches, collate, open_dataset
 from .losses import HarivoObjective, LossWeights
-from .modules import (ContrastiveProjection, HarivoFrameTokens, MappingNetwork, build_video_unet,
-                      image_unet_from_video)
+from ..frame_tokens import HarivoFrameTokens
+from .modules import ContrastiveProjection, MappingNetwork, build_video_unet, image_unet_from_video
 
 TERMS = ("simple", "trs", "reg", "dc")
 
@@ -229,11 +229,14 @@ def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
         attach_mapping(video, mapping.eval())
         video._harivo_mapping = mapping
     if hasattr(pipe, "frame_tokens"):
+        from ..frame_tokens import load_frame_tokens
+
         tokens = None
         if frame_tokens and (folder / "frame_tokens" / "config.json").is_file():
-            tokens = HarivoFrameTokens.from_pretrained(str(folder / "frame_tokens")).to(device=image.device,
-                                                                                         dtype=image.dtype).eval()
-        pipe.frame_tokens = tokens  # set directly: the pipeline's `per_frame_embeds` only calls `.expand`
+            tokens = load_frame_tokens(folder / "frame_tokens").to(device=image.device, dtype=image.dtype).eval()
+            tokens.check_fits(pipe.text_encoder, pipe.tokenizer)
+        # the pipeline's own generator (if any) was trained with other temporal layers: replaced, or dropped
+        pipe.register_modules(frame_tokens=tokens)
     return pipe
 
 

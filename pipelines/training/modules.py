@@ -4,7 +4,8 @@
   an untrained video model is the image model applied to every frame (`zero_temporal_layers`);
 - `MappingNetwork`: 3D convolution + temporal attention + zero-initialised linear, residual, applied to the noisy
   latents before the frozen UNet (`attach_mapping` runs it inside `unet.forward`, so pipelines need no change);
-- `HarivoFrameTokens`: the paper's frame-wise token generator (Linear+SiLU → 1-D convolution over the M token
+- `HarivoFrameTokens` (defined in `pipelines.frame_tokens`, the type the pipeline accepts): the paper's frame-wise
+  token generator (Linear+SiLU → 1-D convolution over the M token
   positions to F·K outputs → 3 × (Linear+SiLU)), K = 3 tokens appended to every frame's text tokens;
 - `ContrastiveProjection`: the projection g_θ of the h-space contrastive loss (discarded after training);
 - `AttentionMapRecorder` / `BottleneckRecorder`: the decoder self-attention maps (L_TRS) and the bottleneck
@@ -15,8 +16,7 @@
 Deliberate differences from the paper's listing: the mapping network's whole branch (convolution and attention)
 passes through the zero-initialised linear, so it starts as the exact identity (the listing adds the convolution's
 residual output to the input as well, which doubles the input at initialisation); its temporal attention gets
-sinusoidal frame positions (the listing's attention has none and cannot tell frame order). The token generator
-makes tokens for up to `max_frames` frames and uses the first F (the listing is tied to one F).
+sinusoidal frame positions (the listing's attention has none and cannot tell frame order).
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
+
+from ..frame_tokens import HarivoFrameTokens  # noqa: F401 - the paper's generator lives beside the pipeline's type
 
 
 def _frame_positions(f: int, dim: int, device, dtype) -> torch.Tensor:
@@ -74,42 +76,6 @@ class MappingNetwork(ModelMixin, ConfigMixin):
         s = s + self.attn_out(a.transpose(1, 2).flatten(2))
         delta = self.proj_out(s).reshape(b, h, w, f, c).permute(0, 4, 3, 1, 2)
         return x + delta
-
-
-class HarivoFrameTokens(ModelMixin, ConfigMixin):
-    """The paper's frame-wise token generator t_θ: text tokens `(B, M, D)` → `(B, F, K, D)`.
-
-    Same interface as `pipelines.frame_tokens.FrameTokenGenerator` (`forward`, `expand`), so the pipeline's
-    `per_frame_embeds` and the training loop use either.
-    """
-
-    @register_to_config
-    def __init__(self, dim: int = 768, text_length: int = 77, num_tokens: int = 3, max_frames: int = 24):
-        super().__init__()
-        lin = lambda: nn.Sequential(nn.Linear(dim, dim), nn.SiLU())  # noqa: E731
-        self.layers = nn.Sequential(
-            lin(), nn.SiLU(),
-            nn.Conv1d(text_length, num_tokens * max_frames, kernel_size=1, bias=False), nn.SiLU(),
-            lin(), lin(), lin(),
-        )
-
-    def forward(self, text_tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
-        cfg = self.config
-        if text_tokens.ndim != 3 or tuple(text_tokens.shape[1:]) != (cfg.text_length, cfg.dim):
-            raise ValueError(f"text tokens must be (batch, {cfg.text_length}, {cfg.dim}), got {tuple(text_tokens.shape)}")
-        if not 1 <= num_frames <= cfg.max_frames:
-            raise ValueError(f"num_frames must be in 1..{cfg.max_frames} (max_frames of this generator), got {num_frames}")
-        dtype = self.layers[0][0].weight.dtype
-        out = self.layers(text_tokens.to(dtype))  # (B, max_frames*K, D), row f*K + k
-        b = out.shape[0]
-        return out[:, : num_frames * cfg.num_tokens].reshape(b, num_frames, cfg.num_tokens, cfg.dim).to(text_tokens.dtype)
-
-    def expand(self, text_tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Per-frame encoder states `(B·F, M + K, D)`: text tokens repeated per frame, that frame's tokens appended."""
-        b, m, d = text_tokens.shape
-        extra = self(text_tokens, num_frames)
-        rep = text_tokens[:, None].expand(b, num_frames, m, d)
-        return torch.cat([rep, extra], dim=2).reshape(b * num_frames, m + self.config.num_tokens, d)
 
 
 class ContrastiveProjection(nn.Module):
