@@ -184,6 +184,16 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                     m, spec, preset.guidance_defaults(m, task).get(spec.name, spec.default),
                                     preset.default_steps)
                     main_groups[m] = grp
+            with gr.Accordion("Model: trained video parts, LoRA", open=False):
+                named["video_parts"] = Textbox(
+                    label="Trained video parts (folder on the server)", lines=1, field="video_parts",
+                    elem_id=f"{task}-video_parts", placeholder="runs/harivo-micro/final",
+                    info="the final/ folder of a `python -m pipelines.training` run: its temporal layers, mapping "
+                         "network and frame tokens go under this preset's image model (same model family only)")
+                named["lora"] = Textbox(
+                    label="LoRA on the image model (PATH[:scale], several separated by commas)", lines=1,
+                    field="lora", elem_id=f"{task}-lora", placeholder="runs/striped-lora:1.0",
+                    info="diffusers-format LoRA weights (a .safetensors file or its folder); needs peft")
             with gr.Accordion("Advanced: negative prompt, CFG, η, HARIVO, frames, size, guided steps", open=False):
                 named["negative_prompt"] = Textbox(label="Negative prompt", lines=1, max_length=MAX_PROMPT_CHARS,
                                                    field="negative_prompt")

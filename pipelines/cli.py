@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", default=None)
     g.add_argument("--seed", default="0", help="integer, or -1 for a random seed")
     g.add_argument("--eta", default=None, help="DDIM η, the same for every method, `none` included (default 1.0)")
+    add_model_arguments(g)
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--report", required=True, help="output JSON report")
     g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
@@ -122,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_model_arguments(p) -> None:
+    """`--video-parts DIR` and `--lora PATH[:scale]` (repeatable): what `pipelines.model_options` puts under the
+    preset's image model. Shared by `generate` and `evaluate`."""
+    p.add_argument("--video-parts", default=None, metavar="DIR",
+                   help="trained HARIVO video parts: the final/ folder of a `python -m pipelines.training` run, loaded "
+                        "under the preset's image UNet (must be trained for the same model family)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:scale]",
+                   help="a diffusers-format LoRA on the image part (.safetensors file or folder), scale default 1.0; "
+                        "repeatable")
+
+
+def model_options_of(a):
+    """The parsed `--video-parts` / `--lora` flags (raises `ModelOptionError` naming the field)."""
+    from .model_options import parse_options
+
+    return parse_options(getattr(a, "video_parts", None), getattr(a, "lora", None) or ())
+
+
+_MODEL_FLAG = {"video_parts": "--video-parts", "lora": "--lora"}
+
+
 def _int_or_none(v):
     return None if v is None else v
 
@@ -153,6 +175,12 @@ def cmd_generate(a) -> int:
         resolve_params(a.method, params)
     except RequestError as e:
         return _fail(_flag(e.field), e.message)
+    from .model_options import ModelOptionError, with_model
+
+    try:
+        options = model_options_of(a)
+    except ModelOptionError as e:
+        return _fail(_MODEL_FLAG[e.field], e.message)
 
     seed = a.seed
     req = GenerationRequest(
@@ -167,6 +195,10 @@ def cmd_generate(a) -> int:
         preset = load_preset(a.preset, device=a.device)
     except ValueError as e:
         return _fail("--preset", str(e))
+    try:
+        preset = with_model(preset, options)
+    except ModelOptionError as e:
+        return _fail(_MODEL_FLAG[e.field], e.message)
     if not a.quiet:
         print(f"preset: {preset.name} — {preset.reason}", file=sys.stderr)
     try:

@@ -395,6 +395,7 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure
         "final_reward": gen.final_reward(), "seconds": round(seconds, 4),
         "peak_memory_bytes": int(gen.peak_memory_bytes), "device": p.device, "preset": p.preset_name,
         "max_shift_ratio": _max_shift(gen), "_frames": frames,
+        **({"model": preset.model_options.describe()} if getattr(preset, "model_options", None) else {}),
     }
 
 
@@ -592,12 +593,15 @@ def _barrier(world: int) -> None:
 
 def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=None, frames=None,
              max_cases=None, params_override=None, device=None, threads=None, log=print, metrics_config=None,
-             metric_options=None, style_image=None, audio=None, reference_videos=None) -> list[dict]:
+             metric_options=None, style_image=None, audio=None, reference_videos=None,
+             model_options=None) -> list[dict]:
     """Run the pending cells (this process's share) and, on process 0, write the summary and plots.
 
     Real presets only: `metrics_config` (a `rewards.metrics.MetricsConfig`; tests inject tiny models here),
     `metric_options` (overrides of its fields: clip, style_clip, imagebind, i3d, i3d_size, motion), `style_image`
-    and `audio` (user files for the style / audio suites), `reference_videos` (a folder, for FVD)."""
+    and `audio` (user files for the style / audio suites), `reference_videos` (a folder, for FVD).
+    `model_options`: a `pipelines.model_options.ModelOptions` (trained video parts, LoRAs) put under the preset's
+    image model; its rows carry `model` and their keys differ from the plain preset's."""
     import torch
 
     from .presets import load_preset
@@ -617,6 +621,15 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
         checked = True
     preset = load_preset(preset_name, device=device)
     real = preset.name != "micro"  # `auto` may resolve either way
+    model_tag = ""
+    if model_options is not None and not model_options.is_default:
+        import hashlib
+
+        from .model_options import with_model
+
+        preset = with_model(preset, model_options)  # ModelOptionError (a ValueError) names the field
+        model_tag = "model-" + hashlib.sha1(repr(model_options).encode()).hexdigest()[:10]
+        log(f"evaluate: {model_options.describe()} ({model_tag})")
     if real:
         from . import evaluate_real as er
 
@@ -636,13 +649,13 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
     for spec in specs:
         parse_spec(spec)  # fail before any work
     if real:
-        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=preset.name,
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=preset.name + model_tag,
                      case_fn=lambda s, f: er.real_cases(s, f, preset.fps, style_image, audio))
 
         def run(cell):
             return run_cell(cell, preset, params_override, measure=lambda c, fr, g: er.measure(c, fr, g, cfg, out))
     else:
-        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases)
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=model_tag)
 
         def run(cell):
             return run_cell(cell, preset, params_override)
@@ -766,6 +779,9 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="a parameter for every spec of that method (a spec's own settings win)")
+    from .cli import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--out", required=True, help="output folder (rows.jsonl, summary.md/.csv, plots/)")
     p.add_argument("--summarize", action="store_true",
                    help="run nothing: rebuild summary.md/.csv and the plots from every row in --out")
@@ -834,13 +850,25 @@ def main(argv=None, args=None) -> int:
     except RequestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .cli import model_options_of
+    from .model_options import ModelOptionError
+
+    try:
+        model_options = model_options_of(a)
+    except ModelOptionError as e:
+        print(f"error: --{e.field.replace('_', '-')}: {e.message}", file=sys.stderr)
+        return 2
     try:
         summary = evaluate(suites, split_specs(a.methods), seeds, a.out, preset_name=a.preset, eta=a.eta,
                            steps=a.steps, frames=a.frames, max_cases=a.cases, params_override=override,
                            device=a.device, threads=a.threads, log=lambda s: print(s, file=sys.stderr, flush=True),
                            metric_options=dict(clip=a.metric_clip, style_clip=a.style_clip, imagebind=a.imagebind,
                                                motion=a.motion, i3d=a.i3d, i3d_size=a.i3d_size),
-                           style_image=a.style_image, audio=a.audio, reference_videos=a.reference_videos)
+                           style_image=a.style_image, audio=a.audio, reference_videos=a.reference_videos,
+                           model_options=model_options)
+    except ModelOptionError as e:
+        print(f"error: --{e.field.replace('_', '-')}: {e.message}", file=sys.stderr)
+        return 2
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

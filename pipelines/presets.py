@@ -388,9 +388,18 @@ def _animatediff_available() -> tuple[bool, str]:
     return True, "CUDA GPU found"
 
 
-def load_preset(name: str = "auto", device=None) -> Preset:
+def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> Preset:
     """Build (once) and return a preset. `auto`: on a CUDA machine that can get the weights, `animatediff` or
-    `animatediff-lean` (with CPU offload on small cards) by the GPU's free memory (`choose_auto`), else micro."""
+    `animatediff-lean` (with CPU offload on small cards) by the GPU's free memory (`choose_auto`), else micro.
+
+    `video_parts` (a trained `final/` folder of `pipelines/training/`) and `lora` (`PATH[:scale]` strings, or one)
+    put a user's model under the preset's image model (`pipelines.model_options`; a new `Preset`, the plain one
+    stays cached as it was). A folder or LoRA of another model family raises `ModelOptionError` (a ValueError)."""
+    if video_parts or lora:
+        from .model_options import parse_options, with_model
+
+        return with_model(load_preset(name, device), parse_options(video_parts, [lora] if isinstance(lora, str)
+                                                                   else lora))
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)

@@ -554,6 +554,10 @@ def build_report(gen: Generation) -> dict:
         "audio_muxed": p.audio is not None,
         "notices": p.notices,
     }
+    options = getattr(gen.preset, "model_options", None)  # `--video-parts` / `--lora` (pipelines.model_options)
+    if options is not None and not options.is_default:
+        report["model"] = {"video_parts": options.video_parts,
+                           "loras": [{"path": p_, "scale": s_} for p_, s_ in options.loras]}
     if r.task == "interpolate":
         report["interpolation_mode"] = r.interpolation_mode
     if r.task == "t2v":

@@ -128,6 +128,20 @@ class Studio:
         with self.pool.get() as (_device, preset):
             yield preset
 
+    @staticmethod
+    def with_model(preset, kw: dict):
+        """The "Model" accordion: `video_parts` (a trained `final/` folder on the server) and `lora` (`PATH[:scale]`,
+        several separated by commas) under the preset's image model (`pipelines.model_options`, cached)."""
+        vp, lora = (kw.get("video_parts") or "").strip(), (kw.get("lora") or "").strip()
+        if not vp and not lora:
+            return preset
+        from ..model_options import ModelOptionError, parse_options, with_model
+
+        try:
+            return with_model(preset, parse_options(vp or None, lora))
+        except ModelOptionError as e:
+            fail(e.field, e.message)
+
     # --- request -------------------------------------------------------------------------------------------------
     def prepare(self, task: str, kw: dict, method: Optional[str] = None, preset=None):
         for name in REQUIRED:
@@ -211,7 +225,7 @@ class Studio:
                 yield cancelled_row
                 return
             with self._preset() as preset:
-                yield from self._generate(task, kw, progress, run_, preset, busy)
+                yield from self._generate(task, kw, progress, run_, self.with_model(preset, kw), busy)
 
     def _generate(self, task: str, kw: dict, progress, run_: Run, preset, busy: bool):
         prepared = self.prepare(task, kw, preset=preset)
@@ -251,7 +265,7 @@ class Studio:
                 yield cancelled_row
                 return
             with self._preset() as preset:
-                yield from self._compare(task, kw, progress, run_, preset)
+                yield from self._compare(task, kw, progress, run_, self.with_model(preset, kw))
 
     def _compare(self, task: str, kw: dict, progress, run_: Run, preset):
         from ..compare import task_metric

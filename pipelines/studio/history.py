@@ -18,6 +18,9 @@ def settings_from_report(report: dict) -> dict:
     out = {k: report[k] for k in RESTORED_FIELDS if k in report and report[k] is not None}
     if report.get("task") == "t2v":  # the report names a reward prompt only when one was given
         out["reward_prompt"] = report.get("reward_prompt") or ""
+    model = report.get("model") or {}  # the "Model" accordion: empty for the preset's own model
+    out["video_parts"] = model.get("video_parts") or ""
+    out["lora"] = ", ".join(f"{x['path']}:{x['scale']:g}" for x in model.get("loras") or [])
     for k, v in (report.get("params") or {}).items():
         out[f"{report['method']}__{k}"] = v
     return out

@@ -1,0 +1,224 @@
+"""What a user may put under a preset's image model: trained HARIVO video parts and LoRAs (issue #18).
+
+- `video_parts`: a `final/` folder written by `pipelines/training/` (`motion_adapter/`, optional `mapping/` and
+  `frame_tokens/`, `harivo.json`), loaded by `pipelines.training.loop.load_video_parts` under the preset's image
+  UNet (its own motion modules and frame tokens are replaced).
+- `loras`: `PATH[:scale]` each, diffusers-format LoRA weights (a `.safetensors` file or a folder holding
+  `pytorch_lora_weights.safetensors`) on the image part, through `pipe.load_lora_weights` (needs `peft`).
+
+`with_model(preset, options)` returns a new `Preset` (its own pipeline, sharing the preset's untouched modules), so
+the live preset stays as it was; the result is cached per (preset, options, files' modification times). A folder or
+file of another model family is refused with a `ModelOptionError` naming the field and the mismatch.
+
+    python -m pipelines generate --preset micro --video-parts runs/harivo-micro/final --lora style.safetensors:0.8 ...
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+class ModelOptionError(ValueError):
+    """A video-parts folder or LoRA that cannot be used with this preset; `field` is `video_parts` or `lora`."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    video_parts: str | None = None
+    loras: tuple = ()  # ((path, scale), ...)
+
+    @property
+    def is_default(self) -> bool:
+        return not self.video_parts and not self.loras
+
+    def describe(self) -> str:
+        parts = []
+        if self.video_parts:
+            parts.append(f"video parts {self.video_parts}")
+        parts += [f"LoRA {p} ×{s:g}" for p, s in self.loras]
+        return ", ".join(parts) or "the preset's own model"
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """`PATH[:scale]` → (path, scale); scale defaults to 1.0. A `:` followed by a non-number is part of the path."""
+    text = str(text).strip()
+    if not text:
+        raise ModelOptionError("lora", "empty; expected PATH[:scale]")
+    path, scale = text, 1.0
+    if ":" in text:
+        head, tail = text.rsplit(":", 1)
+        try:
+            scale = float(tail)
+            path = head
+        except ValueError:
+            pass
+    if not scale == scale or abs(scale) > 10:  # NaN or absurd
+        raise ModelOptionError("lora", f"scale must be a number in [-10, 10], got {scale}")
+    return path, scale
+
+
+def parse_options(video_parts=None, loras=()) -> ModelOptions:
+    """Validate what a user typed (CLI flags, API arguments, app fields): paths exist, scales are numbers.
+    `loras`: a list of `PATH[:scale]` strings, or one string with several separated by commas or new lines."""
+    if isinstance(loras, str):
+        loras = [x for x in loras.replace("\n", ",").split(",")]
+    items = tuple(parse_lora(x) for x in (loras or ()) if str(x).strip())
+    vp = str(video_parts).strip() if video_parts else None
+    if vp:
+        folder = Path(vp).expanduser()
+        if not folder.is_dir():
+            raise ModelOptionError("video_parts", f"folder not found: {vp}")
+        if not (folder / "motion_adapter" / "config.json").is_file():
+            hint = " (it looks like a training run: use its final/ folder)" if (folder / "final").is_dir() else ""
+            raise ModelOptionError("video_parts", f"{vp} is not a trained video-parts folder: no "
+                                                  f"motion_adapter/config.json{hint}")
+        vp = str(folder.resolve())
+    checked = []
+    for path, scale in items:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            if not (p / LORA_FILE).is_file():
+                raise ModelOptionError("lora", f"folder {path} has no {LORA_FILE}")
+        elif not p.is_file():
+            raise ModelOptionError("lora", f"file not found: {path}")
+        checked.append((str(p.resolve()), float(scale)))
+    return ModelOptions(vp, tuple(checked))
+
+
+# ------------------------------------------------------------------------------------------------ applying
+def _family_of_parts(folder: Path, pipe) -> None:
+    """ModelOptionError unless the trained parts in `folder` fit `pipe`'s image UNet and text encoder."""
+    unet = pipe.unet
+    c = unet.config
+    try:
+        adapter = json.loads((folder / "motion_adapter" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelOptionError("video_parts", f"{folder}/motion_adapter/config.json is unreadable: {e}") from None
+    trained_for = ""
+    try:
+        trained_for = json.loads((folder / "harivo.json").read_text()).get("base", "")
+    except (OSError, json.JSONDecodeError):
+        pass
+    where = f" (trained on base {trained_for!r})" if trained_for else ""
+    want = tuple(c.block_out_channels)
+    got = tuple(adapter.get("block_out_channels") or ())
+    if got != want:
+        raise ModelOptionError(
+            "video_parts", f"{folder} was trained for another model family{where}: its temporal layers have "
+                           f"block_out_channels {got}, this preset's UNet has {want}")
+    layers = adapter.get("motion_layers_per_block")
+    if layers is not None and layers != c.layers_per_block:
+        raise ModelOptionError(
+            "video_parts", f"{folder} was trained for another model family{where}: {layers} motion layers per "
+                           f"block, this preset's UNet has {c.layers_per_block} layers per block")
+    mp = folder / "mapping" / "config.json"
+    if mp.is_file():
+        ch = json.loads(mp.read_text()).get("channels")
+        if ch != c.in_channels:
+            raise ModelOptionError("video_parts", f"{folder}: its mapping network takes {ch} latent channels, this "
+                                                  f"preset's UNet takes {c.in_channels}")
+    ft = folder / "frame_tokens" / "config.json"
+    if ft.is_file():
+        cfg = json.loads(ft.read_text())
+        hidden = pipe.text_encoder.config.hidden_size
+        length = getattr(pipe.tokenizer, "model_max_length", None)
+        if cfg.get("dim") != hidden or cfg.get("text_length") != length:
+            raise ModelOptionError(
+                "video_parts", f"{folder}: its frame tokens were trained for a text encoder of width {cfg.get('dim')} "
+                               f"and prompts of {cfg.get('text_length')} tokens; this preset's has width {hidden} and "
+                               f"{length} tokens{where}")
+
+
+def apply_to_pipe(pipe, options: ModelOptions):
+    """A new pipeline of `pipe`'s class with the options applied; `pipe` itself is not changed."""
+    from .training.loop import load_video_parts
+
+    comps = dict(pipe.components)
+    comps["unet"] = copy.deepcopy(pipe.unet)  # LoRA layers are injected in place; the preset's UNet stays clean
+    new = type(pipe)(**comps)
+    new.set_progress_bar_config(disable=True)
+    if getattr(pipe, "latent_rgb", None) is not None:
+        new.latent_rgb = pipe.latent_rgb
+    if options.video_parts:
+        folder = Path(options.video_parts)
+        _family_of_parts(folder, new)
+        try:
+            load_video_parts(new, folder)
+        except (ValueError, FileNotFoundError) as e:
+            raise ModelOptionError("video_parts", str(e)) from None
+    if options.loras:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise ModelOptionError("lora", "loading a LoRA needs peft: pip install -e '.[train]'") from None
+        names = []
+        for i, (path, scale) in enumerate(options.loras):
+            p = Path(path)
+            name = f"lora{i}"
+            try:
+                if p.is_dir():
+                    new.load_lora_weights(str(p), adapter_name=name)
+                else:
+                    new.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name=name)
+            except Exception as e:  # noqa: BLE001 - diffusers/peft raise many kinds on a mismatch
+                msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                raise ModelOptionError("lora", f"{path} does not fit this preset's image model (another model "
+                                               f"family?): {msg}") from None
+            if not _has_adapter(new.unet, name):
+                raise ModelOptionError("lora", f"{path} has no weights for this preset's image model (no LoRA layer "
+                                               f"matched its UNet: another model family?)")
+            names.append((name, scale))
+        new.set_adapters([n for n, _ in names], adapter_weights=[s for _, s in names])
+    return new
+
+
+def _has_adapter(unet, name: str) -> bool:
+    for m in unet.modules():
+        lora_a = getattr(m, "lora_A", None)
+        if lora_a is not None and hasattr(lora_a, "keys") and name in lora_a.keys():
+            return True
+    return False
+
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def _stamp(options: ModelOptions) -> tuple:
+    """Modification times of the options' files: a retrained `final/` or LoRA is loaded afresh."""
+    paths = []
+    if options.video_parts:
+        paths += sorted(Path(options.video_parts).rglob("*"))
+    for p, _ in options.loras:
+        paths += sorted(Path(p).rglob("*")) if Path(p).is_dir() else [Path(p)]
+    return tuple((str(p), p.stat().st_mtime_ns) for p in paths if p.is_file())
+
+
+def with_model(preset, options: ModelOptions | None):
+    """`preset` with the options applied (a new `Preset`), or `preset` itself for default options."""
+    if options is None or options.is_default:
+        return preset
+    key = (id(preset.pipe), options, _stamp(options))
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        pipe = apply_to_pipe(preset.pipe, options)
+        out = dataclasses.replace(preset, pipe=pipe, reason=f"{preset.reason}; with {options.describe()}")
+        out.model_options = options
+        if len(_CACHE) >= 4:  # a few user models at a time: each holds a UNet copy
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = out
+        return out
+
+
+__all__ = ["ModelOptions", "ModelOptionError", "parse_lora", "parse_options", "apply_to_pipe", "with_model"]
