@@ -371,8 +371,10 @@ def _grid(arr: np.ndarray, cols: int, gap: int) -> Image.Image:
     return Image.fromarray(canvas)
 
 
-def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: int = 0) -> None:
-    """Write h264/yuv420p mp4 (AAC audio muxed when given, cropped/padded to the video length by the caller)."""
+def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: int = 0,
+              keyframe_every: Optional[int] = None) -> None:
+    """Write h264/yuv420p mp4 (AAC audio muxed when given, cropped/padded to the video length by the caller).
+    `keyframe_every`: a key frame every N frames (x264's GOP; default x264's 250), so a reader can seek."""
     from moviepy import ImageSequenceClip
 
     arr = frames_to_uint8(frames)
@@ -393,7 +395,8 @@ def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: i
             clip = clip.with_audio(audio_clip)
         clip.write_videofile(
             str(path), fps=fps, codec="libx264", audio=audio is not None, audio_codec="aac",
-            ffmpeg_params=["-pix_fmt", "yuv420p"], logger=None,
+            ffmpeg_params=["-pix_fmt", "yuv420p"] + (["-g", str(int(keyframe_every))] if keyframe_every else []),
+            logger=None,
             temp_audiofile_path=tmpdir, preset="medium",
         )
     finally:

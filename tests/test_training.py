@@ -88,9 +88,17 @@ def test_untrained_video_model_equals_image_model_per_frame():
         _randomise_temporal(video)
         moved = video(x, t, encoder_hidden_states=text.repeat_interleave(3, 0)).sample
         assert not torch.allclose(moved, out, atol=1e-4)
+        # the bypass skips the motion modules' compute, not just their output: none of their layers runs
+        from pipelines.training.modules import motion_modules
+
+        calls = []
+        hooks = [m.proj_in.register_forward_hook(lambda *a: calls.append(1)) for m in motion_modules(video)]
         with bypass_temporal(video):
             back = video(x, t, encoder_hidden_states=text.repeat_interleave(3, 0)).sample
         torch.testing.assert_close(back, out, atol=1e-5, rtol=1e-5)
+        assert calls == []
+        again = video(x, t, encoder_hidden_states=text.repeat_interleave(3, 0)).sample  # restored afterwards
+        assert len(calls) == len(hooks) and torch.equal(again, moved)
 
 
 def test_image_part_of_the_micro_unet_round_trips():
@@ -434,3 +442,58 @@ def test_the_loop_logs_the_scheduled_lr(tmp_path):
     cfg = _tiny_cfg(tmp_path, steps=3, lr_schedule="linear", lr_end=1e-4, w_dc=0.0, w_trs=0.0)
     res = train(cfg, quiet=True)
     assert [round(r["lr"], 8) for r in res["log"]] == [1e-3, 5.5e-4, 1e-4]
+
+
+# ------------------------------------------------------------------------------- real videos: seeking windows
+def _indexed_mp4(path, n=48, fps=8, keyframe_every=8):
+    """An mp4 (pipelines.media) whose frame k is flat grey 4·k: a decoded frame says which source frame it is."""
+    import numpy as np
+
+    from pipelines import media
+
+    frames = np.stack([np.full((32, 48, 3), 4 * k, np.uint8) for k in range(n)])
+    media.write_mp4(path, frames, fps=fps, keyframe_every=keyframe_every)
+    return path
+
+
+def _source_index(x):
+    return [round(float((f.mean() + 1) / 2 * 255) / 4) for f in x]
+
+
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_random_windows_at_the_configured_fps_decoded_by_seeking(tmp_path, backend):
+    import numpy as np
+
+    from pipelines.training.data import WindowStats, read_video
+
+    if backend == "pyav":
+        pytest.importorskip("av")
+    vid = _indexed_mp4(tmp_path / "v.mp4")
+    starts = set()
+    for seed in range(6):
+        st = WindowStats(backend)
+        x = read_video(vid, 4, 16, fps=2, rng=np.random.default_rng(seed), backend=backend, stats=st)
+        assert x.shape == (4, 3, 16, 16)
+        idx = _source_index(x)
+        # 2 fps from an 8 fps source: every 4th frame, starting where the window was drawn
+        assert [b - a for a, b in zip(idx, idx[1:])] == [4, 4, 4], idx
+        assert abs(idx[0] - st.t0 * 8) <= 0.5
+        starts.add(idx[0])
+        if backend == "pyav":  # seeks to the key frame before the window: never decodes the whole file
+            assert st.decoded <= 8 + 13 and st.total == 48
+    assert len(starts) >= 4  # random windows, not the centre one every time
+    # no fps: every stride-th frame; start=0 / 1 are the first and last windows
+    assert _source_index(read_video(vid, 3, 16, stride=2, start=0.0, backend=backend)) == [0, 2, 4]
+    assert _source_index(read_video(vid, 3, 16, stride=2, start=1.0, backend=backend)) == [43, 45, 47]
+    with pytest.raises(ValueError, match="6.00 s long"):
+        read_video(vid, 24, 16, fps=2, backend=backend)  # 24 frames at 2 fps need 11.5 s
+
+
+def test_both_video_backends_read_the_same_window(tmp_path):
+    pytest.importorskip("av")
+    from pipelines.training.data import read_video
+
+    vid = _indexed_mp4(tmp_path / "v.mp4")
+    a = read_video(vid, 5, 16, fps=4, start=0.3, backend="pyav")
+    b = read_video(vid, 5, 16, fps=4, start=0.3, backend="ffmpeg")
+    assert _source_index(a) == _source_index(b)

@@ -42,7 +42,9 @@ class TrainConfig:
     micro_backgrounds: list[str] | None = None
     num_frames: int = 8
     resolution: int = 32
-    frame_stride: int = 1
+    frame_stride: int = 1  # real videos without fps: every stride-th source frame
+    fps: float | None = None  # real videos: sample the window's frames 1/fps s apart (HARIVO: 24 frames at 6 fps)
+    random_window: bool = True  # real videos: a random temporal window per sample (False: the centre window)
     p_uncond: float = 0.1
     # optimisation
     steps: int = 1000
@@ -84,6 +86,7 @@ class TrainConfig:
             (self.num_frames <= self.max_frames, f"num_frames {self.num_frames} > max_frames {self.max_frames}"),
             (min(self.w_trs, self.w_reg, self.w_dc) >= 0, "loss weights must be ≥ 0"),
             (0 <= self.p_uncond < 1, f"p_uncond must be in [0, 1), got {self.p_uncond}"),
+            (self.fps is None or self.fps > 0, f"fps must be > 0 (or null: every frame_stride-th frame), got {self.fps}"),
             (self.tau > 0, f"tau must be > 0, got {self.tau}"),
             (self.data != "micro" or self.resolution == 32, f"micro clips are 32×32: resolution must be 32, got {self.resolution}"),
         ]

@@ -2,6 +2,9 @@
 
 - `MicroClips`: clips of the micro world rendered on the fly; item `i` is always the same clip (seeded by
   `(seed, i)`), held-out combinations never appear.
+- Real videos are read as a random temporal window (`read_video`): `num_frames` frames `1/fps` s apart (config `fps`;
+  `None`: every `frame_stride`-th source frame), starting at a time drawn from `(seed, index, stream position)`,
+  decoded by seeking (PyAV when installed, else ffmpeg's `-ss`), never the whole file.
 - `VideoCSV`: a WebVid-style CSV. Either a `path` column (relative to `video_root`, default the CSV's folder) or
   WebVid's own `videoid` + `page_dir` columns (`{video_root}/{page_dir}/{videoid}.mp4`); the caption is the
   `caption` column, or WebVid's `name`.
@@ -42,7 +45,8 @@ class MicroClips(torch.utils.data.Dataset):
     def __len__(self):
         return self.length
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        i, _ = _key(key)
         rng = np.random.default_rng([self.seed, int(i)])
         a = self.world.sample_attributes(rng, "train")
         if self.backgrounds:
@@ -52,10 +56,91 @@ class MicroClips(torch.utils.data.Dataset):
         return torch.as_tensor(v).float() * 2 - 1, meta["caption"]
 
 
-def read_video(src, num_frames: int, size: int, stride: int = 1, start: float | None = 0.5) -> torch.Tensor:
-    """`num_frames` frames, every `stride`-th, from a video file path or bytes; short side resized to `size`, centre
-    crop; `(f, 3, size, size)` in [-1, 1]. `start` in [0, 1]: where the window starts within the slack."""
-    import imageio.v2 as imageio
+def video_backend() -> str:
+    """`pyav` when PyAV (`av`) is importable, else `ffmpeg` (the binary shipped with imageio-ffmpeg)."""
+    try:
+        import av  # noqa: F401
+
+        return "pyav"
+    except ImportError:
+        return "ffmpeg"
+
+
+class WindowStats:
+    """What one read decoded: `decoded` frames (PyAV; None for ffmpeg), the video's `total` frames (estimated from
+    duration × fps), the window start `t0` and the sampling `fps`."""
+
+    def __init__(self, backend: str):
+        self.backend, self.decoded, self.total, self.t0, self.fps = backend, None, None, 0.0, None
+
+
+def _window_times(duration: float, src_fps: float, num_frames: int, fps: float | None, stride: int,
+                  start: float | None, rng) -> tuple[float, float]:
+    """(t0, step): the window's first frame time and the seconds between sampled frames."""
+    step = 1.0 / fps if fps else stride / src_fps
+    span = (num_frames - 1) * step
+    slack = duration - 1.0 / src_fps - span  # the last target at the latest on the last frame's time
+    if slack < -1e-6:
+        need = f"{num_frames} frames at {1 / step:g} fps ({span + 1 / src_fps:.2f} s)"
+        raise ValueError(f"video is {duration:.2f} s long, {need} needed")
+    slack = max(slack, 0.0)
+    if rng is not None:
+        frac = float(rng.random())
+    else:
+        frac = 0.5 if start is None else float(start)
+    return frac * slack, step
+
+
+def _pick(frames: list[tuple[float, np.ndarray]], targets: list[float]) -> list[np.ndarray]:
+    times = np.array([t for t, _ in frames])
+    return [frames[int(np.abs(times - t).argmin())][1] for t in targets]
+
+
+def _read_pyav(src, num_frames, fps, stride, start, rng, stats):
+    import io
+
+    import av
+
+    container = av.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src))
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base)
+        src_fps = float(stream.average_rate or stream.guessed_rate or 25)
+        first = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        if stream.duration:
+            duration = float(stream.duration * tb)
+        elif container.duration:
+            duration = container.duration / 1e6
+        else:
+            duration = (stream.frames or 0) / src_fps
+        t0, step = _window_times(duration, src_fps, num_frames, fps, stride, start, rng)
+        targets = [first + t0 + k * step for k in range(num_frames)]
+        # seek to the key frame at or before the window, then decode forward through the window only
+        container.seek(int(targets[0] / tb), stream=stream, backward=True, any_frame=False)
+        half = 0.5 / src_fps
+        got, decoded = [], 0
+        for frame in container.decode(stream):
+            decoded += 1
+            t = frame.time if frame.time is not None else float(frame.pts * tb)
+            if t < targets[0] - half:
+                continue
+            got.append((t, frame.to_ndarray(format="rgb24")))
+            if t >= targets[-1] - half:
+                break
+        stats.decoded, stats.total, stats.t0, stats.fps = decoded, int(round(duration * src_fps)), t0, 1 / step
+        if not got:
+            raise ValueError("no frames decoded in the window")
+        return _pick(got, targets)
+    finally:
+        container.close()
+
+
+_FFMPEG_META: dict = {}
+
+
+def _read_ffmpeg(src, num_frames, fps, stride, start, rng, stats):
+    import imageio_ffmpeg
 
     tmp = None
     if isinstance(src, (bytes, bytearray)):
@@ -65,22 +150,66 @@ def read_video(src, num_frames: int, size: int, stride: int = 1, start: float | 
         path = tmp.name
     else:
         path = str(src)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"video file {path} does not exist")
     try:
-        reader = imageio.get_reader(path, format="ffmpeg")
-        frames = [np.asarray(fr) for fr in reader]
-        reader.close()
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"could not decode video {src if tmp is None else '(shard member)'}: {e}") from e
+        meta = _FFMPEG_META.get(path) if tmp is None else None
+        if meta is None:
+            gen = imageio_ffmpeg.read_frames(path)
+            meta = next(gen)
+            gen.close()
+            if tmp is None:
+                _FFMPEG_META[path] = meta
+        src_fps = float(meta.get("fps") or 25)
+        duration = float(meta.get("duration") or 0)
+        t0, step = _window_times(duration, src_fps, num_frames, fps, stride, start, rng)
+        # -ss before -i: ffmpeg seeks to the key frame before the window and decodes from there, dropping frames
+        # before the given time; starting half a frame early, its first frame is the source frame nearest to t0.
+        # Frame j of the output is source frame j0 + j (a constant frame rate assumed, as the fps in the metadata).
+        begin = max(0.0, t0 - 0.5 / src_fps)
+        j0 = int(np.ceil(begin * src_fps - 1e-6))
+        # the nearest source frame, the earlier one on a tie (as `_pick`)
+        want = [int(np.ceil((t0 + k * step) * src_fps - 0.5 - 1e-9)) - j0 for k in range(num_frames)]
+        gen = imageio_ffmpeg.read_frames(path, input_params=["-ss", f"{begin:.6f}"],
+                                         output_params=["-frames:v", str(max(want) + 1)])
+        m = next(gen)
+        w, h = m["size"]
+        native = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+        stats.total, stats.t0, stats.fps = int(round(duration * src_fps)), t0, 1 / step
+        if not native:
+            raise ValueError("no frames decoded in the window")
+        frames = [native[min(j, len(native) - 1)] for j in want]  # a window ending on the last frame
+        return frames
     finally:
         if tmp is not None:
             os.unlink(tmp.name)
-    need = (num_frames - 1) * stride + 1
-    if len(frames) < need:
-        raise ValueError(f"video has {len(frames)} frames, {need} needed ({num_frames} at stride {stride})")
-    s = int(round((len(frames) - need) * (start if start is not None else 0.5)))
-    x = torch.from_numpy(np.stack(frames[s:s + need:stride])[..., :3]).permute(0, 3, 1, 2).float() / 255.0
+
+
+def read_video(src, num_frames: int, size: int, stride: int = 1, start: float | None = 0.5, fps: float | None = None,
+               rng=None, backend: str | None = None, stats: WindowStats | None = None) -> torch.Tensor:
+    """`num_frames` frames of a temporal window from a video file path or bytes; short side resized to `size`,
+    centre crop; `(f, 3, size, size)` in [-1, 1].
+
+    Frames are `1/fps` seconds apart (`fps` None: every `stride`-th frame of the source). The window starts at a
+    random time when `rng` (a numpy Generator) is given, else at `start` ∈ [0, 1] of the slack (0.5: the centre).
+    Decoding seeks: PyAV (`backend="pyav"`, the default when installed) seeks to the key frame before the window and
+    decodes through the window only; without PyAV the ffmpeg binary of imageio-ffmpeg does the same (`-ss` before
+    the input). `stats`: a `WindowStats` filled with what was decoded."""
+    backend = backend or video_backend()
+    if backend not in ("pyav", "ffmpeg"):
+        raise ValueError(f"video backend must be pyav or ffmpeg, got {backend!r}")
+    if not isinstance(src, (bytes, bytearray)) and not os.path.isfile(str(src)):
+        raise FileNotFoundError(f"video file {src} does not exist")
+    stats = stats if stats is not None else WindowStats(backend)
+    stats.backend = backend
+    reader = _read_pyav if backend == "pyav" else _read_ffmpeg
+    try:
+        frames = reader(src, num_frames, fps, stride, start, rng, stats)
+    except ValueError as e:
+        where = "(shard member)" if isinstance(src, (bytes, bytearray)) else src
+        raise ValueError(f"video {where}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - decoder errors of either backend
+        where = "(shard member)" if isinstance(src, (bytes, bytearray)) else src
+        raise ValueError(f"could not decode video {where}: {e}") from e
+    x = torch.from_numpy(np.stack(frames)[..., :3]).permute(0, 3, 1, 2).float() / 255.0
     h, w = x.shape[-2:]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
@@ -89,9 +218,18 @@ def read_video(src, num_frames: int, size: int, stride: int = 1, start: float | 
     return x[:, :, top:top + size, left:left + size].clamp(0, 1) * 2 - 1
 
 
+def _key(i) -> tuple[int, int | None]:
+    """A dataset key: an index, or (index, stream position) from the training loop (the position seeds the
+    random temporal window, so a resumed or multi-process run reads the same windows)."""
+    if isinstance(i, (tuple, list)):
+        return int(i[0]), int(i[1])
+    return int(i), None
+
+
 class VideoCSV(torch.utils.data.Dataset):
     def __init__(self, csv_path: str | Path, num_frames: int, size: int, stride: int = 1,
-                 video_root: str | Path | None = None):
+                 video_root: str | Path | None = None, fps: float | None = None, seed: int = 0,
+                 random_window: bool = True):
         csv_path = Path(csv_path)
         if not csv_path.is_file():
             raise FileNotFoundError(f"data CSV {csv_path} does not exist")
@@ -110,17 +248,25 @@ class VideoCSV(torch.utils.data.Dataset):
             p = r["path"] if "path" in cols else f"{r['page_dir']}/{r['videoid']}.mp4"
             self.items.append((self.root / p, r[cap]))
         self.num_frames, self.size, self.stride = num_frames, size, stride
+        self.fps, self.seed, self.random_window = fps, seed, random_window
 
     def __len__(self):
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def _rng(self, i: int, pos: int | None):
+        if not self.random_window:
+            return None
+        return np.random.default_rng([self.seed, 11, i] + ([] if pos is None else [pos]))
+
+    def __getitem__(self, key):
+        i, pos = _key(key)
         path, caption = self.items[i]
-        return read_video(path, self.num_frames, self.size, self.stride), caption
+        return read_video(path, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos)), caption
 
 
 class VideoShards(torch.utils.data.Dataset):
-    def __init__(self, pattern: str | list[str], num_frames: int, size: int, stride: int = 1):
+    def __init__(self, pattern: str | list[str], num_frames: int, size: int, stride: int = 1,
+                 fps: float | None = None, seed: int = 0, random_window: bool = True):
         files = sorted(glob.glob(pattern)) if isinstance(pattern, str) else list(pattern)
         if not files:
             raise FileNotFoundError(f"no .tar shards match {pattern!r}")
@@ -149,16 +295,20 @@ class VideoShards(torch.utils.data.Dataset):
         if not self.samples:
             raise ValueError(f"shards {files[:3]}…: no (video, caption) samples found")
         self.num_frames, self.size, self.stride = num_frames, size, stride
+        self.fps, self.seed, self.random_window = fps, seed, random_window
 
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    _rng = VideoCSV._rng
+
+    def __getitem__(self, key):
+        i, pos = _key(key)
         shard, off, n, caption = self.samples[i]
-        with open(shard, "rb") as f:
+        with open(shard, "rb") as f:  # only this member's bytes; PyAV then decodes from memory
             f.seek(off)
             data = f.read(n)
-        return read_video(data, self.num_frames, self.size, self.stride), caption
+        return read_video(data, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos)), caption
 
 
 class StepBatches:
@@ -193,18 +343,20 @@ def collate(items):
 
 
 def open_dataset(kind: str, path: str | None, num_frames: int, size: int, stride: int = 1, seed: int = 0,
-                 video_root: str | None = None, backgrounds=None):
+                 video_root: str | None = None, backgrounds=None, fps: float | None = None,
+                 random_window: bool = True):
     if kind == "micro":
         return MicroClips(num_frames=num_frames, seed=seed, backgrounds=backgrounds)
     if kind == "csv":
         if not path:
             raise ValueError("data kind 'csv' needs data.path (the CSV file)")
-        return VideoCSV(path, num_frames, size, stride, video_root)
+        return VideoCSV(path, num_frames, size, stride, video_root, fps=fps, seed=seed, random_window=random_window)
     if kind == "shards":
         if not path:
             raise ValueError("data kind 'shards' needs data.path (a glob of .tar shards)")
-        return VideoShards(path, num_frames, size, stride)
+        return VideoShards(path, num_frames, size, stride, fps=fps, seed=seed, random_window=random_window)
     raise ValueError(f"unknown data kind {kind!r}; choose micro, csv or shards")
 
 
-__all__ = ["MicroClips", "VideoCSV", "VideoShards", "StepBatches", "collate", "open_dataset", "read_video"]
+__all__ = ["MicroClips", "VideoCSV", "VideoShards", "StepBatches", "collate", "open_dataset", "read_video",
+           "video_backend", "WindowStats"]

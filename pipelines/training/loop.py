@@ -272,7 +272,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
     model, opt = acc.prepare(model, opt)
     raw = acc.unwrap_model(model)
     data = open_dataset(cfg.data, cfg.data_path, cfg.num_frames, cfg.resolution, cfg.frame_stride, cfg.seed,
-                        cfg.video_root, cfg.micro_backgrounds)
+                        cfg.video_root, cfg.micro_backgrounds, fps=cfg.fps, random_window=cfg.random_window)
     batches = StepBatches(len(data), cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes, cfg.seed)
     loader = _Prefetch(data, batches, start, stop_at or cfg.steps, cfg.grad_accum, cfg.num_workers)
     T = len(base["alphas_cumprod"])
@@ -349,7 +349,8 @@ class _Prefetch:
         self.data, self.batches = data, batches
         order = [(s, m) for s in range(start, end) for m in range(accum)]
         self.keys = order
-        sampler = [[i for _, i in batches.indices(s, m)] for s, m in order]
+        # (dataset index, stream position): the position seeds a real video's random temporal window
+        sampler = [[(i, g) for g, i in batches.indices(s, m)] for s, m in order]
         self.positions = {(s, m): [g for g, _ in batches.indices(s, m)] for s, m in order}
         self.it = iter(torch.utils.data.DataLoader(data, batch_sampler=sampler, num_workers=workers,
                                                    collate_fn=collate)) if order else iter(())

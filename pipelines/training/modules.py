@@ -135,18 +135,23 @@ def build_video_unet(unet2d, motion_adapter=None, zero_init: bool = True, **adap
     return unet
 
 
+def _skip_motion(hidden_states, *args, **kwargs):
+    return hidden_states
+
+
 @contextlib.contextmanager
 def bypass_temporal(unet):
-    """Inside the block every motion module returns its input: the UNet is the frozen image model per frame."""
-    def hook(module, args, kwargs, output):
-        return args[0] if args else kwargs["hidden_states"]
-
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in motion_modules(unet)]
+    """Inside the block the UNet is the frozen image model per frame: every motion module is skipped (its `forward`
+    is the identity, so none of its layers run: the image branch of L_reg costs the image model only)."""
+    mods = motion_modules(unet)
+    for m in mods:
+        m.forward = _skip_motion  # an instance attribute: nn.Module.__call__ runs it instead of the class's forward
     try:
         yield unet
     finally:
-        for h in handles:
-            h.remove()
+        for m in mods:
+            if m.__dict__.get("forward") is _skip_motion:
+                del m.forward
 
 
 def attach_mapping(unet, mapping: MappingNetwork):
