@@ -91,7 +91,7 @@ def _window_times(duration: float, src_fps: float, num_frames: int, fps: float |
     return frac * slack, step
 
 
-def _pick(frames: list[tuple[float, np.ndarray]], targets: list[float]) -> list[np.ndarray]:
+def _pick(frames: list[tuple[float, object]], targets: list[float]) -> list:
     times = np.array([t for t, _ in frames])
     return [frames[int(np.abs(times - t).argmin())][1] for t in targets]
 
@@ -125,13 +125,13 @@ def _read_pyav(src, num_frames, fps, stride, start, rng, stats):
             t = frame.time if frame.time is not None else float(frame.pts * tb)
             if t < targets[0] - half:
                 continue
-            got.append((t, frame.to_ndarray(format="rgb24")))
+            got.append((t, frame))  # converted to RGB only if picked
             if t >= targets[-1] - half:
                 break
         stats.decoded, stats.total, stats.t0, stats.fps = decoded, int(round(duration * src_fps)), t0, 1 / step
         if not got:
             raise ValueError("no frames decoded in the window")
-        return _pick(got, targets)
+        return [f.to_ndarray(format="rgb24") for f in _pick(got, targets)]
     finally:
         container.close()
 
@@ -249,6 +249,7 @@ class VideoCSV(torch.utils.data.Dataset):
             self.items.append((self.root / p, r[cap]))
         self.num_frames, self.size, self.stride = num_frames, size, stride
         self.fps, self.seed, self.random_window = fps, seed, random_window
+        self.backend = None  # pyav | ffmpeg (None: PyAV when installed)
 
     def __len__(self):
         return len(self.items)
@@ -261,7 +262,8 @@ class VideoCSV(torch.utils.data.Dataset):
     def __getitem__(self, key):
         i, pos = _key(key)
         path, caption = self.items[i]
-        return read_video(path, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos)), caption
+        return read_video(path, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos),
+                           backend=self.backend), caption
 
 
 class VideoShards(torch.utils.data.Dataset):
@@ -296,6 +298,7 @@ class VideoShards(torch.utils.data.Dataset):
             raise ValueError(f"shards {files[:3]}…: no (video, caption) samples found")
         self.num_frames, self.size, self.stride = num_frames, size, stride
         self.fps, self.seed, self.random_window = fps, seed, random_window
+        self.backend = None  # pyav | ffmpeg (None: PyAV when installed)
 
     def __len__(self):
         return len(self.samples)
@@ -308,7 +311,8 @@ class VideoShards(torch.utils.data.Dataset):
         with open(shard, "rb") as f:  # only this member's bytes; PyAV then decodes from memory
             f.seek(off)
             data = f.read(n)
-        return read_video(data, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos)), caption
+        return read_video(data, self.num_frames, self.size, self.stride, fps=self.fps, rng=self._rng(i, pos),
+                           backend=self.backend), caption
 
 
 class StepBatches:
