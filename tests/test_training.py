@@ -497,3 +497,32 @@ def test_both_video_backends_read_the_same_window(tmp_path):
     a = read_video(vid, 5, 16, fps=4, start=0.3, backend="pyav")
     b = read_video(vid, 5, 16, fps=4, start=0.3, backend="ffmpeg")
     assert _source_index(a) == _source_index(b)
+
+
+# ----------------------------------------------------------------------------- Table A1 in miniature (normality)
+def test_jarque_bera_matches_scipy_and_the_closed_form():
+    import math
+
+    import numpy as np
+
+    from pipelines.training.normality import frame_differences, group_stats, jarque_bera
+
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=500), rng.exponential(size=300), rng.uniform(size=50)):
+        jb, p = jarque_bera(x)
+        try:
+            from scipy import stats
+        except ImportError:
+            pass
+        else:
+            ref = stats.jarque_bera(x)
+            assert jb == pytest.approx(ref.statistic, rel=1e-10) and p == pytest.approx(ref.pvalue, rel=1e-8)
+    # a closed-form case: two equal point masses have skewness 0 and kurtosis 1, JB = n/6 · 1
+    jb, p = jarque_bera([0.0, 1.0] * 3)
+    assert jb == pytest.approx(1.0) and p == pytest.approx(math.exp(-0.5))
+    assert math.isnan(jarque_bera([2.0] * 4)[0])
+    v = rng.random((5, 3, 4, 4))
+    d = frame_differences(v)
+    assert d.shape == (4, 48) and np.allclose(d[1], (v[2] - v[1]).ravel())
+    s = group_stats([v, rng.random((5, 3, 4, 4))])
+    assert s["norms"] == 8 and s["diffs_tested"] == 8 and 0 <= s["frac_pass_p05"] <= 1
