@@ -203,6 +203,12 @@ def export(model, folder: Path, cfg: TrainConfig) -> Path:
     return folder
 
 
+def _place(module, like):
+    """`module` on `like`'s device and dtype; a cast only when the dtype differs (diffusers warns on every `.to(dtype)`)."""
+    module = module.to(like.device)
+    return module.to(dtype=like.dtype) if module.dtype != like.dtype else module
+
+
 def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
     """Put trained HARIVO parts under a pipeline's image model (any `AnimateDiffPipeline` whose `unet` is a
     `UNetMotionModel` or a `UNet2DConditionModel` of the same family): its image weights are kept, the motion
@@ -222,10 +228,10 @@ def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
         video = UNetMotionModel.from_unet2d(image, adapter)
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"the trained temporal layers in {folder} do not fit this image model: {e}") from e
-    video = video.to(device=image.device, dtype=image.dtype).eval()
+    video = _place(video, image).eval()
     pipe.register_modules(unet=video)
     if (folder / "mapping" / "config.json").is_file():
-        mapping = MappingNetwork.from_pretrained(str(folder / "mapping")).to(device=image.device, dtype=image.dtype)
+        mapping = _place(MappingNetwork.from_pretrained(str(folder / "mapping")), image)
         attach_mapping(video, mapping.eval())
         video._harivo_mapping = mapping
     if hasattr(pipe, "frame_tokens"):
@@ -233,7 +239,7 @@ def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
 
         tokens = None
         if frame_tokens and (folder / "frame_tokens" / "config.json").is_file():
-            tokens = load_frame_tokens(folder / "frame_tokens").to(device=image.device, dtype=image.dtype).eval()
+            tokens = _place(load_frame_tokens(folder / "frame_tokens"), image).eval()
             tokens.check_fits(pipe.text_encoder, pipe.tokenizer)
         # the pipeline's own generator (if any) was trained with other temporal layers: replaced, or dropped
         pipe.register_modules(frame_tokens=tokens)
