@@ -245,7 +245,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                  columns=4, height=200, allow_preview=False, object_fit="contain", elem_id=f"{task}-history",
                                  elem_classes=["gvs-pixels"])
 
-    names = list(named)
+    # the Model accordion's fields last: the API's earlier positional arguments keep their places
+    names = [n for n in named if n not in ("video_parts", "lora")] + [n for n in ("video_parts", "lora") if n in named]
     inputs = [named[n] for n in names]
     outputs = [preview, plot, video, report, status]
     cmp_outputs = [preview, plot, base_video, guided_video, cmp_table, report, status]

@@ -166,3 +166,29 @@ def test_compare_endpoint_same_seed_and_eta(client):
 def test_compare_refuses_method_none(client):
     with pytest.raises(Exception, match="method"):
         client.predict(PROMPT, api_name="/text_to_video_compare", method="none", steps=STEPS)
+
+
+def test_text_to_video_with_trained_video_parts(client, tmp_path):
+    """The Model accordion over the API: a HARIVO run of the test preset's own base, 1 step, then its final/ folder
+    as `video_parts`; another family is refused naming the field."""
+    from pipelines.training import load_config
+    from pipelines.training.loop import train
+
+    from .conftest import test_preset_name
+
+    base = "micro" if test_preset_name() == "micro" else "tiny"
+    cfg = load_config(base, {"out": str(tmp_path / "run"), "steps": 1, "batch_size": 1, "threads": 1,
+                             "ckpt_every": 1, "w_dc": 0.0})
+    final = Path(train(cfg, quiet=True)["final"])
+    job, result = _run(client, "/text_to_video", PROMPT, video_parts=str(final))
+    report = json.loads(Path(result[3]).read_text())
+    assert report["model"]["video_parts"] == str(final.resolve())
+    _check_video(result, report["frames"])
+    other = load_config("tiny" if base == "micro" else "micro",
+                        {"out": str(tmp_path / "other"), "steps": 1, "batch_size": 1, "threads": 1, "ckpt_every": 1,
+                         "w_dc": 0.0, "w_trs": 0.0})
+    wrong = Path(train(other, quiet=True)["final"])
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="video_parts: .*another model family"):
+        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts=str(wrong))
