@@ -182,6 +182,24 @@ def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
             assert torch.allclose(g[:, :, a + 1], (1 - w) * g[:, :, a] + w * g[:, :, b], atol=1e-6)
 
 
+def test_padded_guess_goes_to_the_free_frames_when_replacement_overwrites_the_scored_ones():
+    """Interpolation under `both`: the reward scores frames 0 and 5, which replacement overwrites after every step.
+    A padded guess there would be lost; it is spread over frames 1–4 instead, and is zero on the fixed frames."""
+    from rewards.interpolation import InterpolationReward
+
+    pipe = tiny_pipe()
+    keys = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=6, steps=4, reward=InterpolationReward(keys, indices=[0, 5]))
+    titan = make_guidance("titan", fill="pad")
+    x0 = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(1))
+    per_frame = lambda g: g.abs().sum(dim=(0, 1, 3, 4))  # noqa: E731
+    free = per_frame(titan.direct_guess(ctx, x0))
+    assert free[0] > 0 and free[5] > 0 and float(free[1:5].sum()) == 0  # no replacement: the true, padded gradient
+    ctx.fixed_frames = [0, 5]
+    spread = per_frame(titan.direct_guess(ctx, x0))
+    assert spread[0] == 0 and spread[5] == 0 and all(spread[k] > 0 for k in range(1, 5))
+
+
 def test_lerp_fill_between_the_end_frames_is_a_ramp():
     from pipelines.guidance.titan import lerp_frames
 

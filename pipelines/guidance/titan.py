@@ -59,7 +59,8 @@ class TitanGuidance(RangedGuidance):
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
     fill: str = param("auto", choices=["auto", "pad", "tile", "lerp"],
                       help="direct guess on frames outside S: auto = pad when the reward names the frames it "
-                           "scores (key frames, audio), else lerp; pad = zeros (the true gradient restricted to S), "
+                           "scores (key frames, audio), else lerp; pad = zeros (the true gradient restricted to S; when "
+                           "a replacement overwrites every frame of S, lerp over the other frames instead), "
                            "tile = copies of S's gradient (the public code), lerp = linear in time between the "
                            "nearest frames of S (copies beyond the first and last)")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
@@ -120,6 +121,14 @@ class TitanGuidance(RangedGuidance):
         fill = self.fill
         if fill == "auto":
             fill = "pad" if self._required(ctx, f) else "lerp"
+        fixed = set(getattr(ctx, "fixed_frames", ()) or ())
+        if fill == "pad" and fixed and set(frames) <= fixed and len(fixed) < f:
+            # Every scored frame is overwritten after the step (interpolation's replacement): a padded guess would
+            # move only frames that are then replaced, a silent no-op. Spread S's gradient over the free frames
+            # instead; the jvp then measures how they move the scored frames' x̂0 through the temporal layers.
+            g = lerp_frames(g_s, frames, f)
+            g[:, :, sorted(fixed)] = 0
+            return g
         if fill == "tile":  # the public code: S's gradient copied along the frame axis
             reps = -(-f // len(frames))
             return g_s.repeat(1, 1, reps, 1, 1)[:, :, :f]
