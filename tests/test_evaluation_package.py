@@ -204,7 +204,7 @@ def test_micro_and_real_suites_sit_side_by_side():
 
 
 def test_the_compare_view_reads_through_the_package_readers():
-    """`pipelines.compare.task_metric` on rendered clips: attributes from `content_kept`, endpoints by `endpoint_mse`."""
+    """`pipelines.compare.task_metric` on rendered clips: attributes by `content_kept`, endpoints by `endpoint_mse`."""
     from types import SimpleNamespace
 
     import torch

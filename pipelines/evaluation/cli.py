@@ -24,8 +24,8 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p = p or argparse.ArgumentParser(prog="python -m pipelines evaluate")
     REAL_SUITES = er.REAL_SUITES
 
-    p.description = ("Guidance suites × methods × seeds: exact suites on the micro preset, real-weight metrics on the "
-                     "others (see pipelines/evaluation/micro.py and pipelines/evaluation/real.py).")
+    p.description = ("Guidance suites × methods × seeds: exact suites on the micro preset, real-weight metrics on "
+                     "the others (see pipelines/evaluation/micro.py and pipelines/evaluation/real.py).")
     p.add_argument("--suite", required=True,
                    help=f"comma list, or all. micro: {', '.join(SUITES)}; other presets: {', '.join(REAL_SUITES)} "
                         "(interpolate is skipped there with a message)")

@@ -4,8 +4,8 @@ Side by side with the micro suites of `micro.py`; the grid (`grid.py`) runs both
     python -m pipelines evaluate --preset animatediff --suite t2v,style,audio --methods none,titan,free2guide \\
         --seeds 2 --out runs/eval-real
 
-The micro suites (`micro.py`) are read by the micro world's exact detector; real videos have no such detector, so here every
-video is measured by `rewards.metrics.real_metrics` with evaluators that differ from the guiding models:
+The micro suites (`micro.py`) are read by the micro world's exact detector; real videos have no such detector, so
+here every video is measured by `rewards.metrics.real_metrics` with evaluators that differ from the guiding models:
 
 - `t2v`    VBench-like text prompts: CLIP-SIM (prompt–frame cosine) and frame consistency with the metric CLIP
            (default ViT-L/14; the animatediff preset guides with ViT-B/16).
