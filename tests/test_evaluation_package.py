@@ -157,10 +157,20 @@ def test_a_fake_multi_process_split_covers_the_grid_once(n):
         gr.shard(cells, set(), process_index=n, num_processes=n)
 
 
-def test_one_process_shard_is_the_whole_pending_grid():
+def test_one_process_shard_is_the_whole_pending_grid(monkeypatch):
+    for v in gr._WORLD_VARS:
+        monkeypatch.delenv(v, raising=False)
     cells = _cells()
-    assert gr.shard(cells) == cells  # this process, through accelerate's PartialState (one process here)
+    assert gr.shard(cells) == cells  # this process, alone
     assert gr.shard(cells, {cells[0].key, cells[5].key}) == [c for i, c in enumerate(cells) if i not in (0, 5)]
+    # a one-process run leaves accelerate's global state alone (an Accelerator made later in the process is free)
+    from accelerate import PartialState
+
+    if not PartialState._shared_state:
+        assert isinstance(gr.process_state(), gr._OneProcess) and not PartialState._shared_state
+    # accelerate's own split, one process: the whole list
+    with PartialState.split_between_processes(gr._ProcessView(0, 1), cells) as part:
+        assert list(part) == cells
 
 
 def _fake_run(cell):

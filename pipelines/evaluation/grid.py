@@ -8,7 +8,8 @@ are rebuilt from all rows at the end. Every method is compared with `none` at th
 Sharding: under `accelerate launch` (or `torchrun`) accelerate's `PartialState().split_between_processes` gives each
 process a contiguous share of the whole grid (`shard`), run on its own GPU when there are several; each process
 writes `rows.rank{r}.jsonl`, and the main process merges them into `rows.jsonl` in grid order after
-`wait_for_everyone`, so the summary equals a one-process run's. Without accelerate the grid runs in one process.
+`wait_for_everyone`, so the summary equals a one-process run's. A process started alone runs the whole grid without
+creating accelerate's state; without accelerate installed the grid runs in one process.
 """
 from __future__ import annotations
 
@@ -282,15 +283,28 @@ class _ProcessView:
     num_processes: int
 
 
+#: The variables by which a launcher (torchrun, `accelerate launch`, MPI) tells a process how many there are.
+_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started (1 when run directly)."""
+    return max([int(os.environ.get(v, "1") or 1) for v in _WORLD_VARS])
+
+
 def process_state(cpu: Optional[bool] = None):
-    """accelerate's `PartialState` (under `accelerate launch` or `torchrun` it knows this process's index and count,
-    and sets up the process group: gloo with `cpu`, by default where CUDA is not available), or a one-process state
-    where accelerate is not installed."""
+    """accelerate's `PartialState` when several processes were launched (under `accelerate launch` or `torchrun` it
+    knows this process's index and count, and sets up the process group: gloo with `cpu`, by default where CUDA is
+    not available) or when this process already has one; else a one-process state, which leaves accelerate's global
+    state alone for whatever else runs in the process (a single process splits nothing: the same cells either way).
+    Several processes without accelerate installed are refused."""
     try:
         from accelerate import PartialState
     except ImportError:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if launched_processes() > 1:
             raise ValueError("a multi-process evaluate needs accelerate: pip install accelerate") from None
+        return _OneProcess()
+    if launched_processes() <= 1 and not getattr(PartialState, "_shared_state", None):
         return _OneProcess()
     if cpu is None:
         import torch
@@ -318,9 +332,9 @@ def shard(cells: list, done=frozenset(), process_index: Optional[int] = None,
     if state.num_processes > 1:
         from accelerate import PartialState
 
-        # accelerate's own split, read from `state` (a PartialState, or a _ProcessView standing in for one)
-        split = PartialState.split_between_processes if isinstance(state, _ProcessView) else None
-        with (split(state, cells) if split else state.split_between_processes(cells)) as part:
+        # accelerate's own split, reading process_index / num_processes from `state` (this process's PartialState,
+        # or a _ProcessView standing in for another's)
+        with PartialState.split_between_processes(state, cells) as part:
             cells = list(part)
     return [c for c in cells if c.key not in done]
 
