@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--unet-checkpointing", default="auto", choices=["auto", "on", "off"],
                    help="checkpoint the UNet in the backprop methods' backward (auto: frames >= 256^2)")
 
-    from .evaluate import build_parser as evaluate_parser
+    from .evaluation.cli import build_parser as evaluate_parser
 
     evaluate_parser(sub.add_parser("evaluate", help="guidance suites × methods × seeds: exact on the micro preset, "
                                                    "real-weight metrics on the others"))
@@ -270,7 +270,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.command == "bench":
             return cmd_bench(a, argv[1:])
         if a.command == "evaluate":
-            from .evaluate import main as evaluate_main
+            from .evaluation.cli import main as evaluate_main
 
             return evaluate_main(args=a)
     except KeyboardInterrupt:
