@@ -113,6 +113,31 @@ def test_every_guess_runs_and_moves_the_sample(guess, per_frame):
     assert (out - base).abs().max() > 1e-4
 
 
+def test_time_travel_redoes_each_guided_step_on_a_renoised_sample():
+    """time_travel = r: every guided step is taken r + 1 times (re-noised back to t in between), unguided steps once."""
+    pipe = tiny_pipe()
+    target = torch.zeros(4, 3, 16, 16)
+    kw = dict(num_frames=4, height=16, width=16, num_inference_steps=3, output_type="pt")
+    calls = []
+
+    def frames(**params):
+        titan = make_guidance("titan", **params)
+        one = titan.one_step
+        titan.one_step = lambda ctx, x, t, i: (calls.append(i), one(ctx, x, t, i))[1]
+        calls.clear()
+        out = pipe("a red circle", generator=torch.Generator().manual_seed(0), reward=TargetReward(target),
+                   guidance=titan, **kw).frames
+        return out, list(calls)
+
+    plain, steps0 = frames()
+    travelled, steps2 = frames(time_travel=2)
+    assert steps0 == [0, 1, 2]  # steps 0 and 1 guided (end_step −1), step 2 plain
+    assert steps2 == [0, 0, 0, 1, 1, 1, 2]
+    assert torch.isfinite(travelled).all() and (travelled - plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="titan.time_travel"):
+        make_guidance("titan", time_travel=-1)
+
+
 def test_titan_parameters_are_validated():
     with pytest.raises(ValueError, match="titan.guess"):
         make_guidance("titan", guess="psychic")

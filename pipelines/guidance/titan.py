@@ -81,6 +81,9 @@ class TitanGuidance(RangedGuidance):
         "N: sliced attention, N heads at a time",
     )
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
+    time_travel: int = param(0, min=0, max=10, step=1,
+                             help="r: re-noise the guided x_{t−1} to t and redo the step r times (FreeDoM's time "
+                                  "travel: the model re-denoises what guidance wrote)")
     objective_subset: bool = param(
         False, help="decode only the sampled frames S in J's jvp (the direct guess's; |S|/f of the decoder's cost)"
     )
@@ -203,6 +206,13 @@ class TitanGuidance(RangedGuidance):
         return strength * unit
 
     def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        x_prev = self.one_step(ctx, x, t, i)
+        if self.time_travel and self.guided(ctx, t, i):
+            for _ in range(self.time_travel):
+                x_prev = self.one_step(ctx, ctx.renoise(x_prev, t), t, i)
+        return x_prev
+
+    def one_step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         with torch.no_grad():
             eps, parts = ctx.eps(x, t, return_parts=True)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))
