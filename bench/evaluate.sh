@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The exact tables of bench/EVALUATE.md: micro preset, 20 DDIM steps (t2v-hard: 2), 8 frames, η = 1 for every
-# method, 4 cases × 2 seeds per suite; 2 processes (torchrun) on the 2-core CPU. Resumable: rerun to finish.
+# method, 4 cases × 2 seeds per suite; 2 processes (torchrun; accelerate's split of the grid) on the 2-core CPU.
+# Resumable: rerun to finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/evaluate}

@@ -3,8 +3,8 @@
     python bench/few_step.py --scheduler dpmsolver++ --steps 8 --suite style --methods none,titan --seeds 2 --out DIR
 
 Loads the micro preset, swaps its DDIM scheduler for the named one (same betas, prediction type), and runs
-`pipelines.evaluate` (the same cells, exact metrics and summary as `python -m pipelines evaluate`). `--scheduler ddim`
-keeps the preset's own scheduler (the 20-step reference).
+`pipelines.evaluation.grid.evaluate` (the same cells, exact metrics and summary as `python -m pipelines evaluate`).
+`--scheduler ddim` keeps the preset's own scheduler (the 20-step reference).
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ SCHEDULERS = {
 def main(argv=None) -> None:
     import diffusers
 
-    from pipelines.evaluate import evaluate, split_specs
+    from pipelines.evaluation.grid import evaluate
+    from pipelines.evaluation.specs import split_specs
     from pipelines.presets import load_preset
 
     p = argparse.ArgumentParser()

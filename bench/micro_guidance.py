@@ -6,14 +6,15 @@ For every (task, method): mean task reward of the final video over cases × seed
 seeds, a task metric read by the exact detector, and seconds per video. Prints a Markdown table (and JSON lines
 with --json). Method parameters: METHODS.md defaults with the micro preset's `method_defaults` on top.
 
-Metrics:
+Metrics (read by the evaluation package's readers, `pipelines.evaluation.readers`, as every score of a micro video):
 - t2v (held-out prompts, CLIP text reward): attribute accuracy, mean of colour / shape / direction correct (each
-  of the three in the JSON lines' "attributes").
+  of the three in the JSON lines' "attributes"; `content_kept`).
 - style (reference: a striped background image; prompts ask for a black background): share of videos whose
   detected background is the reference's pattern.
-- interpolate (first/last frames of a rendered clip of another motion): mean squared error of the endpoints.
-- audio (bouncing prompts, two impacts at 0.5 s and 1.5 s): share of impacts with a detected floor contact within
-  one frame.
+- interpolate (first/last frames of a rendered clip of another motion): mean squared error of the endpoints
+  (`endpoint_mse`).
+- audio (bouncing prompts, two impacts at 0.5 s and 1.5 s): share of impacts matched one-to-one by a detected floor
+  contact within one frame (`impacts_met`, as the `audio` suite of `python -m pipelines evaluate`).
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.guidance import METHODS, make_guidance  # noqa: E402
+from pipelines.evaluation.readers import content_kept, detect, endpoint_mse, impacts_met  # noqa: E402
 from pipelines.micro import world  # noqa: E402
-from pipelines.micro.detector import detect  # noqa: E402
 from pipelines.presets import load_preset  # noqa: E402
 from pipelines.tasks import TaskInputs, build_task  # noqa: E402
 
@@ -62,18 +63,25 @@ def cases(task: str, n: int):
     return out
 
 
+T2V_ATTRIBUTES = ("colour", "shape", "motion")
+
+
+def attributes(d: dict, target: dict) -> dict:
+    """Per attribute of the t2v target, 1.0 when the detector read it (`content_kept`)."""
+    ok = content_kept(d, target, T2V_ATTRIBUTES)
+    return {k: ok[f"{k}_ok"] for k in T2V_ATTRIBUTES}
+
+
 def metric(task: str, case: dict, frames: torch.Tensor, fps: int) -> float:
+    if task == "interpolate":
+        return endpoint_mse(frames, case["known"])
     d = detect(frames)
     if task == "t2v":
-        t = case["target"]
-        return float(np.mean([d["colour"] == t["colour"], d["shape"] == t["shape"], d["motion"] == t["motion"]]))
+        return float(np.mean(list(attributes(d, case["target"]).values())))
     if task == "style":
         return float(d["background"] == "striped")
-    if task == "interpolate":
-        return float(((frames[[0, -1]] - case["known"]) ** 2).mean())
     impacts = [round(s * fps) for s in IMPACT_TIMES]
-    contacts = d.get("bounce_frames") or []
-    return float(np.mean([any(abs(c - k) <= 1 for c in contacts) for k in impacts]))
+    return impacts_met(impacts, list(d.get("bounce_frames") or []), tol=1)
 
 
 def main(argv=None) -> int:
@@ -116,8 +124,7 @@ def main(argv=None) -> int:
                     rewards.append(final.reward)
                     metrics.append(metric(task, case, final.frames, preset.fps))
                     if task == "t2v":  # per attribute, for the JSON lines
-                        d, tgt = detect(final.frames), case["target"]
-                        parts.append({k: float(d[k] == tgt[k]) for k in ("colour", "shape", "motion")})
+                        parts.append(attributes(detect(final.frames), case["target"]))
                     if method == "none":
                         base[(task, ci, seed)] = final.reward
                     elif (task, ci, seed) in base:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
-from pipelines.evaluate import Case, metrics
+from pipelines.evaluation.cases import Case
+from pipelines.evaluation.micro import metrics
 from pipelines.micro import world
 from pipelines.presets import load_preset
 from pipelines.request import Generation, GenerationRequest, validate

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", default=None)
     g.add_argument("--seed", default="0", help="integer, or -1 for a random seed")
     g.add_argument("--eta", default=None, help="DDIM η, the same for every method, `none` included (default 1.0)")
+    from .model_options import add_model_arguments
+
     add_model_arguments(g)
     g.add_argument("--out", required=True, help="output .mp4")
     g.add_argument("--report", required=True, help="output JSON report")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--unet-checkpointing", default="auto", choices=["auto", "on", "off"],
                    help="checkpoint the UNet in the backprop methods' backward (auto: frames >= 256^2)")
 
-    from .evaluate import build_parser as evaluate_parser
+    from .evaluation.cli import build_parser as evaluate_parser
 
     evaluate_parser(sub.add_parser("evaluate", help="guidance suites × methods × seeds: exact on the micro preset, "
                                                    "real-weight metrics on the others"))
@@ -121,24 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     return p
-
-
-def add_model_arguments(p) -> None:
-    """`--video-parts DIR` and `--lora PATH[:scale]` (repeatable): what `pipelines.model_options` puts under the
-    preset's image model. Shared by `generate` and `evaluate`."""
-    p.add_argument("--video-parts", default=None, metavar="DIR",
-                   help="trained HARIVO video parts: the final/ folder of a `python -m pipelines.training` run, loaded "
-                        "under the preset's image UNet (must be trained for the same model family)")
-    p.add_argument("--lora", action="append", default=[], metavar="PATH[:scale]",
-                   help="a diffusers-format LoRA on the image part (.safetensors file or folder), scale default 1.0; "
-                        "repeatable")
-
-
-def model_options_of(a):
-    """The parsed `--video-parts` / `--lora` flags (raises `ModelOptionError` naming the field)."""
-    from .model_options import parse_options
-
-    return parse_options(getattr(a, "video_parts", None), getattr(a, "lora", None) or ())
 
 
 _MODEL_FLAG = {"video_parts": "--video-parts", "lora": "--lora"}
@@ -175,7 +159,7 @@ def cmd_generate(a) -> int:
         resolve_params(a.method, params)
     except RequestError as e:
         return _fail(_flag(e.field), e.message)
-    from .model_options import ModelOptionError, with_model
+    from .model_options import ModelOptionError, model_options_of, with_model
 
     try:
         options = model_options_of(a)
@@ -302,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.command == "bench":
             return cmd_bench(a, argv[1:])
         if a.command == "evaluate":
-            from .evaluate import main as evaluate_main
+            from .evaluation.cli import main as evaluate_main
 
             return evaluate_main(args=a)
     except KeyboardInterrupt:

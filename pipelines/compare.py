@@ -3,11 +3,13 @@
     base = unguided(request)            # method none, everything else equal
     m = task_metric(prepared, frames)   # Metric(name, value, text): a check the reward does not read
 
-The metric is read independently of the guidance reward where that is cheap and weight-free:
-- t2v on the micro preset: the exact detector's attributes against the parsed prompt (share correct);
+The metric is read independently of the guidance reward where that is cheap and weight-free, through the evaluation
+package's readers (`pipelines.evaluation.readers`, the same readers as `python -m pipelines evaluate`):
+- t2v on the micro preset: the exact detector's attributes against the parsed prompt (share correct, `content_kept`);
 - style on the micro preset: the background class the detector reads (the micro references are backgrounds);
 - audio: AV-Align (audio onsets against motion peaks, IoU within one frame; weight-free);
-- interpolate: mean squared error of the first and last frames against the key frames (lower is better).
+- interpolate: mean squared error of the first and last frames against the key frames (`endpoint_mse`, lower is
+  better).
 Elsewhere (t2v / style on animatediff) there is no second model to ask without downloading one: no metric.
 """
 from __future__ import annotations
@@ -44,25 +46,26 @@ def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
         return Metric("AV-Align", v, f"AV-Align {v:.3g} (audio onsets vs motion peaks, IoU)")
     if r.task == "interpolate":
         from . import media
+        from .evaluation.readers import endpoint_mse
 
         first = media.fit_square(media.load_image(r.first_frame, "first_frame"), prepared.size)
         last = media.fit_square(media.load_image(r.last_frame, "last_frame"), prepared.size)
-        keys = torch.from_numpy(np.stack([np.asarray(first), np.asarray(last)])).float().permute(0, 3, 1, 2) / 255
-        v = float(((frames[[0, -1]] - keys) ** 2).mean())
+        keys = np.stack([np.asarray(first), np.asarray(last)]).astype(np.float32).transpose(0, 3, 1, 2) / 255
+        v = endpoint_mse(frames, keys)
         return Metric("endpoint MSE", v, f"endpoint MSE {v:.3g} (lower is better)", higher_is_better=False)
     if prepared.preset_name != "micro":
         return None
-    from .micro.detector import detect
-    from .micro.world import parse_caption
+    from .evaluation.readers import content_kept, detect, target_of
 
     d = detect(frames)
     if r.task == "style":
         return Metric("detected background", None, f"detected background: {d['background']}")
-    target = parse_caption(r.reward_prompt or r.prompt)
-    if target is None:
+    target = target_of(r.reward_prompt or r.prompt)
+    if not target:
         return None
     keys = ("colour", "shape", "motion", "background")
-    wrong = [k for k in keys if d.get(k) != target[k]]
+    ok = content_kept(d, target, keys)
+    wrong = [k for k in keys if ok.get(f"{k}_ok") != 1.0]
     v = (len(keys) - len(wrong)) / len(keys)
     found = [f"{k} {d.get(k) or 'not found'}" for k in wrong]
     why = f" (read: {', '.join(found)})" if wrong else ""

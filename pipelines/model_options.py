@@ -95,6 +95,23 @@ def parse_options(video_parts=None, loras=()) -> ModelOptions:
     return ModelOptions(vp, tuple(checked))
 
 
+# ------------------------------------------------------------------------------------------ command lines
+def add_model_arguments(p) -> None:
+    """`--video-parts DIR` and `--lora PATH[:scale]` (repeatable): what `pipelines.model_options` puts under the
+    preset's image model. Shared by `generate` and `evaluate`."""
+    p.add_argument("--video-parts", default=None, metavar="DIR",
+                   help="trained HARIVO video parts: the final/ folder of a `python -m pipelines.training` run, loaded "
+                        "under the preset's image UNet (must be trained for the same model family)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:scale]",
+                   help="a diffusers-format LoRA on the image part (.safetensors file or folder), scale default 1.0; "
+                        "repeatable")
+
+
+def model_options_of(a):
+    """The parsed `--video-parts` / `--lora` flags (raises `ModelOptionError` naming the field)."""
+    return parse_options(getattr(a, "video_parts", None), getattr(a, "lora", None) or ())
+
+
 # ------------------------------------------------------------------------------------------------ applying
 def _family_of_parts(folder: Path, pipe) -> None:
     """ModelOptionError unless the trained parts in `folder` fit `pipe`'s image UNet and text encoder."""
@@ -221,4 +238,5 @@ def with_model(preset, options: ModelOptions | None):
         return out
 
 
-__all__ = ["ModelOptions", "ModelOptionError", "parse_lora", "parse_options", "apply_to_pipe", "with_model"]
+__all__ = ["ModelOptions", "ModelOptionError", "parse_lora", "parse_options", "apply_to_pipe", "with_model",
+           "add_model_arguments", "model_options_of"]

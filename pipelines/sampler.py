@@ -61,6 +61,10 @@ class StepHook:
     def after_step(self, ctx: "Denoiser", x_prev: torch.Tensor, t_prev: int, i: int) -> torch.Tensor:
         return x_prev
 
+    def fixed_frames(self, num_frames: int) -> list[int]:
+        """Frames whose x_{t−1} this hook overwrites after every step: a guided shift of them is lost."""
+        return []
+
 
 HARIVO_CFG_HIGH = 12.5
 TRACKED_KEY_FRAMES = 4
@@ -153,6 +157,8 @@ class Denoiser:
         self.prediction_type = self.scheduler.config.prediction_type
         self.stats: dict = {}
         self.last_x0: Optional[torch.Tensor] = None
+        #: frames the step hooks overwrite after every step (interpolation's latent replacement): set by `sample`
+        self.fixed_frames: list[int] = []
         # A generator for the guidance methods' own randomness (random guesses, candidate noise, subsets), kept
         # apart from the sampling noise so that turning a knob does not reshuffle the sampler's noise stream.
         # Derived from the seed without drawing from `generator` (drawing would shift diffusers' noise stream).
@@ -481,6 +487,7 @@ def sample(
         if should_stop is not None and should_stop():
             raise Cancelled("generation cancelled")
 
+    ctx.fixed_frames = sorted({int(k) for hook in hooks for k in hook.fixed_frames(int(latents.shape[2]))})
     guidance.start(ctx)
     for hook in hooks:
         hook.start(ctx)

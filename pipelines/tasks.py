@@ -81,6 +81,9 @@ class LatentReplacement(StepHook):
         x_prev[:, :, self.indices] = known
         return x_prev
 
+    def fixed_frames(self, num_frames: int) -> list[int]:
+        return [k + num_frames if k < 0 else k for k in self.indices]
+
 
 def text_reward(preset, prompt: str, kind: str = "clip", policy: Optional[str] = None):
     """The t2v task's reward: CLIP, the LVLM judge (configured by GVS_LVLM_* variables), or their ensemble."""

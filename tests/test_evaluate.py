@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import evaluate as ev
+from pipelines.evaluation import cli, micro, specs
+from pipelines.evaluation import grid as gr
 from pipelines.micro import world
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _case(suite, cid):
-    return next(c for c in ev.cases(suite) if c.id == cid)
+    return next(c for c in micro.cases(suite) if c.id == cid)
 
 
 # ------------------------------------------------------------------------------------------ metrics, known answers
@@ -25,23 +26,23 @@ def test_style_metric_reads_the_background_class():
     case = _case("style", "striped-0")
     striped, _ = world.render_clip("red", "square", "moving up", "striped", seed=0)
     black, _ = world.render_clip("red", "square", "moving up", "black", seed=0)
-    assert ev.metrics("style", case, torch.as_tensor(striped))["style_changed"] == 1.0
-    assert ev.metrics("style", case, np.asarray(black))["style_changed"] == 0.0
+    assert micro.metrics("style", case, torch.as_tensor(striped))["style_changed"] == 1.0
+    assert micro.metrics("style", case, np.asarray(black))["style_changed"] == 0.0
 
 
 def test_interpolation_metrics_on_straight_static_and_jumping_paths():
     case = _case("interpolate", "k0")
-    (x0, y0), (x1, y1) = ev.KEY_POSITIONS[0]
+    (x0, y0), (x1, y1) = micro.KEY_POSITIONS[0]
     c, s = world.HELD_OUT[0][:2]
     line = [(round(x0 + (x1 - x0) * k / 7), round(y0 + (y1 - y0) * k / 7)) for k in range(8)]
-    straight = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", line))
+    straight = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", line))
     assert straight["endpoint_px"] < 0.5 and straight["monotone"] == 1.0 and straight["jerk_px"] < 1.5
-    static = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 8))
+    static = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 8))
     assert static["endpoint_px"] == pytest.approx(np.hypot(x1 - x0, y1 - y0) / 2, abs=0.5)
     # exact endpoints but a static interior that jumps at the end: what replacement alone gave
-    jump = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 7 + [line[-1]]))
+    jump = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 7 + [line[-1]]))
     assert jump["endpoint_px"] < 0.5 and jump["jerk_px"] > 2 * straight["jerk_px"]
-    back = ev.metrics("interpolate", case, world.render_positions(c, s, "gray", line[:4] + line[:3] + line[-1:]))
+    back = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", line[:4] + line[:3] + line[-1:]))
     assert back["monotone"] == 0.0
 
 
@@ -52,7 +53,7 @@ def test_audio_metric_is_exact_at_the_frame_and_penalises_extra_contacts():
     seen = {}
     for _ in range(200):  # bouncing clips of every phase
         clip, meta = world.render_clip("red", "circle", "bouncing", "black", rng=rng)
-        seen[tuple(meta["impact_frames"])] = ev.metrics("audio", case, clip)
+        seen[tuple(meta["impact_frames"])] = micro.metrics("audio", case, clip)
     assert seen[(1, 5)]["sync_iou"] == 1.0
     assert seen[(2, 6)]["sync_iou"] == 0.0 and seen[(2, 6)]["sync_iou_1"] == 1.0  # one frame late
     # chance: a regular bounce of random phase meets the exact frames in one phase of four
@@ -64,42 +65,42 @@ def test_mg_metrics_on_a_static_and_a_moving_clip():
     c, s, m = world.HELD_OUT[0]
     moving = np.asarray(world.render_clip(c, s, m, "black", seed=1)[0])
     static = np.repeat(moving[:1], 8, 0)
-    a, b = ev.metrics("mg", case, moving), ev.metrics("mg", case, static)
+    a, b = micro.metrics("mg", case, moving), micro.metrics("mg", case, static)
     assert b["change"] == 0.0 < a["change"]
     assert a["one_object"] == 1.0 and a["colour_kept"] == 1.0 and a["accuracy"] == 1.0
     two = moving.copy()
     two[:, :, 0:4, 0:4] = np.asarray(world.COLOURS["green"], np.float32)[None, :, None, None]
-    assert ev.metrics("mg", case, two)["one_object"] == 0.0
+    assert micro.metrics("mg", case, two)["one_object"] == 0.0
 
 
 def test_cases_are_what_the_docstring_says():
-    t2v = ev.cases("t2v-hard")
-    assert len(t2v) == len(world.HELD_OUT) and all(c.cfg == ev.T2V_HARD_CFG for c in t2v)
-    reward_only = ev.cases("t2v-reward")  # the model's prompt is empty; the reward's prompt names the target
+    t2v = micro.cases("t2v-hard")
+    assert len(t2v) == len(world.HELD_OUT) and all(c.cfg == micro.T2V_HARD_CFG for c in t2v)
+    reward_only = micro.cases("t2v-reward")  # the model's prompt is empty; the reward's prompt names the target
     assert all(c.prompt == "" and world.parse_caption(c.inputs["reward_prompt"])["colour"] == c.target["colour"]
                for c in reward_only) and len(reward_only) == len(world.HELD_OUT)
-    style = ev.cases("style")
+    style = micro.cases("style")
     assert {c.target["background"] for c in style} == {"striped", "checkered"}
     assert all(world.parse_caption(c.prompt)["background"] in ("black", "gray") for c in style)
-    interp = ev.cases("interpolate")
+    interp = micro.cases("interpolate")
     assert len(interp) == 4 and {c.inputs["interpolation_mode"] for c in interp} == {"reward"}
-    audio = ev.cases("audio")
+    audio = micro.cases("audio")
     assert sorted(c.target["impacts"][0] for c in audio) == [0, 1, 2, 3]
 
 
 # ------------------------------------------------------------------------------------------------ method specs
 def test_method_specs_split_method_and_request_settings():
-    assert ev.split_specs("none,titan[update=rms,step_size=0.1],mpgd") == [
+    assert specs.split_specs("none,titan[update=rms,step_size=0.1],mpgd") == [
         "none", "titan[update=rms,step_size=0.1]", "mpgd"]
-    name, params, req = ev.parse_spec("titan[update=rms,step_size=0.1,eta=0,mg=40,fill=tile,per_frame=true]")
+    name, params, req = specs.parse_spec("titan[update=rms,step_size=0.1,eta=0,mg=40,fill=tile,per_frame=true]")
     assert name == "titan"
     assert params == {"update": "rms", "step_size": 0.1, "fill": "tile", "per_frame": True}
     assert req == {"eta": 0, "mg_scale": 40}
-    assert ev.parse_spec("none[mode=both]")[2] == {"interpolation_mode": "both"}
+    assert specs.parse_spec("none[mode=both]")[2] == {"interpolation_mode": "both"}
     with pytest.raises(ValueError, match="method spec"):
-        ev.parse_spec("magic")
+        specs.parse_spec("magic")
     with pytest.raises(ValueError, match="key=value"):
-        ev.parse_spec("titan[fast]")
+        specs.parse_spec("titan[fast]")
 
 
 # ----------------------------------------------------------------------------------------------- runs and resume
@@ -113,7 +114,7 @@ def _env():
 
 def test_grid_writes_rows_summary_and_plots_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    assert ev.main(ARGS + ["--out", str(out)]) == 0
+    assert cli.main(ARGS + ["--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 2  # suites × methods × seeds
     assert {r["suite"] for r in rows} == {"style", "audio"}
@@ -126,25 +127,25 @@ def test_grid_writes_rows_summary_and_plots_and_resumes(tmp_path, monkeypatch, c
     assert (out / "summary.csv").read_text().count("\n") == 1 + 4
     assert (out / "plots" / "style.png").stat().st_size > 1000
     # resume: nothing runs again
-    monkeypatch.setattr(ev, "run_cell", lambda *a, **k: pytest.fail("a finished cell ran again"))
-    assert ev.main(ARGS + ["--out", str(out)]) == 0
+    monkeypatch.setattr(gr, "run_cell", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    assert cli.main(ARGS + ["--out", str(out)]) == 0
     assert len((out / "rows.jsonl").read_text().splitlines()) == 8
     assert "0 for process 0/1" in capsys.readouterr().err
     # --summarize rebuilds the tables from every row without running anything
     (out / "summary.md").unlink()
-    assert ev.main(["--suite", "style", "--summarize", "--out", str(out)]) == 0
+    assert cli.main(["--suite", "style", "--summarize", "--out", str(out)]) == 0
     assert "### audio" in (out / "summary.md").read_text()
 
 
 def test_bad_suite_and_spec_are_refused(tmp_path, capsys):
-    assert ev.main(["--suite", "style", "--summarize", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--suite", "style", "--summarize", "--out", str(tmp_path)]) == 2
     assert "no rows" in capsys.readouterr().err
-    assert ev.main(["--suite", "nope", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--suite", "nope", "--out", str(tmp_path)]) == 2
     assert "--suite" in capsys.readouterr().err
-    assert ev.main(["--suite", "style", "--methods", "none,wizard", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--suite", "style", "--methods", "none,wizard", "--out", str(tmp_path)]) == 2
     assert "wizard" in capsys.readouterr().err
     for bad in ("titan=1", "titan.step_size", ".step_size=1"):
-        assert ev.main(["--suite", "style", "--methods", "none", "--param", bad, "--out", str(tmp_path)]) == 2
+        assert cli.main(["--suite", "style", "--methods", "none", "--param", bad, "--out", str(tmp_path)]) == 2
         assert "--param: expected METHOD.NAME=VALUE" in capsys.readouterr().err
 
 
@@ -177,13 +178,13 @@ def test_per_task_defaults_reach_the_request():
     t2v = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                      method="titan"), preset)
     style = validate(GenerationRequest(task="style", prompt="a red circle moving up on a black background",
-                                       method="titan", style_image=ev._reference("striped")), preset)
+                                       method="titan", style_image=micro.reference_image("striped")), preset)
     assert t2v.params["step_size"] == 0.1 and style.params["step_size"] == 5.0
     own = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                      method="titan", params={"step_size": 2.5}), preset)
     assert own.params["step_size"] == 2.5  # the user's value wins
     audio = validate(GenerationRequest(task="audio", prompt="a red circle bouncing on a black background",
-                                       method="free2guide", **ev.cases("audio")[0].inputs), preset)
+                                       method="free2guide", **micro.cases("audio")[0].inputs), preset)
     f2g_t2v = validate(GenerationRequest(task="t2v", prompt="a red circle moving up on a black background",
                                          method="free2guide"), preset)
     assert audio.params["guided_fraction"] == 0.5 and f2g_t2v.params["guided_fraction"] == 1.0
@@ -193,9 +194,9 @@ def test_reward_only_suite_runs_the_model_unconditioned_and_scores_the_caption()
     from pipelines.presets import load_preset
 
     preset = load_preset("micro")
-    case = ev.cases("t2v-reward")[0]
-    cell = ev.Cell("t2v-reward", case, "none", 0, 1.0, 2, 8)
-    row = ev.run_cell(cell, preset)
+    case = micro.cases("t2v-reward")[0]
+    cell = gr.Cell("t2v-reward", case, "none", 0, 1.0, 2, 8)
+    row = gr.run_cell(cell, preset)
     assert set(row["metrics"]) >= {"colour", "shape", "motion", "accuracy"}
     # the reward scored the caption, not the empty prompt the model saw
     from pipelines.request import Generation, GenerationRequest, validate
@@ -206,27 +207,27 @@ def test_reward_only_suite_runs_the_model_unconditioned_and_scores_the_caption()
 
 
 def test_agreeing_key_frames_are_paths_the_world_draws_and_the_prompt_names():
-    cs = ev.cases("interpolate-agree")
+    cs = micro.cases("interpolate-agree")
     assert len(cs) == 4
-    for case, ((p0, p1), motion) in zip(cs, ev.AGREE_KEYS):
+    for case, ((p0, p1), motion) in zip(cs, micro.AGREE_KEYS):
         assert world.parse_caption(case.prompt)["motion"] == motion
         paths, _ = world.enumerate_trajectories(motion)
         assert any(tuple(p[0]) == p0 and tuple(p[-1]) == p1 for p in paths)
     # the metric reads a rendered clip of that very path as on its keys, smooth and monotone
-    (p0, p1), motion = ev.AGREE_KEYS[0]
+    (p0, p1), motion = micro.AGREE_KEYS[0]
     xs = np.linspace(p0[0], p1[0], 8).round().astype(int)
     cap = world.parse_caption(cs[0].prompt)
     clip = world.render_positions(cap["colour"], cap["shape"], "gray", [(int(x), p0[1]) for x in xs])
-    m = ev.metrics("interpolate-agree", cs[0], torch.as_tensor(clip))
+    m = micro.metrics("interpolate-agree", cs[0], torch.as_tensor(clip))
     assert m["endpoint_px"] < 0.5 and m["monotone"] == 1.0 and m["jerk_px"] < 1.0
 
 
 def test_process_shares_stay_disjoint_and_complete_when_one_process_starts_late():
-    cells = ev.grid(["style"], ["none", "titan"], [0, 1], 1.0, 3, 8, max_cases=1)
-    first = ev.share(cells, set(), 0, 2)
+    cells = gr.grid(["style"], ["none", "titan"], [0, 1], 1.0, 3, 8, max_cases=1)
+    first = gr.shard(cells, set(), process_index=0, num_processes=2)
     # process 1 starts after process 0 has written all its rows: it still runs exactly the other half
-    late = ev.share(cells, {c.key for c in first}, 1, 2)
+    late = gr.shard(cells, {c.key for c in first}, process_index=1, num_processes=2)
     assert {c.key for c in first} | {c.key for c in late} == {c.key for c in cells}
     assert not {c.key for c in first} & {c.key for c in late}
     # resume: finished cells are skipped
-    assert ev.share(cells, {cells[0].key}, 0, 1) == cells[1:]
+    assert gr.shard(cells, {cells[0].key}, process_index=0, num_processes=1) == cells[1:]

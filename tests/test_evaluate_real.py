@@ -1,4 +1,4 @@
-"""`python -m pipelines evaluate` on a real preset's path (`pipelines/evaluate_real.py`), run on the tiny preset with
+"""`python -m pipelines evaluate` on a real preset's path (`pipelines/evaluation/real.py`), run on the tiny preset with
 tiny random metric CLIPs: rows measured by `rewards.metrics.real_metrics`, the injected metric models, resume,
 summary, FVD per suite and method, and the refusals. Nothing downloads."""
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import evaluate as ev
-from pipelines import evaluate_real as er
+from pipelines.evaluation import cli, grid
+from pipelines.evaluation import real as er
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SPECS = ["none", "titan[step_size=0.5]"]
@@ -47,7 +47,7 @@ def test_tiny_run_writes_real_metric_rows_resumes_and_summarizes(tmp_path, monke
 
     monkeypatch.setattr(er, "measure", spy)
     cfg = MetricsConfig(clip=metric_clip, style_clip=tiny_clip(seed=4))
-    ev.evaluate(["t2v"], SPECS, [0], out, preset_name="tiny", device="cpu", max_cases=1, threads=1,
+    grid.evaluate(["t2v"], SPECS, [0], out, preset_name="tiny", device="cpu", max_cases=1, threads=1,
                 metrics_config=cfg, log=lambda s: None)
     rows = _rows(out)
     assert len(rows) == 2 and {r["method"] for r in rows} == set(SPECS)  # 1 case × 2 methods × 1 seed
@@ -72,20 +72,20 @@ def test_tiny_run_writes_real_metric_rows_resumes_and_summarizes(tmp_path, monke
     assert "| none |" in md and "| titan[step_size=0.5] |" in md and "frame_consistency" in md
     assert "FVD: not computed: no --reference-videos" in md
     # resume: nothing runs again
-    monkeypatch.setattr(ev, "run_cell", lambda *a, **k: pytest.fail("a finished cell ran again"))
-    ev.evaluate(["t2v"], SPECS, [0], out, preset_name="tiny", device="cpu", max_cases=1, metrics_config=cfg,
+    monkeypatch.setattr(grid, "run_cell", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    grid.evaluate(["t2v"], SPECS, [0], out, preset_name="tiny", device="cpu", max_cases=1, metrics_config=cfg,
                 log=print)
     assert len(_rows(out)) == 2 and "2 done before, 0 for process 0/1" in capsys.readouterr().out
     # --summarize rebuilds the tables from the rows
     (out / "summary.md").unlink()
-    assert ev.main(["--suite", "t2v", "--summarize", "--out", str(out)]) == 0
+    assert cli.main(["--suite", "t2v", "--summarize", "--out", str(out)]) == 0
     assert "| titan[step_size=0.5] |" in (out / "summary.md").read_text()
 
 
 def test_style_and_audio_rows_carry_their_metrics(tmp_path):
     pytest.importorskip("cv2")
     out = tmp_path / "run"
-    assert ev.main(["--preset", "tiny", "--device", "cpu", "--suite", "style,audio,interpolate", "--methods", "none",
+    assert cli.main(["--preset", "tiny", "--device", "cpu", "--suite", "style,audio,interpolate", "--methods", "none",
                     "--seeds", "1", "--cases", "1", "--threads", "1", "--out", str(out)]) == 0
     rows = {r["suite"]: r for r in _rows(out)}
     assert set(rows) == {"style", "audio"}  # interpolate is skipped for a real preset
@@ -103,7 +103,7 @@ def test_fvd_per_method_in_the_summary(tmp_path):
     from pipelines.media import write_mp4
 
     out = tmp_path / "run"
-    assert ev.main(["--preset", "tiny", "--device", "cpu", "--suite", "t2v", "--methods", "none", "--seeds", "2",
+    assert cli.main(["--preset", "tiny", "--device", "cpu", "--suite", "t2v", "--methods", "none", "--seeds", "2",
                     "--cases", "1", "--threads", "1", "--out", str(out)]) == 0
     torch.manual_seed(0)
     model = InceptionI3d().eval()
@@ -122,7 +122,7 @@ def test_fvd_per_method_in_the_summary(tmp_path):
     def fvd(refs):
         args = ["--suite", "t2v", "--summarize", "--out", str(out), "--i3d", str(i3d), "--i3d-size", "32",
                 "--reference-videos", str(refs), "--device", "cpu"]
-        assert ev.main(args) == 0
+        assert cli.main(args) == 0
         head, row = (out / "summary.csv").read_text().splitlines()[:2]
         return float(row.split(",")[head.split(",").index("fvd")]), (out / "summary.md").read_text()
 
@@ -138,22 +138,22 @@ def test_refusals_name_the_problem(tmp_path, capsys, metric_clip):
     from pipelines.presets import load_preset
 
     base = ["--preset", "tiny", "--device", "cpu", "--methods", "none", "--seeds", "1", "--out", str(tmp_path)]
-    assert ev.main(base + ["--suite", "t2v-hard"]) == 2
+    assert cli.main(base + ["--suite", "t2v-hard"]) == 2
     err = capsys.readouterr().err
     assert "'t2v-hard' is not a real-preset suite" in err and "t2v, style, audio" in err
-    assert ev.main(base + ["--suite", "interpolate"]) == 2
+    assert cli.main(base + ["--suite", "interpolate"]) == 2
     err = capsys.readouterr().err
     assert "interpolate' skipped for real presets" in err and "nothing left to run" in err
-    assert ev.main(base + ["--suite", "t2v", "--i3d", str(tmp_path / "missing.pt")]) == 2
+    assert cli.main(base + ["--suite", "t2v", "--i3d", str(tmp_path / "missing.pt")]) == 2
     assert "--i3d: file not found" in capsys.readouterr().err
-    assert ev.main(base + ["--suite", "t2v", "--reference-videos", str(tmp_path / "nowhere")]) == 2
+    assert cli.main(base + ["--suite", "t2v", "--reference-videos", str(tmp_path / "nowhere")]) == 2
     assert "--reference-videos: not a folder" in capsys.readouterr().err
     guiding = load_preset("tiny", device="cpu").clip
     with pytest.raises(ValueError, match="must differ from the CLIP that guides"):
-        ev.evaluate(["t2v"], ["none"], [0], tmp_path, preset_name="tiny", device="cpu",
+        grid.evaluate(["t2v"], ["none"], [0], tmp_path, preset_name="tiny", device="cpu",
                     metrics_config=MetricsConfig(clip=guiding, style_clip=metric_clip), log=lambda s: None)
     # the micro preset still refuses a real suite, as before
-    assert ev.main(["--suite", "t2v", "--out", str(tmp_path)]) == 2
+    assert cli.main(["--suite", "t2v", "--out", str(tmp_path)]) == 2
     assert "--suite" in capsys.readouterr().err
     assert not (tmp_path / "rows.jsonl").exists()
 

@@ -62,7 +62,7 @@ def test_the_interpolation_tabs_example_moves_monotonically_from_key_to_key(micr
     """The app's Frame interpolation example (its default method and mode) on the micro preset: the object's
     centroid moves forward along the key-to-key axis in every frame, and the end frames sit on the keys."""
     from app import _examples_for
-    from pipelines.evaluate import _centroids
+    from pipelines.evaluation.readers import centroids as _centroids
     from pipelines.presets import load_preset
     from pipelines.request import Generation, GenerationRequest, validate
     from pipelines.presets import task_default_method

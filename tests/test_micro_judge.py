@@ -7,7 +7,7 @@ import pytest
 import requests
 import torch
 
-from pipelines import evaluate as ev
+from pipelines.evaluation import grid, micro, specs
 from pipelines.micro import world
 from pipelines.micro.judge import make_server
 from rewards.lvlm import LVLMJudge
@@ -65,11 +65,11 @@ def test_a_bad_request_gets_a_400_naming_the_problem_and_the_server_keeps_runnin
 
 
 def test_a_method_spec_picks_the_t2v_reward():
-    assert ev.parse_spec("free2guide[reward=clip+lvlm borda,num_candidates=4]") == (
+    assert specs.parse_spec("free2guide[reward=clip+lvlm borda,num_candidates=4]") == (
         "free2guide", {"num_candidates": 4}, {"t2v_reward": "clip+lvlm borda"})
-    assert ev.parse_spec("free2guide[reward=lvlm,policy=binary]")[2] == {"t2v_reward": "lvlm", "lvlm_policy": "binary"}
+    assert specs.parse_spec("free2guide[reward=lvlm,policy=binary]")[2] == {"t2v_reward": "lvlm", "lvlm_policy": "binary"}
     with pytest.raises(ValueError, match="policy"):
-        ev.parse_spec("free2guide[reward=lvlm,policy=maybe]")
+        specs.parse_spec("free2guide[reward=lvlm,policy=maybe]")
 
 
 def test_a_cell_builds_its_judge_with_the_spec_policy_and_leaves_the_environment_as_it_was(judge_url, monkeypatch):
@@ -88,8 +88,8 @@ def test_a_cell_builds_its_judge_with_the_spec_policy_and_leaves_the_environment
         policies.append(self.policy)
 
     monkeypatch.setattr(lvlm.LVLMJudge, "__init__", spy)
-    case = ev.cases("t2v-reward")[0]
-    row = ev.run_cell(ev.Cell("t2v-reward", case, "free2guide[reward=lvlm,policy=binary,num_candidates=2]", 0, 1.0,
+    case = micro.cases("t2v-reward")[0]
+    row = grid.run_cell(grid.Cell("t2v-reward", case, "free2guide[reward=lvlm,policy=binary,num_candidates=2]", 0, 1.0,
                               3, 8), load_preset("micro"))
     assert policies == ["binary"] and "GVS_LVLM_POLICY" not in os.environ
     assert "accuracy" in row["metrics"]

@@ -58,3 +58,24 @@ def test_contact_sheet_has_a_row_per_video(tmp_path):
     path = contact_sheet([a, a], ["one", "two"], tmp_path / "s.png", scale=2)
     w, h = Image.open(path).size
     assert h >= 2 * 64 and w >= 8 * 64
+
+
+def test_the_small_readers_every_scorer_shares():
+    from pipelines.evaluation.readers import (MIN_OBJECT_PX, centroids, colour_kept, detect, endpoint_mse,
+                                              impacts_met, match_frames)
+
+    a, target = _clip(background="black")
+    d = detect(a)
+    assert colour_kept(d, "red") == 1.0 and colour_kept(d, "blue") == 0.0
+    cs = centroids(a)
+    assert len(cs) == len(a) and all(c is not None for c in cs) and cs[-1][0] > cs[0][0]  # left to right
+    assert endpoint_mse(a, a[[0, -1]]) == 0.0 and endpoint_mse(a, a[[-1, 0]]) > 0.0
+    # contacts against impacts: one-to-one within the tolerance
+    assert match_frames([2, 6], [2, 3], 1) == 1 and match_frames([2, 6], [3, 5], 1) == 2
+    assert impacts_met([2, 6], [2, 3], 1) == 0.5 and impacts_met([2, 6], [2, 3], 0) == 0.5
+    # one object definition: a blob of MIN_OBJECT_PX - 1 pixels is not an object, one of MIN_OBJECT_PX is
+    frame = np.zeros((3, 32, 32), np.float32)
+    frame[0, 2, 2:2 + MIN_OBJECT_PX - 1] = 1.0
+    assert count_objects(frame) == 0
+    frame[0, 20, 20:20 + MIN_OBJECT_PX] = 1.0
+    assert count_objects(frame) == 1

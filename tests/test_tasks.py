@@ -88,6 +88,28 @@ def test_replacement_makes_the_endpoints_exact(tiny):
     assert not torch.allclose(plain.frames[[0, 5]], video[[0, 5]], atol=1e-3)
 
 
+def test_titan_under_both_moves_the_frames_replacement_keeps(tiny):
+    """With replacement overwriting the key frames after every step, TITAN's padded guess (the reward's own frames)
+    would be a silent no-op; its step goes to the free frames instead, and changes them."""
+    from pipelines.guidance import make_guidance
+
+    pipe = tiny.pipe
+    first, last = _img((255, 0, 0), (16, 16)), _img((0, 0, 255), (16, 16))
+    setup = build_task(tiny, "interpolate", TaskInputs(prompt="a red circle", first_frame=first, last_frame=last,
+                                                        interpolation_mode="both"), 6, 16, 16)
+
+    def run(guidance):
+        events = list(pipe.stream("a red circle", num_frames=6, height=16, width=16, num_inference_steps=4,
+                                  generator=torch.Generator().manual_seed(0), hooks=setup.hooks, reward=setup.reward,
+                                  guidance=guidance))
+        return events[-1].frames
+
+    plain = run(None)
+    guided = run(make_guidance("titan", step_size=1.0, update="noise"))
+    assert torch.allclose(plain[[0, 5]], guided[[0, 5]], atol=1e-5)  # the keys stay exact
+    assert (guided[1:5] - plain[1:5]).abs().max() > 1e-3  # the free frames moved
+
+
 def test_presets_are_loaded_once_and_unknown_names_fail():
     assert load_preset("tiny", device="cpu") is load_preset("tiny", device="cpu")
     with pytest.raises(ValueError, match="unknown preset"):

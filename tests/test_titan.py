@@ -113,6 +113,31 @@ def test_every_guess_runs_and_moves_the_sample(guess, per_frame):
     assert (out - base).abs().max() > 1e-4
 
 
+def test_time_travel_redoes_each_guided_step_on_a_renoised_sample():
+    """time_travel = r: every guided step is taken r + 1 times (re-noised back to t in between), unguided steps once."""
+    pipe = tiny_pipe()
+    target = torch.zeros(4, 3, 16, 16)
+    kw = dict(num_frames=4, height=16, width=16, num_inference_steps=3, output_type="pt")
+    calls = []
+
+    def frames(**params):
+        titan = make_guidance("titan", **params)
+        one = titan.one_step
+        titan.one_step = lambda ctx, x, t, i: (calls.append(i), one(ctx, x, t, i))[1]
+        calls.clear()
+        out = pipe("a red circle", generator=torch.Generator().manual_seed(0), reward=TargetReward(target),
+                   guidance=titan, **kw).frames
+        return out, list(calls)
+
+    plain, steps0 = frames()
+    travelled, steps2 = frames(time_travel=2)
+    assert steps0 == [0, 1, 2]  # steps 0 and 1 guided (end_step −1), step 2 plain
+    assert steps2 == [0, 0, 0, 1, 1, 1, 2]
+    assert torch.isfinite(travelled).all() and (travelled - plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="titan.time_travel"):
+        make_guidance("titan", time_travel=-1)
+
+
 def test_titan_parameters_are_validated():
     with pytest.raises(ValueError, match="titan.guess"):
         make_guidance("titan", guess="psychic")
@@ -180,6 +205,24 @@ def test_direct_guess_pads_or_tiles_the_subset_gradient(fill):
         if b - a >= 2:
             w = 1 / (b - a)
             assert torch.allclose(g[:, :, a + 1], (1 - w) * g[:, :, a] + w * g[:, :, b], atol=1e-6)
+
+
+def test_padded_guess_goes_to_the_free_frames_when_replacement_overwrites_the_scored_ones():
+    """Interpolation under `both`: the reward scores frames 0 and 5, which replacement overwrites after every step.
+    A padded guess there would be lost; it is spread over frames 1–4 instead, and is zero on the fixed frames."""
+    from rewards.interpolation import InterpolationReward
+
+    pipe = tiny_pipe()
+    keys = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ctx = make_denoiser(pipe, num_frames=6, steps=4, reward=InterpolationReward(keys, indices=[0, 5]))
+    titan = make_guidance("titan", fill="pad")
+    x0 = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(1))
+    per_frame = lambda g: g.abs().sum(dim=(0, 1, 3, 4))  # noqa: E731
+    free = per_frame(titan.direct_guess(ctx, x0))
+    assert free[0] > 0 and free[5] > 0 and float(free[1:5].sum()) == 0  # no replacement: the true, padded gradient
+    ctx.fixed_frames = [0, 5]
+    spread = per_frame(titan.direct_guess(ctx, x0))
+    assert spread[0] == 0 and spread[5] == 0 and all(spread[k] > 0 for k in range(1, 5))
 
 
 def test_lerp_fill_between_the_end_frames_is_a_ramp():

@@ -1,0 +1,24 @@
+"""One evaluation package: every score of a generated video goes through here.
+
+    python -m pipelines evaluate --suite style,interpolate --methods none,titan,mpgd --seeds 2 --out runs/eval
+
+Modules (each imports only those above it; nothing here imports `pipelines.evaluate*`):
+- `cases.py`    `Case`: one prompt, its inputs and what its metric compares with (micro and real suites alike).
+- `readers.py`  what a micro video shows, read exactly: `detect`, `count_objects` (the one definition of an object,
+                ≥ `MIN_OBJECT_PX` = 4 px), `content_kept`, `colour_kept`, `residual`, `fidelity`, `centroids`,
+                `endpoint_mse`, `match_frames`, `impacts_met`, `target_of`.
+- `sheets.py`   contact sheets (rows: videos, columns: frames, a label per row).
+- `specs.py`    method specs such as `titan[update=rms,step_size=0.1]`.
+- `micro.py`    the micro preset's suites and exact metrics (target, fidelity, joint); the micro model's `prompt_set`.
+- `real.py`     the real presets' suites, measured by `rewards.metrics.real_metrics` with non-guiding evaluators; FVD.
+- `grid.py`     suites × cases × specs × seeds: cells, run, resume, sharding (accelerate's
+                `PartialState().split_between_processes`), merge, summary (markdown + CSV), plots, contact sheets.
+- `cli.py`      `python -m pipelines evaluate` (flags and outputs: DESIGN contract 6).
+- `micro_model.py` the unguided micro model's accuracy on seen and held-out prompts.
+
+The compare view (`pipelines/compare.py`), the HARIVO ablation (`pipelines/training/ablation.py`) and
+`bench/micro_guidance.py` score videos with `readers.py`. `pipelines/evaluate.py`, `pipelines/evaluate_real.py` and
+`pipelines/micro/evaluate.py` only re-export names from here, for old imports.
+
+Importing the package imports none of its modules (import the one you need).
+"""

@@ -7,7 +7,10 @@ Every score of a micro video goes through here (the exact suites, the compare vi
   object at its read position) and measures each frame's mean absolute difference to it: near 0 for a rendered clip,
   small for a clean generated one, large for a colour smear, striped noise or a dissolved object;
 - `fidelity` joins them: the prompt's content kept (colour, shape and, where asked, motion), exactly one object in
-  every frame, and no artefacts (every frame's residual ≤ `RESIDUAL_MAX`).
+  every frame, and no artefacts (every frame's residual ≤ `RESIDUAL_MAX`);
+- `content_kept` / `colour_kept` / `target_of`: the attributes the detector read against the prompt's;
+- `centroids`, `endpoint_mse`: where the object is, and how far the end frames are from key frames;
+- `match_frames` / `impacts_met`: floor contacts against impact frames (one-to-one, within a tolerance).
 """
 from __future__ import annotations
 
@@ -149,6 +152,42 @@ def fidelity(frames, target: dict, keys=("colour", "shape", "motion"), d: Option
     return out
 
 
+def colour_kept(d: dict, colour: str) -> float:
+    """Share of the frames whose object the detector (`d`, a `detect` result) reads in `colour`."""
+    cs = list(d.get("colours") or [])
+    return sum(c == colour for c in cs) / len(cs) if cs else 0.0
+
+
+def centroids(frames) -> list[tuple[float, float]]:
+    """Centroids (x, y) in px of the object in each frame, as the detector reads them (None where none is read)."""
+    return [None if c is None else tuple(c) for c in detect(frames)["centroids"]]
+
+
+def endpoint_mse(frames, keys) -> float:
+    """Mean squared error of the first and last frames of `frames` (f, 3, H, W) in [0, 1] against the two key
+    frames `keys` (2, 3, H, W) in [0, 1]: how far the video's ends are from the frames it was asked to join."""
+    a = _to_numpy(frames).astype(np.float64)
+    k = _to_numpy(keys).astype(np.float64)
+    return float(((a[[0, -1]] - k) ** 2).mean())
+
+
+def match_frames(a, b, tol: int) -> int:
+    """Size of a one-to-one matching of frame lists `a` and `b` within `tol` frames (greedy, sorted)."""
+    used, n = set(), 0
+    for x in sorted(a):
+        for j, y in enumerate(sorted(b)):
+            if j not in used and abs(x - y) <= tol:
+                used.add(j)
+                n += 1
+                break
+    return n
+
+
+def impacts_met(impacts, contacts, tol: int = 1) -> float:
+    """Share of the impact frames `impacts` matched one-to-one by a floor contact of `contacts` within `tol` frames."""
+    return match_frames(impacts, contacts, tol) / float(len(impacts)) if len(impacts) else 0.0
+
+
 def target_of(prompt: str) -> dict:
     """The prompt's attributes (colour, shape, motion, background), or {} for a prompt the world cannot parse."""
     parsed = world.parse_caption(prompt or "")
@@ -156,4 +195,4 @@ def target_of(prompt: str) -> dict:
 
 
 __all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "count_objects", "rerender", "residual", "content_kept", "fidelity",
-           "target_of", "detect"]
+           "target_of", "detect", "colour_kept", "centroids", "endpoint_mse", "match_frames", "impacts_met"]

@@ -59,7 +59,8 @@ class TitanGuidance(RangedGuidance):
     subset: str = param("random", choices=["random", "contiguous"], help="how the direct guess picks its frames")
     fill: str = param("auto", choices=["auto", "pad", "tile", "lerp"],
                       help="direct guess on frames outside S: auto = pad when the reward names the frames it "
-                           "scores (key frames, audio), else lerp; pad = zeros (the true gradient restricted to S), "
+                           "scores (key frames, audio), else lerp; pad = zeros (the true gradient restricted to S; when "
+                           "a replacement overwrites every frame of S, lerp over the other frames instead), "
                            "tile = copies of S's gradient (the public code), lerp = linear in time between the "
                            "nearest frames of S (copies beyond the first and last)")
     per_frame: bool = param(False, help="one directional derivative per frame (assumes frame-local rewards)")
@@ -80,6 +81,9 @@ class TitanGuidance(RangedGuidance):
         "N: sliced attention, N heads at a time",
     )
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
+    time_travel: int = param(0, min=0, max=10, step=1,
+                             help="r: re-noise the guided x_{t−1} to t and redo the step r times (FreeDoM's time "
+                                  "travel: the model re-denoises what guidance wrote)")
     objective_subset: bool = param(
         False, help="decode only the sampled frames S in J's jvp (the direct guess's; |S|/f of the decoder's cost)"
     )
@@ -120,6 +124,14 @@ class TitanGuidance(RangedGuidance):
         fill = self.fill
         if fill == "auto":
             fill = "pad" if self._required(ctx, f) else "lerp"
+        fixed = set(getattr(ctx, "fixed_frames", ()) or ())
+        if fill == "pad" and fixed and set(frames) <= fixed and len(fixed) < f:
+            # Every scored frame is overwritten after the step (interpolation's replacement): a padded guess would
+            # move only frames that are then replaced, a silent no-op. Spread S's gradient over the free frames
+            # instead; the jvp then measures how they move the scored frames' x̂0 through the temporal layers.
+            g = lerp_frames(g_s, frames, f)
+            g[:, :, sorted(fixed)] = 0
+            return g
         if fill == "tile":  # the public code: S's gradient copied along the frame axis
             reps = -(-f // len(frames))
             return g_s.repeat(1, 1, reps, 1, 1)[:, :, :f]
@@ -194,6 +206,13 @@ class TitanGuidance(RangedGuidance):
         return strength * unit
 
     def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
+        x_prev = self.one_step(ctx, x, t, i)
+        if self.time_travel and self.guided(ctx, t, i):
+            for _ in range(self.time_travel):
+                x_prev = self.one_step(ctx, ctx.renoise(x_prev, t), t, i)
+        return x_prev
+
+    def one_step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         with torch.no_grad():
             eps, parts = ctx.eps(x, t, return_parts=True)
             x0 = ctx.note_x0(ctx.x0(x, eps, t))

@@ -2,14 +2,15 @@
 
 Each configuration adds one component to the previous one and is trained from the same start (the shipped micro
 model's image part, frozen, with fresh zero-initialised temporal layers) for the same steps, seed and data; each
-is then sampled on the fixed prompt set of `pipelines.micro.evaluate` with MG sampling off and on.
+is then sampled on the fixed prompt set of `pipelines.evaluation.micro.prompt_set` with MG sampling off and on.
 
     python -m pipelines.training.ablation --steps 300 --seeds 1 --out runs/harivo-ablation
 
-Per video (exact detector): content = colour and shape right; action = direction right; smooth = the object's
-centroid never jumps more than the largest jump in rendered training clips (and it is seen in every frame);
-non-weird = one object in every frame and the prompt's colour in every frame. `Δframe` = mean absolute change
-between consecutive frames (lower is smoother). Held-out = colour, shape and direction all right on held-out prompts.
+Per video (the evaluation package's readers, `pipelines.evaluation.readers`): content = colour and shape right;
+action = direction right; smooth = the object's centroid never jumps more than the largest jump in rendered training
+clips (and it is seen in every frame); non-weird = one object (`count_objects`, ≥ 4 px) in every frame and the
+prompt's colour in every frame. `Δframe` = mean absolute change between consecutive frames (lower is smoother).
+Held-out = colour, shape and direction all right on held-out prompts.
 """
 from __future__ import annotations
 
@@ -36,18 +37,6 @@ EXTRA_CONFIGS = [
 ]
 
 
-def _components(frame: np.ndarray) -> int:
-    from scipy import ndimage
-
-    from ..micro.detector import object_mask
-
-    lab, n = ndimage.label(object_mask(frame))
-    if n == 0:
-        return 0
-    sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    return int((sizes >= 3).sum())
-
-
 def _max_jump(centroids) -> float:
     pts = [c for c in centroids if c is not None]
     if len(pts) < len(centroids) or len(pts) < 2:
@@ -58,8 +47,8 @@ def _max_jump(centroids) -> float:
 
 def rendered_max_jump(n: int = 200) -> float:
     """The largest centroid jump between consecutive frames over `n` rendered 8-frame training clips."""
+    from ..evaluation.readers import detect
     from ..micro import world
-    from ..micro.detector import detect
 
     rng = np.random.default_rng(5)
     jumps = []
@@ -71,8 +60,8 @@ def rendered_max_jump(n: int = 200) -> float:
 
 
 def score_videos(pipe, seeds: int, mg_scale: float, jump_limit: float, steps: int = 20, cfg: float = 7.5) -> dict:
-    from ..micro.detector import detect
-    from ..micro.evaluate import prompt_set
+    from ..evaluation.micro import prompt_set
+    from ..evaluation.readers import colour_kept, content_kept, count_objects, detect
 
     rows = []
     for pi, p in enumerate(prompt_set(12)):
@@ -82,12 +71,12 @@ def score_videos(pipe, seeds: int, mg_scale: float, jump_limit: float, steps: in
         for v in vids:
             d = detect(v)
             a = v.numpy()
-            content = d["colour"] == p["colour"] and d["shape"] == p["shape"]
-            action = d["motion"] == p["motion"]
+            content = content_kept(d, p, ("colour", "shape"))["content"] == 1.0
+            action = content_kept(d, p, ("motion",))["content"] == 1.0
             rows.append({
                 "split": p["split"], "content": content, "action": action,
                 "smooth": _max_jump(d["centroids"]) <= jump_limit,
-                "non_weird": all(_components(f) == 1 for f in a) and all(c == p["colour"] for c in d["colours"]),
+                "non_weird": all(count_objects(f) == 1 for f in a) and colour_kept(d, p["colour"]) == 1.0,
                 "dframe": float(np.abs(np.diff(a, axis=0)).mean()),
                 "all_right": content and action,
             })

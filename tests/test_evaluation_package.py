@@ -1,0 +1,240 @@
+"""One evaluation package (`pipelines.evaluation`): no import circle, every module importable first in a fresh
+interpreter, one object definition, and the grid's sharding (accelerate's split) equal to a one-process run."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.evaluation import grid as gr
+from pipelines.evaluation import micro
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "pipelines"
+
+
+# ------------------------------------------------------------------------------------------------- import graph
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """module -> the `pipelines` modules it imports anywhere in its text (top level and inside functions):
+    `from X import name` is an edge to X.name where that is a module, else to X."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        here = name.split(".") if is_pkg else name.split(".")[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = here[: len(here) - node.level + 1] if node.level else []
+                target = ".".join(base + (node.module.split(".") if node.module else []))
+                for a in node.names:
+                    sub = f"{target}.{a.name}"
+                    edges.add(sub if sub in mods else target)
+        graph[name] = {e for e in edges if e in mods and e != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _evaluation_modules() -> list[str]:
+    return sorted(m for m in _modules() if m.startswith("pipelines.evaluation") or m.startswith("pipelines.evaluate")
+                  or m == "pipelines.micro.evaluate")
+
+
+def test_the_evaluation_modules_import_no_circle():
+    graph = _import_graph()
+    ours = set(_evaluation_modules())
+    assert {"pipelines.evaluation.cases", "pipelines.evaluation.micro", "pipelines.evaluation.real",
+            "pipelines.evaluation.grid", "pipelines.evaluation.cli", "pipelines.evaluation.readers"} <= ours
+    circles = [c for c in _cycles(graph) if ours & set(c)]
+    assert not circles, f"import circles through the evaluation package: {circles}"
+    # the graph sees the edges that matter: the real suites build the one Case, the grid runs both kinds of suite
+    assert "pipelines.evaluation.cases" in graph["pipelines.evaluation.real"]
+    assert {"pipelines.evaluation.micro", "pipelines.evaluation.real"} <= graph["pipelines.evaluation.grid"]
+    # nothing in the package goes back to the old module names
+    for m in ours:
+        if m.startswith("pipelines.evaluation"):
+            assert not {"pipelines.evaluate", "pipelines.evaluate_real", "pipelines.micro.evaluate"} & graph[m], m
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_every_evaluation_module_imports_first_in_a_fresh_interpreter():
+    """Each module imported first (pipelines.* dropped from sys.modules before each), in one fresh interpreter."""
+    code = (
+        "import importlib, sys, json\n"
+        "mods = json.loads(sys.argv[1])\n"
+        "for m in mods:\n"
+        "    for k in [k for k in sys.modules if k == 'pipelines' or k.startswith('pipelines.')]:\n"
+        "        del sys.modules[k]\n"
+        "    importlib.import_module(m)\n"
+        "print('ok', len(mods))\n"
+    )
+    mods = _evaluation_modules()
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(mods)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == f"ok {len(mods)}"
+
+
+# ------------------------------------------------------------------------------------------- one object definition
+def test_no_scorer_counts_objects_its_own_way():
+    """The ablation, the bench and the compare view read videos through the package's readers."""
+    for path in (PKG / "training" / "ablation.py", ROOT / "bench" / "micro_guidance.py", PKG / "compare.py"):
+        text = path.read_text()
+        assert "ndimage" not in text and "object_mask" not in text, path
+        assert "evaluation.readers" in text, path
+    from pipelines.training import ablation
+
+    assert not hasattr(ablation, "_components")
+
+
+# ------------------------------------------------------------------------------------------------------ sharding
+def _cells():
+    return gr.grid(["style", "audio"], ["none", "titan[step_size=0.5]", "mpgd"], [0, 1, 2], 1.0, 3, 8, max_cases=2)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_a_fake_multi_process_split_covers_the_grid_once(n):
+    cells = _cells()
+    shares = [gr.shard(cells, set(), process_index=i, num_processes=n) for i in range(n)]
+    keys = [c.key for s in shares for c in s]
+    assert len(keys) == len(set(keys)) == len(cells)  # no cell twice, none left out
+    assert keys == [c.key for c in cells]  # accelerate's split is contiguous, in grid order
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    with pytest.raises(ValueError):
+        gr.shard(cells, set(), process_index=n, num_processes=n)
+
+
+def test_one_process_shard_is_the_whole_pending_grid(monkeypatch):
+    for v in gr._WORLD_VARS:
+        monkeypatch.delenv(v, raising=False)
+    cells = _cells()
+    assert gr.shard(cells) == cells  # this process, alone
+    assert gr.shard(cells, {cells[0].key, cells[5].key}) == [c for i, c in enumerate(cells) if i not in (0, 5)]
+    # a one-process run leaves accelerate's global state alone (an Accelerator made later in the process is free)
+    from accelerate import PartialState
+
+    if not PartialState._shared_state:
+        assert isinstance(gr.process_state(), gr._OneProcess) and not PartialState._shared_state
+    # accelerate's own split, one process: the whole list
+    with PartialState.split_between_processes(gr._ProcessView(0, 1), cells) as part:
+        assert list(part) == cells
+
+
+def _fake_run(cell):
+    """A row as run_cell writes it, without generating: metrics that depend on the cell only."""
+    rng = np.random.default_rng(int(cell.key[:8], 16))
+    m = {"joint": float(rng.integers(0, 2)), "target": float(rng.random()), "fidelity": float(rng.integers(0, 2))}
+    return {"key": cell.key, "suite": cell.suite, "case": cell.case.id, "method": cell.spec, "seed": cell.seed,
+            "eta": cell.eta, "metrics": m, "seconds": 0.5 + rng.random(), "peak_memory_bytes": 2**20,
+            "preset": "micro"}
+
+
+def test_merged_shards_summarise_as_one_process(tmp_path):
+    cells = _cells()
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    gr.run_shard(gr.shard(cells, set(), 0, 1), _fake_run, one, 0, 1, 0, log=lambda s: None)
+    # two processes; process 1 finishes first and process 0 has one cell from an earlier, killed run
+    done_before = {cells[0].key}
+    (two / "rows.jsonl").write_text(json.dumps(_fake_run(cells[0])) + "\n")
+    for rank in (1, 0):
+        gr.run_shard(gr.shard(cells, done_before, rank, 2), _fake_run, two, rank, 2, 0, log=lambda s: None)
+    rows_one = gr.merge_rows(one, cells, write=False)
+    rows_two = gr.merge_rows(two, cells, write=True)
+    assert not list(two.glob("rows.rank*.jsonl"))
+    assert [r["key"] for r in rows_two] == [c.key for c in cells] == [r["key"] for r in rows_one]
+    assert (two / "rows.jsonl").read_text() == (one / "rows.jsonl").read_text()
+    assert gr.write_summary(rows_two, two) == gr.write_summary(rows_one, one)
+    assert (two / "summary.md").read_text() == (one / "summary.md").read_text()
+    assert (two / "summary.csv").read_text() == (one / "summary.csv").read_text()
+
+
+def test_micro_and_real_suites_sit_side_by_side():
+    from pipelines.evaluation import real
+    from pipelines.evaluation.cases import Case
+
+    assert all(isinstance(c, Case) for c in micro.cases("style")) and all(
+        isinstance(c, Case) for c in real.real_cases("t2v", 8, 8.0))
+    assert gr.primary_metric("style") == micro.PRIMARY["style"]
+    assert gr.primary_metric("style", "animatediff") == real.REAL_PRIMARY["style"]
+
+
+def test_the_compare_view_reads_through_the_package_readers():
+    """`pipelines.compare.task_metric` on rendered clips: attributes by `content_kept`, endpoints by `endpoint_mse`."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipelines.compare import task_metric
+    from pipelines.evaluation.micro import _pil
+    from pipelines.micro import world
+
+    prompt = world.caption("red", "square", "moving up", "black")
+    clip, _ = world.render_clip("red", "square", "moving up", "black", seed=0)
+    frames = torch.as_tensor(np.asarray(clip, np.float32))
+    req = SimpleNamespace(task="t2v", prompt=prompt, reward_prompt=None)
+    prepared = SimpleNamespace(request=req, audio=None, preset_name="micro", fps=8, size=frames.shape[-1])
+    m = task_metric(prepared, frames)
+    assert (m.name, m.value) == ("attributes", 1.0) and "4/4" in m.text
+    wrong = SimpleNamespace(**{**vars(prepared), "request": SimpleNamespace(
+        task="t2v", prompt=world.caption("blue", "square", "moving up", "black"), reward_prompt=None)})
+    m = task_metric(wrong, frames)
+    assert m.value == 0.75 and "colour" in m.text
+    keys = SimpleNamespace(task="interpolate", prompt=prompt, reward_prompt=None, first_frame=_pil(clip[0]),
+                           last_frame=_pil(clip[-1]))
+    m = task_metric(SimpleNamespace(**{**vars(prepared), "request": keys}), frames)
+    assert m.name == "endpoint MSE" and m.value < 1e-4 and not m.higher_is_better
