@@ -168,15 +168,20 @@ def _read_ffmpeg(src, num_frames, fps, stride, start, rng, stats):
         j0 = int(np.ceil(begin * src_fps - 1e-6))
         # the nearest source frame, the earlier one on a tie (as `_pick`)
         want = [int(np.ceil((t0 + k * step) * src_fps - 0.5 - 1e-9)) - j0 for k in range(num_frames)]
+        # only the wanted frames leave ffmpeg (the select filter, frame numbers counted from the seek point)
+        keep = sorted(set(want))
+        select = "+".join(f"eq(n\\,{j})" for j in keep)
         gen = imageio_ffmpeg.read_frames(path, input_params=["-ss", f"{begin:.6f}"],
-                                         output_params=["-frames:v", str(max(want) + 1)])
+                                         output_params=["-vf", f"select={select}", "-fps_mode", "passthrough",
+                                                        "-frames:v", str(len(keep))])
         m = next(gen)
         w, h = m["size"]
-        native = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+        got = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
         stats.total, stats.t0, stats.fps = int(round(duration * src_fps)), t0, 1 / step
-        if not native:
+        if not got:
             raise ValueError("no frames decoded in the window")
-        frames = [native[min(j, len(native) - 1)] for j in want]  # a window ending on the last frame
+        at = {j: got[min(i, len(got) - 1)] for i, j in enumerate(keep)}  # a window ending on the last frame
+        frames = [at[j] for j in want]
         return frames
     finally:
         if tmp is not None:
