@@ -161,7 +161,10 @@ def apply_to_pipe(pipe, options: ModelOptions):
     from .training.loop import load_video_parts
 
     comps = dict(pipe.components)
-    comps["unet"] = copy.deepcopy(pipe.unet)  # LoRA layers are injected in place; the preset's UNet stays clean
+    if options.loras and not options.video_parts:
+        # LoRA layers are injected in place: a copy keeps the preset's UNet clean (with video parts the UNet is
+        # rebuilt from the image part anyway, a new module)
+        comps["unet"] = copy.deepcopy(pipe.unet)
     new = type(pipe)(**comps)
     new.set_progress_bar_config(disable=True)
     if getattr(pipe, "latent_rgb", None) is not None:

@@ -87,7 +87,9 @@ def test_cli_generates_with_trained_parts_and_a_lora(trained, lora_file, tmp_pat
     assert rc == 0, capsys.readouterr().err
     assert json.loads(rep.read_text())["model"]["loras"] == [{"path": str(lora_file[0].resolve()), "scale": 0.5}]
     assert mine.stat().st_size > 0 and styled.stat().st_size > 0
-    # the live preset was not changed by either: the plain run repeats exactly
+    rc, lora_only, _ = _generate(tmp_path, "lora-only", "--lora", lora_file[0])  # the LoRA on the preset's own UNet
+    assert rc == 0 and lora_only.read_bytes() != plain.read_bytes()
+    # the live preset was not changed by any of them: the plain run repeats exactly
     rc, again, _ = _generate(tmp_path, "again")
     assert rc == 0 and again.read_bytes() == plain.read_bytes()
 
