@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .request import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES  # one definition, shared with the request
 from .sampler import StepHook
 
 TASKS = ("t2v", "style", "audio", "interpolate")
-INTERPOLATION_MODES = ("both", "reward", "replacement")
 #: Rewards the text-to-video task can score with: CLIP text alignment, an LVLM judge (black box: Free²Guide or
 #: none), or an ensemble of both (Free²Guide's weighted sum with β = 0.75 on the LVLM, normalised sum, Borda).
 T2V_REWARDS = ("clip", "lvlm", "clip+lvlm weighted", "clip+lvlm normalized", "clip+lvlm borda")
@@ -32,7 +32,7 @@ class TaskInputs:
     audio: Optional[tuple] = None  # (mono float32 waveform, sample rate)
     first_frame: Any = None
     last_frame: Any = None
-    interpolation_mode: str = "both"
+    interpolation_mode: str = DEFAULT_INTERPOLATION_MODE
     t2v_reward: str = "clip"
     lvlm_policy: Optional[str] = None  # the LVLM judge's policy; None: GVS_LVLM_POLICY, else "score"
 

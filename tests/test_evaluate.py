@@ -83,7 +83,7 @@ def test_cases_are_what_the_docstring_says():
     assert {c.target["background"] for c in style} == {"striped", "checkered"}
     assert all(world.parse_caption(c.prompt)["background"] in ("black", "gray") for c in style)
     interp = micro.cases("interpolate")
-    assert len(interp) == 4 and {c.inputs["interpolation_mode"] for c in interp} == {"reward"}
+    assert len(interp) == 4 and {c.inputs["interpolation_mode"] for c in interp} == {"both"}
     audio = micro.cases("audio")
     assert sorted(c.target["impacts"][0] for c in audio) == [0, 1, 2, 3]
 

@@ -233,3 +233,20 @@ def test_a_misconfigured_judge_names_the_reward_field(preset, monkeypatch):
     monkeypatch.setenv("GVS_LVLM_URL", "http://127.0.0.1:9/v1")
     monkeypatch.delenv("GVS_LVLM_MODEL", raising=False)
     assert _field(preset, t2v_reward="lvlm", method="free2guide") == "t2v_reward"  # "lvlm: no model name"
+
+
+def test_one_interpolation_mode_default_everywhere():
+    """CLI, app widget (reads the same constant), API request, task inputs and the evaluation's cases share one
+    default interpolation constraint: `both`."""
+    from pipelines.cli import build_parser
+    from pipelines.evaluation import micro
+    from pipelines.request import DEFAULT_INTERPOLATION_MODE, GenerationRequest
+    from pipelines.tasks import TaskInputs
+
+    assert DEFAULT_INTERPOLATION_MODE == "both"
+    args = build_parser().parse_args(["generate", "--prompt", "a", "--task", "interpolate", "--method", "none",
+                                      "--out", "v.mp4", "--report", "r.json"])
+    assert args.interpolation_mode == DEFAULT_INTERPOLATION_MODE
+    assert GenerationRequest(prompt="a").interpolation_mode == DEFAULT_INTERPOLATION_MODE
+    assert TaskInputs(prompt="a").interpolation_mode == DEFAULT_INTERPOLATION_MODE
+    assert {c.inputs["interpolation_mode"] for c in micro.cases("interpolate-agree")} == {DEFAULT_INTERPOLATION_MODE}

@@ -71,13 +71,16 @@ AUDIO_PHASES = (0, 1, 2, 3)
 
 
 def _key_case(cid: str, colour: str, shape: str, motion: str, p0, p1) -> Case:
-    """An interpolation case: key frames with the object's top-left at p0 and p1 on gray, reward mode."""
+    """An interpolation case: key frames with the object's top-left at p0 and p1 on gray, in the default
+    interpolation mode (a `mode=` in the method spec overrides it)."""
     from ..micro import world
+    from ..request import DEFAULT_INTERPOLATION_MODE
 
     frames = world.render_positions(colour, shape, "gray", [p0, p1])
     keys = centroids(frames)
     return Case(cid, "interpolate", world.caption(colour, shape, motion, "gray"),
-                inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]), interpolation_mode="reward"),
+                inputs=dict(first_frame=_pil(frames[0]), last_frame=_pil(frames[1]),
+                            interpolation_mode=DEFAULT_INTERPOLATION_MODE),
                 target=dict(first=keys[0], last=keys[1]))
 
 
