@@ -75,7 +75,10 @@ MICRO_METHOD_DEFAULTS = {
     "tfg": {"normalize": "rms", "mu": 0.05},
 }
 #: Per task, where the exact tables (bench/EVALUATE.md, `bash bench/evaluate.sh`) chose other TITAN settings than
-#: its defaults (x0 update, λ = 5, which won style and interpolation):
+#: its defaults (x0 update, λ = 5, inside the trust region: the best style row on the joint figure, 1/8):
+#: - interpolate (the `both` constraint: replacement keeps the ends exact, TITAN guides the free frames): the noise
+#:   form at λ = 0.5 gave clean single-object frames with ends at the keys and a monotone path in 8/8 agreeing-key
+#:   videos where x0 λ = 5 gave 4/8 and replacement alone 5/8 (joint figure, "Session 7").
 #: - t2v: λ = 5 on the micro CLIP's text gradient lowered the detected accuracy (0.708 → 0.375); λ = 1 kept it but
 #:   lowered the text reward on one seed of two; the first implementation's form (rms update, λ = 0.1, tiled guess)
 #:   kept the accuracy (0.708) and raised the text reward in 34/36 held-out runs (bench/RESULTS.md).
@@ -84,16 +87,29 @@ MICRO_METHOD_DEFAULTS = {
 #:   guiding all of them (0.604) with half the lookahead passes (its Tables 5–6 in miniature).
 MICRO_TASK_METHOD_DEFAULTS = {
     "t2v": {"titan": {"update": "rms", "step_size": 0.1, "fill": "tile"}},
+    "interpolate": {"titan": {"update": "noise", "step_size": 0.5}},
     "audio": {"titan": {"update": "noise", "step_size": 1.0}, "free2guide": {"guided_fraction": 0.5}},
 }
 
 #: The tiny test preset's departures (its random models' reward scales are the micro ones').
 TINY_METHOD_DEFAULTS = {"tfg": {"normalize": "rms", "mu": 0.05}}
-#: The `animatediff` presets' defaults. They cannot be measured here (no SD weights offline), so they are derived from
-#: the same noise-relative step policy the micro tables chose: every step form is one whose size is set relative to
-#: the noise left (or bounded by it through `trust`), so it means the same at any reward scale and latent size.
-ANIMATEDIFF_METHOD_DEFAULTS: dict = {}
-ANIMATEDIFF_TASK_METHOD_DEFAULTS: dict = {}
+#: The `animatediff` presets' defaults: NOISE-RELATIVE, derived from the step policy, not measured (no SD weights can
+#: be loaded here). Every default step is bounded by the noise left √(1−ᾱ_{t−1}) (the trust region, `trust` 1), and
+#: where a method sizes its step by something that does not carry over (FreeDoM's and MPGD's CFG correction, zero for
+#: an empty prompt, and METHODS.md's ρ = 15 tuned for other reward scales) it steps in units of the noise left instead
+#: (`scale=noise`, ρ = 1). TITAN takes the micro joint tables' per-task choices (bench/EVALUATE.md, "Session 7"): the
+#: x0 form for style, the noise form at λ = 0.5 on the free frames for interpolation and λ = 1 for audio, the gentle
+#: text form for t2v; the latents of both presets are scaled to unit variance, so a step of the same size relative to
+#: the noise left means the same in both.
+ANIMATEDIFF_METHOD_DEFAULTS: dict = {
+    "freedom": {"scale": "noise", "rho": 1.0},
+    "mpgd": {"scale": "noise", "rho": 1.0},
+}
+ANIMATEDIFF_TASK_METHOD_DEFAULTS: dict = {
+    "t2v": {"titan": {"update": "rms", "step_size": 0.1, "fill": "tile"}},
+    "interpolate": {"titan": {"update": "noise", "step_size": 0.5}},
+    "audio": {"titan": {"update": "noise", "step_size": 1.0}, "free2guide": {"guided_fraction": 0.5}},
+}
 
 
 class DefaultsOnly:
@@ -131,6 +147,8 @@ PRESET_DEFAULTS = {
     "tiny": (TINY_METHOD_DEFAULTS, {}),
     "animatediff": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "animatediff-lcm": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "sd15-random": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
 }
 
 
@@ -282,7 +300,8 @@ def _animatediff_lcm(device: torch.device, reason: str) -> Preset:
     return Preset(
         name="animatediff-lcm", reason=reason, pipe=pipe, device=device, fps=8, frame_choices=[8, 16],
         size_choices=[256, 384, 512], default_frames=16, default_size=512, default_steps=6, default_cfg=1.5,
-        clip=CLIP_B16, audio_reward="imagebind", max_frames=16,
+        clip=CLIP_B16, audio_reward="imagebind", max_frames=16, method_defaults=ANIMATEDIFF_METHOD_DEFAULTS,
+        task_method_defaults=ANIMATEDIFF_TASK_METHOD_DEFAULTS,
     )
 
 
@@ -371,6 +390,7 @@ def _sd15_random(device: torch.device, reason: str) -> Preset:
         default_size=512 if full else 16, default_steps=25 if full else 4, default_cfg=7.5,
         clip=random_clip(CLIP_B16_SHAPES if full else CLIP_B16_SMALL).to(device=device),
         audio_reward="imagebind", imagebind=random_imagebind(None if full else IMAGEBIND_SMALL).to(device), max_frames=16,
+        method_defaults=ANIMATEDIFF_METHOD_DEFAULTS, task_method_defaults=ANIMATEDIFF_TASK_METHOD_DEFAULTS,
     )
 
 

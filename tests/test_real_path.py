@@ -36,7 +36,10 @@ def test_sd15_random_has_the_animatediff_set_up(small_sd15):
     cfg = p.pipe.scheduler.config
     assert (cfg.timestep_spacing, cfg.beta_schedule, cfg.beta_start, cfg.beta_end, cfg.steps_offset) == \
         ("linspace", "linear", 0.00085, 0.012, 1)
-    assert p.fps == 8 and p.audio_reward == "imagebind" and p.imagebind is not None and p.method_defaults == {}
+    assert p.fps == 8 and p.audio_reward == "imagebind" and p.imagebind is not None
+    from pipelines.presets import ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS
+
+    assert p.method_defaults == ANIMATEDIFF_METHOD_DEFAULTS and p.task_method_defaults == ANIMATEDIFF_TASK_METHOD_DEFAULTS
     assert (p.clip.image_size, p.clip.model.config.vision_config.patch_size) == (224, 16)
     assert p.imagebind.image_size == 224 and p.imagebind.audio_num_mel_bins == 128
 
