@@ -398,8 +398,9 @@ def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: i
             wav = Path(tmpdir) / "audio.wav"
             write_wav(wav, audio)
             cmd += ["-i", str(wav)]
-        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p",
-                "-fps_mode", "passthrough"]
+        # the raw input's timestamps are exactly k / fps: ffmpeg's constant-rate output keeps one frame per input
+        # frame (no -fps_mode, which ffmpeg before 5.1 lacks)
+        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p"]
         if keyframe_every:
             cmd += ["-g", str(int(keyframe_every))]
         if audio is not None:
