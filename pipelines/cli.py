@@ -46,13 +46,14 @@ def _flag(field: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .guidance import METHODS
+    from .presets import presets_help
     from .tasks import TASKS
 
     p = _OneLineParser(prog="python -m pipelines", description="Guided Video Studio command line")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     g = sub.add_parser("generate", help="generate one guided video (mp4 + JSON report)")
-    g.add_argument("--preset", default="auto", help="micro | animatediff | animatediff-lean | auto (default: auto)")
+    g.add_argument("--preset", default="auto", help=presets_help("auto"))
     g.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
     g.add_argument("--task", required=True, choices=list(TASKS))
     g.add_argument("--prompt", required=True)

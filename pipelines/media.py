@@ -22,8 +22,9 @@ Audio
   notice.
 
 Video out
-- h264 in mp4 with `yuv420p` (moviepy, `ffmpeg_params=["-pix_fmt", "yuv420p"]`), AAC audio when there is audio;
-  odd sizes are padded to even; frames can be upscaled with nearest-neighbour for display (micro clips are 32 x 32).
+- h264 in mp4 with `yuv420p` (raw frames piped to the imageio-ffmpeg binary at a constant frame rate, so every
+  frame is written once, in order), AAC audio when there is audio; odd sizes are padded to even; frames can be
+  upscaled with nearest-neighbour for display (micro clips are 32 x 32).
 """
 from __future__ import annotations
 
@@ -374,35 +375,52 @@ def _grid(arr: np.ndarray, cols: int, gap: int) -> Image.Image:
 def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: int = 0,
               keyframe_every: Optional[int] = None) -> None:
     """Write h264/yuv420p mp4 (AAC audio muxed when given, cropped/padded to the video length by the caller).
-    `keyframe_every`: a key frame every N frames (x264's GOP; default x264's 250), so a reader can seek."""
-    from moviepy import ImageSequenceClip
+    `keyframe_every`: a key frame every N frames (x264's GOP; default x264's 250), so a reader can seek.
 
+    The frames are piped to ffmpeg as raw video at a constant `fps`, so frame k of the input is frame k of the
+    file, with no time-based resampling: moviepy's `ImageSequenceClip` picked frames by float time (its frame
+    starts are float32 under numpy 2, its duration a float sum of 1/fps), which dropped the last frame and showed
+    some frames twice in long clips (60 frames at 12 fps came back as 59)."""
     arr = frames_to_uint8(frames)
     if min_side:
         arr = upscale_nearest(arr, min_side)
-    arr = _even(arr)
+    arr = np.ascontiguousarray(_even(arr))
+    n, h, w, _ = arr.shape
+    if n == 0:
+        raise ValueError("no frames to write")
+    fps = int(fps) if float(fps).is_integer() else float(fps)
     path = Path(path)
-    clip = ImageSequenceClip(list(arr), fps=fps)
     tmpdir = tempfile.mkdtemp(prefix="gvs-mux-")
-    audio_clip = None
     try:
+        cmd = [_ffmpeg_exe(), "-nostdin", "-y", "-v", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", "-"]
         if audio is not None:
-            from moviepy import AudioFileClip
-
             wav = Path(tmpdir) / "audio.wav"
             write_wav(wav, audio)
-            audio_clip = AudioFileClip(str(wav))
-            clip = clip.with_audio(audio_clip)
-        clip.write_videofile(
-            str(path), fps=fps, codec="libx264", audio=audio is not None, audio_codec="aac",
-            ffmpeg_params=["-pix_fmt", "yuv420p"] + (["-g", str(int(keyframe_every))] if keyframe_every else []),
-            logger=None,
-            temp_audiofile_path=tmpdir, preset="medium",
-        )
+            cmd += ["-i", str(wav)]
+        # the raw input's timestamps are exactly k / fps: ffmpeg's constant-rate output keeps one frame per input
+        # frame (no -fps_mode, which ffmpeg before 5.1 lacks)
+        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p"]
+        if keyframe_every:
+            cmd += ["-g", str(int(keyframe_every))]
+        if audio is not None:
+            cmd += ["-map", "1:a:0", "-c:a", "aac"]
+        cmd += ["-f", "mp4", str(path)]
+        log = Path(tmpdir) / "ffmpeg.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                for frame in arr:
+                    proc.stdin.write(frame.tobytes())
+            except BrokenPipeError:
+                pass  # ffmpeg stopped early; its log says why
+            finally:
+                proc.stdin.close()
+                rc = proc.wait()
+        if rc != 0:
+            msg = log.read_text(errors="replace").strip()
+            raise RuntimeError(f"ffmpeg could not write {path.name} (exit {rc}): {msg[-2000:]}")
     finally:
-        if audio_clip is not None:
-            audio_clip.close()
-        clip.close()
         for p in Path(tmpdir).glob("*"):
             p.unlink(missing_ok=True)
         os.rmdir(tmpdir)

@@ -1,5 +1,6 @@
 """Named model sets: `micro` (embedded, offline, CPU), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
-(the same models set up for a 12 GB consumer GPU, see `make_lean`), `auto`, `tiny`.
+(the same models set up for a 12 GB consumer GPU, see `make_lean`), `animatediff-lcm`, `sd15-random`, `auto`, `tiny`
+(the full list, with a note on each, is `PRESET_NOTES`).
 
 `load_preset(name)` builds a preset once per process and keeps it (models are loaded once, reused by every tab and
 request). A preset carries the pipeline, the reward models its tasks use, the choices the UI may offer (frames,
@@ -14,7 +15,23 @@ from typing import Any
 
 import torch
 
-PRESETS = ("auto", "micro", "animatediff", "animatediff-lean", "animatediff-lcm", "sd15-random", "tiny")
+#: Every name `load_preset` accepts, with a few words on each: the one list that `PRESETS`, `load_preset`'s error
+#: and the `--preset` help of the command lines (`pipelines.cli`, `pipelines.evaluation.cli`) come from.
+PRESET_NOTES = {
+    "auto": "animatediff or animatediff-lean on a CUDA GPU that can get the weights, else micro",
+    "micro": "built-in models, offline, CPU",
+    "animatediff": "Stable Diffusion 1.5 + AnimateDiff motion adapter",
+    "animatediff-lean": "AnimateDiff set up for a 12 GB GPU",
+    "animatediff-lcm": "AnimateLCM, few steps (LCMScheduler)",
+    "sd15-random": "the animatediff set-up with random weights, no download",
+    "tiny": "tiny random components, for tests",
+}
+PRESETS = tuple(PRESET_NOTES)
+
+
+def presets_help(default: str) -> str:
+    """`--preset` help text: every accepted name with its note, and the default."""
+    return "; ".join(f"{name}: {note}" for name, note in PRESET_NOTES.items()) + f" (default: {default})"
 
 ANIMATEDIFF_BASE = "emilianJR/epiCRealism"
 ANIMATEDIFF_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-2"

@@ -100,3 +100,26 @@ def test_bench_takes_method_parameters():
         r = _cli("bench", "--preset", test_preset_name(), "--methods", "titan", "--sizes", size, "--steps", 2,
                  "--param", bad)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr[-800:])
+
+
+def test_preset_help_lists_every_accepted_preset():
+    """`--preset` help of generate and evaluate names every preset `load_preset` accepts (built from PRESET_NOTES)."""
+    import re
+
+    from pipelines.cli import build_parser
+    from pipelines.presets import PRESETS, load_preset
+
+    with pytest.raises(ValueError) as e:  # load_preset accepts exactly PRESETS: its error lists them
+        load_preset("no-such-preset")
+    assert re.search(r"choose one of (.*)$", str(e.value)).group(1).split(", ") == list(PRESETS)
+    assert {"micro", "animatediff", "animatediff-lean", "animatediff-lcm", "sd15-random", "tiny", "auto"} <= set(PRESETS)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("generate", "evaluate"):
+        parser = sub.choices[command]
+        (action,) = [a for a in parser._actions if "--preset" in a.option_strings]
+        names = set(re.findall(r"(?:^|; )([a-z0-9-]+):", action.help))
+        assert names == set(PRESETS), (command, action.help)
+        assert f"(default: {action.default})" in action.help
+        flat = re.sub(r"\s+", "", parser.format_help())  # argparse wraps lines (also at hyphens)
+        for name in PRESETS:
+            assert f"{name}:" in flat, (command, name)

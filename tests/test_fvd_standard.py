@@ -87,3 +87,68 @@ def test_real_metrics_marks_a_small_fvd_set(scripted):
                        config=MetricsConfig(clip=tiny_clip(seed=1), style_clip=tiny_clip(seed=2), guiding_clip=None,
                                             i3d=str(path), i3d_size=32, motion="diff"))
     assert np.isfinite(out["fvd"]) and out["fvd_reliable"] is False and "unreliable" in out["fvd_note"]
+
+
+@pytest.fixture()
+def fvd_run(tmp_path):
+    """A finished real run (3 t2v videos of method none in out/videos) and a folder of 3 reference videos."""
+    from pipelines.media import write_mp4
+
+    out, refs = tmp_path / "run", tmp_path / "refs"
+    (out / "videos").mkdir(parents=True)
+    refs.mkdir()
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for k in range(3):
+        write_mp4(out / "videos" / f"none-{k}.mp4", torch.rand(6, 3, 16, 16, generator=g), 4)
+        write_mp4(refs / f"r{k}.mp4", torch.rand(6, 3, 16, 24, generator=g), 4)
+        rows.append({"suite": "t2v", "method": "none", "key": f"none-{k}"})
+    return out, refs, rows
+
+
+@pytest.fixture()
+def strict_calls(monkeypatch):
+    import rewards.i3d as ri3d
+
+    calls, orig = [], ri3d.fvd_from_features
+    monkeypatch.setattr(ri3d, "fvd_from_features",
+                        lambda a, b, strict=False: calls.append(strict) or orig(a, b, strict=strict))
+    return calls
+
+
+def _summary():
+    return [{"suite": "t2v", "method": "none", "primary": "clip_sim"}]
+
+
+def test_evaluate_fvd_with_weights_from_a_file_is_strict(fvd_run, scripted, strict_calls):
+    """The standard set-up (a weights file, 224², 400 logits): strict=True, so 3 videos per set are refused."""
+    from pipelines.evaluation.real import add_fvd
+
+    out, refs, rows = fvd_run
+    summary = _summary()
+    notes = add_fvd(summary, rows, out, refs, i3d=str(scripted[1]), i3d_size=224, device="cpu")
+    assert strict_calls == [True]
+    assert "fvd" not in summary[0]
+    assert summary[0]["fvd_check"].startswith("refused: unreliable: 3 videos")
+    assert any("not computed" in n and "unreliable" in n for n in notes["t2v"])
+
+
+@pytest.mark.parametrize("how", ["object", "size"])
+def test_evaluate_fvd_off_the_standard_set_up_is_marked(fvd_run, scripted, strict_calls, how):
+    """A random/test I3D passed as a model, or another input size: a value, marked with why it is not standard."""
+    from rewards.i3d import TorchScriptI3D
+
+    from pipelines.evaluation.real import add_fvd
+
+    out, refs, rows = fvd_run
+    summary = _summary()
+    i3d = TorchScriptI3D(scripted[0]) if how == "object" else str(scripted[1])
+    size = 224 if how == "object" else 32
+    notes = add_fvd(summary, rows, out, refs, i3d=i3d, i3d_size=size, device="cpu")
+    assert strict_calls == [False]
+    assert np.isfinite(summary[0]["fvd"])
+    check = summary[0]["fvd_check"]
+    assert check.startswith("not the standard FVD: ")
+    assert ("TorchScriptI3D object" in check) == (how == "object") and ("32² I3D input" in check) == (how == "size")
+    assert "unreliable: 3 videos" in check  # and the set is too small for the covariance besides
+    assert any(check in n for n in notes["t2v"])

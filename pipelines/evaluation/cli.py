@@ -22,6 +22,8 @@ from .specs import _value, split_specs
 
 def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="python -m pipelines evaluate")
+    from ..presets import presets_help
+
     REAL_SUITES = er.REAL_SUITES
 
     p.description = ("Guidance suites × methods × seeds: exact suites on the micro preset, real-weight metrics on "
@@ -35,7 +37,7 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
     p.add_argument("--eta", type=float, default=None, help="DDIM η for every cell (default: the request default)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--preset", default="micro")
+    p.add_argument("--preset", default="micro", help=presets_help("micro"))
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",

@@ -22,7 +22,10 @@ here every video is measured by `rewards.metrics.real_metrics` with evaluators t
 
 Every generated video is written to `DIR/videos/<row key>.mp4` (with its audio); FVD, a set metric, is computed in
 the summary once per (suite, method) over those videos against `--reference-videos DIR` with the I3D weights of
-`--i3d`, or left out with the reason written under the suite's table.
+`--i3d`, or left out with the reason written under the suite's table. With the standard set-up (I3D weights from a
+file, 224² input, 400 logits) it is `rewards.i3d.fvd_from_features(strict=True)`: sets of 400 videos or fewer are
+refused (`fvd_check: refused: ...`, no value); any other set-up (a random/test I3D object, another input size) gives
+a value marked `fvd_check: not the standard FVD: <why>`.
 """
 from __future__ import annotations
 
@@ -245,6 +248,8 @@ def measure(cell, frames, gen, cfg, out: Path) -> dict:
 
 
 # -------------------------------------------------------------------------------------------------------- FVD
+#: The standard FVD set-up (`add_fvd`): Kinetics-400 I3D logits of 224² input; anything else is marked `fvd_check`.
+STANDARD_I3D_SIZE, STANDARD_I3D_DIM = 224, 400
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
 
 
@@ -282,8 +287,11 @@ def _square(video, size: int):
 def add_fvd(summary: list[dict], rows: list[dict], out: Path, reference_videos=None, i3d=None, i3d_size: int = 224,
             device=None) -> dict:
     """Add "fvd" to each (suite, method) entry of `summary` (real rows only): the method's videos in `out/videos`
-    against the reference videos (first f frames of each, f = the generated length; centre square). Returns
-    {suite: [note, ...]} saying what was left out and why."""
+    against the reference videos (first f frames of each, f = the generated length; centre square). Standard
+    set-up (I3D from a weights file, `i3d_size` 224, 400 logits): `fvd_from_features(strict=True)`, and a set it
+    refuses gets no "fvd" but "fvd_check" ("refused: ..."); otherwise (e.g. a random/test I3D object) "fvd" is
+    computed and "fvd_check" says why it is not the standard FVD. Returns {suite: [note, ...]} saying what was left
+    out and why."""
     notes: dict[str, list[str]] = {}
     real = [s for s in summary if s.get("primary") in {p for p, _ in REAL_PRIMARY.values()}]
     if not real:
@@ -306,9 +314,17 @@ def add_fvd(summary: list[dict], rows: list[dict], out: Path, reference_videos=N
         return notes
     import torch
 
-    from rewards.i3d import fvd_from_features, i3d_features, load_i3d
+    import rewards.i3d as ri3d
+    from rewards.base import RewardError
+    from rewards.i3d import i3d_features, load_i3d
 
-    model = load_i3d(i3d, device=device) if isinstance(i3d, (str, os.PathLike)) else i3d
+    from_file = isinstance(i3d, (str, os.PathLike))
+    model = load_i3d(i3d, device=device) if from_file else i3d
+    # what keeps this from the standard FVD set-up (I3D weights from a file, 224² input, 400 logits)
+    setup = [] if from_file else [f"I3D given as a {type(model).__name__} object, not weights from a file "
+                                  "(random/test I3D?)"]
+    if i3d_size != STANDARD_I3D_SIZE:
+        setup.append(f"{i3d_size}² I3D input (standard {STANDARD_I3D_SIZE}²)")
     folder = Path(reference_videos).expanduser()
     if not folder.is_dir():
         raise ValueError(f"--reference-videos: not a folder: {folder}")
@@ -336,7 +352,21 @@ def add_fvd(summary: list[dict], rows: list[dict], out: Path, reference_videos=N
             continue
         gen = torch.stack([_square(v[:f], i3d_size) for v in vids])
         feats, n_refs = ref_cache[f]
-        s["fvd"] = fvd_from_features(i3d_features(model, gen, i3d_size), feats)
+        gen_feats = i3d_features(model, gen, i3d_size)
+        why_not = setup + ([] if feats.shape[1] == STANDARD_I3D_DIM else
+                           [f"{feats.shape[1]} I3D features (standard {STANDARD_I3D_DIM} logits)"])
+        if not why_not:  # the standard set-up: the standard FVD, or none
+            try:
+                s["fvd"] = ri3d.fvd_from_features(gen_feats, feats, strict=True)
+            except RewardError as e:
+                s["fvd_check"] = f"refused: {str(e).removeprefix('fvd: ')}"
+                note(s["suite"], f"FVD: {s['method']}: not computed: {s['fvd_check']}")
+                continue
+        else:
+            s["fvd"] = ri3d.fvd_from_features(gen_feats, feats)
+            ok, size_note = ri3d.fvd_check(gen_feats.shape[0], feats.shape[0], feats.shape[1])
+            s["fvd_check"] = "not the standard FVD: " + "; ".join(why_not + ([] if ok else [size_note]))
+            note(s["suite"], f"FVD: {s['method']}: {s['fvd_check']}")
         note(s["suite"], f"FVD: I3D logits, {n_refs} reference videos from {folder}, first {f} frames, "
                          f"{i3d_size}² centre squares (lower is better)")
     return notes
