@@ -42,6 +42,9 @@ def test_interpolation_metrics_on_straight_static_and_jumping_paths():
     # exact endpoints but a static interior that jumps at the end: what replacement alone gave
     jump = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 7 + [line[-1]]))
     assert jump["endpoint_px"] < 0.5 and jump["jerk_px"] > 2 * straight["jerk_px"]
+    # monotone, but not a path: smooth reads it (the straight line is smooth)
+    assert jump["monotone"] == 1.0 and jump["smooth"] == 0.0 and straight["smooth"] == 1.0
+    assert jump["max_step_px"] == pytest.approx(np.hypot(x1 - x0, y1 - y0), abs=1.0)
     back = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", line[:4] + line[:3] + line[-1:]))
     assert back["monotone"] == 0.0
 

@@ -192,6 +192,12 @@ def metrics(suite: str, case: Case, frames) -> dict:
             out["monotone"] = float(bool(np.all(np.diff(proj) >= -1.0)))
         else:
             out["monotone"] = 0.0
+        # smooth: no frame-to-frame step longer than twice the even step between the keys, +1 px (a path that
+        # stays at the first key and jumps to the last is monotone, not smooth); reported beside the target
+        steps = np.linalg.norm(np.diff(pts, axis=0), axis=1) if len(pts) >= 2 else np.zeros(0)
+        out["max_step_px"] = float(steps.max()) if len(steps) else None
+        even = float(np.linalg.norm(k1 - k0)) / max(1, len(cents) - 1)
+        out["smooth"] = float(len(pts) == len(cents) and len(steps) > 0 and float(steps.max()) <= 2 * even + 1.0)
         ends_ok = out["ends_max_px"] <= ENDS_PX[suite]
         out["target"] = float(ends_ok and (out["monotone"] == 1.0 or suite == "interpolate"))
     if suite == "audio":
