@@ -147,14 +147,17 @@ class DefaultsOnly:
 TASK_DEFAULT_METHODS = {
     "t2v": ("titan", "TITAN (its gentle text setting) kept the detected attributes of few-step held-out prompts where "
                      "MPGD and FreeDoM lost some, and with the prompt only in the reward it raised them from 0.27 "
-                     "to 0.44 (bench/EVALUATE.md)"),
+                     "to 0.44 with as many clean videos as unguided (bench/EVALUATE.md)"),
     "style": ("titan", "TITAN, inside the step policy's trust region, is the only method with a clean styled video "
                        "of the prompt (joint 1/8; unbounded it patterned 7/8 backgrounds but dissolved every object, "
                        "joint 0/8; bench/EVALUATE.md)"),
     "audio": ("free2guide", "Free²Guide put floor contacts on the exact impact frames (sync IoU 0.60 against 0.12 "
-                            "unguided; gradient methods ≤ 0.30; bench/EVALUATE.md)"),
-    "interpolate": ("titan", "TITAN (reward mode) brought the end frames to the key frames (0.5 px from 16.9 px "
-                             "unguided; FreeDoM 13.9 px; bench/EVALUATE.md)"),
+                            "unguided) with every video clean (joint 0.48 against 0.08; gradient methods ≤ 0.17; "
+                            "bench/EVALUATE.md)"),
+    "interpolate": ("titan", "TITAN on the frames between the replaced key frames (the `both` constraint) gave ends "
+                             "0.3 px from the keys, one clean object in every frame and a monotone path in 8/8 "
+                             "agreeing-key videos (replacement alone 5/8, TITAN on the ends only 3/8; "
+                             "bench/EVALUATE.md)"),
 }
 
 
