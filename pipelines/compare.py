@@ -7,10 +7,14 @@ The metric is read independently of the guidance reward where that is cheap and 
 package's readers (`pipelines.evaluation.readers`, the same readers as `python -m pipelines evaluate`):
 - t2v on the micro preset: the exact detector's attributes against the parsed prompt (share correct, `content_kept`);
 - style on the micro preset: the background class the detector reads (the micro references are backgrounds);
-- audio: AV-Align (audio onsets against motion peaks, IoU within one frame; weight-free);
+- audio: AV-Align (audio onsets against motion peaks, IoU within one frame; weight-free); on the micro preset the
+  exact-frame sync instead (floor contacts the detector reads against the onset frames, one to one, the audio
+  table's figure), with AV-Align beside it;
 - interpolate: mean squared error of the first and last frames against the key frames (`endpoint_mse`, lower is
   better).
 Elsewhere (t2v / style on animatediff) there is no second model to ask without downloading one: no metric.
+On the micro preset every text also says whether the video is still a clean video of its prompt (`fidelity`: the
+prompt's content read, one object in every frame, no artefact), as the exact tables judge it.
 """
 from __future__ import annotations
 
@@ -37,8 +41,52 @@ def unguided(request):
 
 def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     """The task's metric of a finished video `frames` (f, 3, H, W) in [0, 1]; None where none is available."""
+    m = _task_metric(prepared, frames.detach().float().cpu().clamp(0, 1))
+    if m is not None and getattr(prepared, "preset_name", None) == "micro":
+        m = dataclasses.replace(m, text=m.text + _fidelity_text(prepared, frames.detach().float().cpu().clamp(0, 1)))
+    return m
+
+
+def _fidelity_text(prepared, frames: torch.Tensor) -> str:
+    """'; a clean video of the prompt' or what is wrong with it (micro preset; empty when the prompt is not a world
+    caption)."""
+    from .evaluation.readers import RESIDUAL_MAX, fidelity, target_of
+
     r = prepared.request
-    frames = frames.detach().float().cpu().clamp(0, 1)
+    target = target_of(r.prompt or r.reward_prompt or "")
+    if not target:
+        return ""
+    keys = ("colour", "shape") if r.task == "interpolate" else ("colour", "shape", "motion")
+    f = fidelity(frames.numpy(), target, keys)
+    if f["fidelity"] == 1.0:
+        return "; a clean video of the prompt"
+    why = []
+    if f["content"] != 1.0:
+        why.append("the prompt's " + "/".join(k for k in keys if f.get(f"{k}_ok") != 1.0) + " not read")
+    if f["one_object"] != 1.0:
+        why.append(f"one object in {f['one_object']:.0%} of frames")
+    if f["residual"] > RESIDUAL_MAX:
+        why.append(f"artefacts (residual {f['residual']:.3f})")
+    return "; not a clean video of the prompt (" + ", ".join(why or ["unclean"]) + ")"
+
+
+def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
+    r = prepared.request
+    if r.task == "audio" and prepared.audio is not None and prepared.preset_name == "micro":
+        from rewards.metrics import audio_onset_times, av_align
+
+        from .evaluation.readers import detect, match_frames
+
+        fps = float(prepared.fps)
+        onsets = audio_onset_times(prepared.audio.wave, prepared.audio.sample_rate)
+        impacts = sorted({int(round(t * fps)) for t in onsets if t * fps < frames.shape[0] - 0.5})
+        contacts = list(detect(frames).get("bounce_frames") or [])
+        hit = match_frames(impacts, contacts, 0)
+        union = len(impacts) + len(contacts) - hit
+        v = hit / union if union else 0.0
+        aa = float(av_align(frames, prepared.audio.wave, prepared.audio.sample_rate, fps))
+        return Metric("exact-frame sync", v, f"contacts on the exact thump frames: IoU {v:.3g} (thumps at frames "
+                      f"{impacts}, contacts at {contacts}; AV-Align within ±1 frame {aa:.3g})")
     if r.task == "audio" and prepared.audio is not None:
         from rewards.metrics import av_align
 

@@ -230,6 +230,7 @@ def test_the_compare_view_reads_through_the_package_readers():
     prepared = SimpleNamespace(request=req, audio=None, preset_name="micro", fps=8, size=frames.shape[-1])
     m = task_metric(prepared, frames)
     assert (m.name, m.value) == ("attributes", 1.0) and "4/4" in m.text
+    assert m.text.endswith("; a clean video of the prompt")  # the joint tables' fidelity, read on the micro preset
     wrong = SimpleNamespace(**{**vars(prepared), "request": SimpleNamespace(
         task="t2v", prompt=world.caption("blue", "square", "moving up", "black"), reward_prompt=None)})
     m = task_metric(wrong, frames)
@@ -238,3 +239,37 @@ def test_the_compare_view_reads_through_the_package_readers():
                            last_frame=_pil(clip[-1]))
     m = task_metric(SimpleNamespace(**{**vars(prepared), "request": keys}), frames)
     assert m.name == "endpoint MSE" and m.value < 1e-4 and not m.higher_is_better
+
+
+def test_the_compare_view_counts_exact_frames_for_audio_on_micro():
+    """Contacts one frame before every thump: AV-Align (±1 frame) reads 1, the exact-frame sync the audio table
+    counts reads 0, and the compare view reports the latter."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipelines.compare import task_metric
+    from pipelines.evaluation.readers import detect
+    from pipelines.media import Audio
+    from pipelines.micro import world
+
+    for seed in range(50):  # a bounce whose contacts are not at frame 0 (an onset needs some sound before it)
+        clip, _ = world.render_clip("green", "circle", "bouncing", "black", seed=seed)
+        frames = torch.as_tensor(np.asarray(clip, np.float32))
+        contacts = list(detect(frames)["bounce_frames"])
+        if contacts and min(contacts) >= 1 and max(contacts) <= len(frames) - 2:
+            break
+    assert contacts and min(contacts) >= 1
+    fps = float(world.FPS)
+
+    def metric(shift):
+        wave = world.synth_impacts_audio([(k + shift) / fps for k in contacts], len(frames) / fps)
+        req = SimpleNamespace(task="audio", prompt=world.caption("green", "circle", "bouncing", "black"),
+                              reward_prompt=None)
+        prepared = SimpleNamespace(request=req, audio=Audio(wave, world.SAMPLE_RATE), preset_name="micro", fps=fps,
+                                   size=frames.shape[-1])
+        return task_metric(prepared, frames)
+
+    on, late = metric(0), metric(1)
+    assert on.name == "exact-frame sync" and on.value == 1.0 and "clean video of the prompt" in on.text
+    assert late.value == 0.0 and "AV-Align within ±1 frame 1" in late.text
