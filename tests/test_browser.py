@@ -129,7 +129,10 @@ def test_compare_with_unguided(page, tmp_path):
     task = "t2v"
     panel = _tab(page, task)
     panel.locator(f"#{task}-prompt textarea").fill("a red circle moving left to right on a black background")
-    _set_steps(panel, task, 3)
+    if os.environ.get("GVS_SCREENSHOT") != "1":  # the README's screenshot shows the tab's own defaults (20 steps)
+        _set_steps(panel, task, 3)
+    else:
+        _set_steps(panel, task, 20)
     panel.locator(f"#{task}-compare").click()
     page.wait_for_function("s => { const e = document.querySelector(s); return e && /unguided/.test(e.innerText) "
                            "&& /guided/.test(e.innerText) && /Same seed/.test(e.innerText); }",
