@@ -74,6 +74,28 @@ def _videos(base_pipe, folder: Path, steps: int) -> torch.Tensor:
     return torch.cat(out)
 
 
+def base_pipeline(src: Path):
+    """The image model the parts in `src` were trained on (`harivo.json`: `base`, `base_folder`), as a pipeline for
+    the check videos: the micro folder, or the tiny random components; None for another base (no check)."""
+    try:
+        cfg = json.loads((src / "harivo.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        cfg = {"base": "micro"}
+    if cfg.get("base") == "micro":
+        from ..micro.loading import load_micro_pipeline
+
+        pipe = load_micro_pipeline(cfg.get("base_folder"))
+    elif cfg.get("base") == "tiny":
+        from ..pipeline import GuidedAnimateDiffPipeline
+        from ..testing import tiny_components
+
+        pipe = GuidedAnimateDiffPipeline(**tiny_components(seed=cfg.get("seed", 0)))
+    else:
+        return None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def max_difference(base_pipe, a: Path, b: Path, steps: int = 20) -> float:
     """Max absolute pixel difference between the check videos generated with the parts in `a` and in `b`."""
     with torch.no_grad():
@@ -90,7 +112,8 @@ def ship(run: str | Path, dest: str | Path, dtype: str = "auto", base_pipe=None,
     if dest.exists():
         if not force:
             raise ValueError(f"{dest} exists; pass --force to replace it")
-    tmp_root = Path(tempfile.mkdtemp(prefix=".ship-", dir=dest.parent if dest.parent.is_dir() else None))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".ship-", dir=dest.parent))  # same file system: the final rename is atomic
     try:
         candidates = ["fp16", "bf16", "fp32"] if dtype == "auto" else [dtype]
         chosen, diff = None, None
@@ -101,10 +124,13 @@ def ship(run: str | Path, dest: str | Path, dtype: str = "auto", base_pipe=None,
                 chosen, diff = name, 0.0
                 break
             if base_pipe is None:
-                from ..micro.loading import load_micro_pipeline
-
-                base_pipe = load_micro_pipeline()
-                base_pipe.set_progress_bar_config(disable=True)
+                base_pipe = base_pipeline(src)
+            if base_pipe is None:
+                if dtype == "auto":
+                    raise ValueError(f"{src} was trained on a base this check cannot load; pass --dtype fp16, bf16 "
+                                     f"or fp32")
+                chosen, diff = name, None
+                break
             diff = max_difference(base_pipe, src, folder, steps)
             log(f"ship: {name}: max pixel difference {diff:.5f} from the fp32 parts (tolerance {TOLERANCE:.5f})")
             if diff <= TOLERANCE or dtype != "auto":
@@ -123,7 +149,6 @@ def ship(run: str | Path, dest: str | Path, dtype: str = "auto", base_pipe=None,
         (folder / "ship.json").write_text(json.dumps(record, indent=1) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         folder.rename(dest)
         return record
     finally:
