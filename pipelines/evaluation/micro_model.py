@@ -105,7 +105,8 @@ def evaluate(model: str | Path | None = None, steps: int = 20, cfg: float = 7.5,
 
 def table(res: dict) -> str:
     lines = [
-        (f"{res['model']}: " if res.get("model") else "") + f"DDIM {res['steps']} steps, CFG {res['cfg']}, {res['seeds']} seeds/prompt, {res['threads']} threads; "
+        (f"{res['model']}: " if res.get("model") else "")
+        + f"DDIM {res['steps']} steps, CFG {res['cfg']}, {res['seeds']} seeds/prompt, {res['threads']} threads; "
         f"one 8-frame video: {res['seconds_per_video']:.2f} s",
         "",
         "| split | videos | colour | shape | direction | background | colour kept (frames) |",
