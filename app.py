@@ -24,7 +24,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
 
-from pipelines.presets import task_default_method  # noqa: E402
+from pipelines.presets import is_micro_world, task_default_method  # noqa: E402
 from pipelines.request import (  # noqa: E402
     CFG_RANGE, DEFAULT_ETA, DEFAULT_INTERPOLATION_MODE, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED,
     MG_RANGE, STEPS_RANGE, TASK_NAMES, summary_text,
@@ -115,7 +115,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
         default_method, reason = "none", ""
     gr.Markdown(TAB_INTRO[task])
     named: dict[str, gr.components.Component] = {}
-    micro = preset.name == "micro"
+    micro = is_micro_world(preset.name)
     with gr.Row():
         with gr.Column(scale=5):
             named["prompt"] = Textbox(label="Prompt", lines=2, max_length=MAX_PROMPT_CHARS, field="prompt",
@@ -424,8 +424,10 @@ def _quiet_known_warnings() -> None:
 # ------------------------------------------------------------------------------------------------------------ main
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Guided Video Studio (Gradio app)")
-    p.add_argument("--preset", default=os.environ.get("GVS_PRESET", "auto"),
-                   help="auto (default) | micro | animatediff")
+    from pipelines.presets import PRESETS, presets_help
+
+    p.add_argument("--preset", default=os.environ.get("GVS_PRESET", "auto"), choices=PRESETS, metavar="PRESET",
+                   help=presets_help("auto"))
     p.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
     # A Hugging Face Space sets GRADIO_SERVER_NAME=0.0.0.0; anywhere else the default is this machine only.
     p.add_argument("--host", default=os.environ.get("GVS_HOST") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
@@ -473,7 +475,11 @@ def main(argv=None):
 
     # one preset per GPU (one generation each; Gradio's concurrency limit = number of GPUs); one slot on CPU
     devices = [args.device] if args.device else available_devices()
-    preset = load_preset(args.preset, device=devices[0])
+    try:
+        preset = load_preset(args.preset, device=devices[0])
+    except ValueError as e:  # an unknown preset or its weights missing (micro-harivo names the command that makes them)
+        print(f"error: --preset: {e}", file=sys.stderr)
+        return 2
     pool = PipelinePool(lambda d: load_preset(args.preset, device=d),
                         devices if preset.device.type == "cuda" else [devices[0]])
     pool.warm()

@@ -34,7 +34,7 @@ from rewards.base import Reward
 from .guidance import METHODS, make_guidance
 from .memory import UNET_BACKPROP_METHODS, PeakMemory
 
-BENCH_PRESETS = ("micro", "tiny", "sd15-random", "sd15-random-lean")
+BENCH_PRESETS = ("micro", "micro-harivo", "tiny", "sd15-random", "sd15-random-lean")
 BENCH_TASKS = ("t2v", "style", "audio", "interpolate", "target")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 REFERENCE_ROWS = ("diffusers", "none+previews")
@@ -215,7 +215,7 @@ def run_bench(
         raise ValueError(f"unet_checkpointing must be auto, on or off, got {unet_checkpointing!r}")
     pipe = _pipeline(preset, device, DTYPES[dtype])
     preset_obj = None
-    if preset in ("micro", "tiny"):
+    if preset in ("micro", "micro-harivo", "tiny"):
         from .presets import load_preset
 
         preset_obj = load_preset(preset, device=device)

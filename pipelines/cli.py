@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no per-step progress on stderr")
 
     b = sub.add_parser("bench", help="seconds and peak memory per (method, size); one JSON object per line")
-    b.add_argument("--preset", default="micro", help="micro | tiny | sd15-random (SD1.5-sized random weights) | "
-                   "sd15-random-lean (the same, set up like animatediff-lean)")
+    b.add_argument("--preset", default="micro", help="micro | micro-harivo | tiny | sd15-random (SD1.5-sized random "
+                   "weights) | sd15-random-lean (the same, set up like animatediff-lean)")
     b.add_argument("--device", default=None)
     b.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
     b.add_argument("--methods", default=None, help="comma-separated method names (default: none,titan)")

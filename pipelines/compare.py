@@ -25,6 +25,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .presets import is_micro_world
+
 
 @dataclass
 class Metric:
@@ -42,7 +44,7 @@ def unguided(request):
 def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     """The task's metric of a finished video `frames` (f, 3, H, W) in [0, 1]; None where none is available."""
     m = _task_metric(prepared, frames.detach().float().cpu().clamp(0, 1))
-    if m is not None and getattr(prepared, "preset_name", None) == "micro":
+    if m is not None and is_micro_world(getattr(prepared, "preset_name", None)):
         m = dataclasses.replace(m, text=m.text + _fidelity_text(prepared, frames.detach().float().cpu().clamp(0, 1)))
     return m
 
@@ -72,7 +74,7 @@ def _fidelity_text(prepared, frames: torch.Tensor) -> str:
 
 def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     r = prepared.request
-    if r.task == "audio" and prepared.audio is not None and prepared.preset_name == "micro":
+    if r.task == "audio" and prepared.audio is not None and is_micro_world(prepared.preset_name):
         from rewards.metrics import audio_onset_times, av_align
 
         from .evaluation.readers import detect, match_frames
@@ -101,7 +103,7 @@ def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
         keys = np.stack([np.asarray(first), np.asarray(last)]).astype(np.float32).transpose(0, 3, 1, 2) / 255
         v = endpoint_mse(frames, keys)
         return Metric("endpoint MSE", v, f"endpoint MSE {v:.3g} (lower is better)", higher_is_better=False)
-    if prepared.preset_name != "micro":
+    if not is_micro_world(prepared.preset_name):
         return None
     from .evaluation.readers import content_kept, detect, target_of
 

@@ -1,4 +1,5 @@
-"""Named model sets: `micro` (embedded, offline, CPU), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
+"""Named model sets: `micro` (embedded, offline, CPU), `micro-harivo` (the micro image model with HARIVO-trained
+video parts from `assets/micro-harivo/`), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
 (the same models set up for a 12 GB consumer GPU, see `make_lean`), `animatediff-lcm`, `sd15-random`, `auto`, `tiny`
 (the full list, with a note on each, is `PRESET_NOTES`).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ import torch
 PRESET_NOTES = {
     "auto": "animatediff or animatediff-lean on a CUDA GPU that can get the weights, else micro",
     "micro": "built-in models, offline, CPU",
+    "micro-harivo": "the micro image model with HARIVO-trained video parts (assets/micro-harivo), offline, CPU",
     "animatediff": "Stable Diffusion 1.5 + AnimateDiff motion adapter",
     "animatediff-lean": "AnimateDiff set up for a 12 GB GPU",
     "animatediff-lcm": "AnimateLCM, few steps (LCMScheduler)",
@@ -27,6 +30,14 @@ PRESET_NOTES = {
     "tiny": "tiny random components, for tests",
 }
 PRESETS = tuple(PRESET_NOTES)
+#: Presets whose videos are of the micro world (32×32, its captions): the exact detector, suites and caption hints
+#: apply to them.
+MICRO_WORLD_PRESETS = ("micro", "micro-harivo")
+
+
+def is_micro_world(name) -> bool:
+    """Whether a preset (by name) generates micro-world videos (the exact suites and readers apply)."""
+    return name in MICRO_WORLD_PRESETS
 
 
 def presets_help(default: str) -> str:
@@ -164,6 +175,8 @@ TASK_DEFAULT_METHODS = {
 #: Per preset: (method defaults, per-task method defaults).
 PRESET_DEFAULTS = {
     "micro": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
+    # the same image model, VAE and CLIP rewards as micro: its defaults until measured on its own
+    "micro-harivo": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
     "tiny": (TINY_METHOD_DEFAULTS, {}),
     "animatediff": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
@@ -185,6 +198,9 @@ def _device(device) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+MICRO_REASON = "micro preset requested: built-in models, offline, CPU-friendly"
 
 
 def _micro(device: torch.device, reason: str) -> Preset:
@@ -209,6 +225,44 @@ def _micro(device: torch.device, reason: str) -> Preset:
         audio_reward="avsync", max_frames=16, method_defaults=MICRO_METHOD_DEFAULTS,
         task_method_defaults=MICRO_TASK_METHOD_DEFAULTS,
     )
+
+
+#: Where `micro-harivo`'s video parts live (GVS_MICRO_HARIVO_DIR overrides it, e.g. for tests).
+MICRO_HARIVO_DIR = Path(__file__).resolve().parents[1] / "assets" / "micro-harivo"
+MICRO_HARIVO_HOWTO = ("train them on the frozen micro image model and ship the run's final/ folder: "
+                      "python -m pipelines.training --config micro --out runs/harivo-micro && "
+                      "python -m pipelines.training.ship runs/harivo-micro assets/micro-harivo")
+
+
+def micro_harivo_dir() -> Path:
+    return Path(os.environ.get("GVS_MICRO_HARIVO_DIR") or MICRO_HARIVO_DIR)
+
+
+def check_micro_harivo_dir(folder: Path | None = None) -> Path:
+    """`folder` (default `micro_harivo_dir()`) if it holds trained video parts, else a ValueError naming it and the
+    commands that make it."""
+    folder = Path(folder) if folder is not None else micro_harivo_dir()
+    if not (folder / "motion_adapter" / "config.json").is_file():
+        what = "does not exist" if not folder.exists() else "has no motion_adapter/config.json"
+        raise ValueError(f"micro-harivo: video parts folder {folder} {what}; {MICRO_HARIVO_HOWTO}")
+    return folder
+
+
+def _micro_harivo(device: torch.device, reason: str, micro: Preset | None = None) -> Preset:
+    """The micro preset's image model, VAE, text encoder and rewards with the HARIVO video parts of
+    `micro_harivo_dir()` (temporal layers, mapping network, frame tokens; `load_video_parts`)."""
+    import dataclasses
+
+    from .model_options import ModelOptionError, ModelOptions, apply_to_pipe
+
+    folder = check_micro_harivo_dir()
+    micro = micro if micro is not None else _micro(device, reason)
+    try:
+        pipe = apply_to_pipe(micro.pipe, ModelOptions(video_parts=str(folder.resolve())))
+    except ModelOptionError as e:
+        raise ValueError(f"micro-harivo: video parts folder {folder} does not fit the micro image model "
+                         f"({e.message}); {MICRO_HARIVO_HOWTO}") from None
+    return dataclasses.replace(micro, name="micro-harivo", reason=reason, pipe=pipe)
 
 
 def _animatediff(device: torch.device, reason: str, dtype=torch.float32) -> Preset:
@@ -443,12 +497,20 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)
-    key = (name, str(dev)) + ((os.environ.get("GVS_SD15_RANDOM_SIZE", "full"),) if name == "sd15-random" else ())
+    key = (name, str(dev)) + ((os.environ.get("GVS_SD15_RANDOM_SIZE", "full"),) if name == "sd15-random" else ()) \
+        + ((str(micro_harivo_dir()),) if name == "micro-harivo" else ())
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
         if name == "micro":
-            preset = _micro(dev, "micro preset requested: built-in models, offline, CPU-friendly")
+            preset = _micro(dev, MICRO_REASON)
+        elif name == "micro-harivo":
+            check_micro_harivo_dir()  # before building anything
+            micro_key = ("micro", str(dev))
+            if micro_key not in _CACHE:  # built once, shared: micro-harivo reuses its VAE, text encoder, rewards
+                _CACHE[micro_key] = _micro(dev, MICRO_REASON)
+            preset = _micro_harivo(dev, "micro-harivo preset requested: the micro image model (frozen) with "
+                                        f"HARIVO-trained video parts from {micro_harivo_dir()}", _CACHE[micro_key])
         elif name == "tiny":
             preset = _tiny(dev, "tiny random components (tests)")
         elif name == "animatediff-lcm":

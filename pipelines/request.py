@@ -310,7 +310,9 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         note = _tokenizer_notice(preset, text, name)
         if note:
             notices.append(note)
-    if getattr(preset, "name", None) == "micro":
+    from .presets import is_micro_world
+
+    if is_micro_world(getattr(preset, "name", None)):
         from .micro.world import caption_notice
 
         for text, name in ((prompt, "prompt"), (reward_prompt, "reward_prompt")):

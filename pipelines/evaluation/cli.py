@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from ..presets import is_micro_world
 from . import real as er
 from .grid import evaluate, plot, read_rows, write_summary
 from .micro import SUITES
@@ -88,7 +89,7 @@ def main(argv=None, args=None) -> int:
             device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
             return er.add_fvd(summary, rows, out, a.reference_videos, a.i3d, a.i3d_size or 224, device)
 
-        real_rows = any(r.get("preset") not in (None, "micro") for r in rows)
+        real_rows = any(r.get("preset") is not None and not is_micro_world(r.get("preset")) for r in rows)
         try:
             plot(write_summary(rows, out, fvd if real_rows else None), out)
         except ValueError as e:
@@ -97,7 +98,7 @@ def main(argv=None, args=None) -> int:
         print((out / "summary.md").read_text())
         return 0
     suites = ["all"] if a.suite == "all" else [s.strip() for s in a.suite.split(",") if s.strip()]
-    if a.preset == "micro":
+    if is_micro_world(a.preset):
         for s in suites:
             if s not in SUITES and s != "all":
                 print(f"error: --suite: {s!r} is not one of {', '.join(SUITES)}", file=sys.stderr)

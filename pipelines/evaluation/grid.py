@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..presets import is_micro_world
 from . import real as er
 from .cases import Case
 from .micro import PRIMARY, SUITES, cases, metrics
@@ -135,7 +136,7 @@ def _mean(xs):
 def primary_metric(suite: str, preset: Optional[str] = "micro") -> tuple[str, bool]:
     """(metric, higher is better) a suite is judged by: the micro suites' exact metric, or on a real preset's rows
     the real suite's (`real.REAL_PRIMARY`)."""
-    if preset not in (None, "micro") and suite in er.REAL_PRIMARY:
+    if preset is not None and not is_micro_world(preset) and suite in er.REAL_PRIMARY:
         return er.REAL_PRIMARY[suite]
     return PRIMARY[suite]
 
@@ -400,11 +401,11 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
         device = f"cuda:{local % torch.cuda.device_count()}"
     suites = list(suites)
     checked = False
-    if preset_name not in ("micro", "auto"):  # a real preset: check the suites before loading it
+    if not is_micro_world(preset_name) and preset_name != "auto":  # a real preset: check the suites before loading it
         suites = _real_suites(suites, log)
         checked = True
     preset = load_preset(preset_name, device=device)
-    real = preset.name != "micro"  # `auto` may resolve either way
+    real = not is_micro_world(preset.name)  # `auto` may resolve either way
     model_tag = ""
     if model_options is not None and not model_options.is_default:
         import hashlib
@@ -437,7 +438,9 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
         def run(cell):
             return run_cell(cell, preset, params_override, measure=lambda c, fr, g: er.measure(c, fr, g, cfg, out))
     else:
-        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=model_tag)
+        # micro's cells keep the keys they always had; another micro-world preset's are its own
+        tag = model_tag if preset.name == "micro" else preset.name + model_tag
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=tag)
 
         def run(cell):
             return run_cell(cell, preset, params_override)

@@ -1,7 +1,11 @@
 """Evaluate the unguided micro T2V model with the exact detector (`readers.py`), on `micro.prompt_set`.
 
-    python -m pipelines.evaluation.micro_model [--model assets/micro] [--steps 20] [--cfg 7.5] [--seeds 4] \\
-        [--json out.json]
+    python -m pipelines.evaluation.micro_model [--model assets/micro | --preset micro-harivo] [--video-parts DIR] \\
+        [--steps 20] [--cfg 7.5] [--seeds 4] [--json out.json]
+
+`--preset` evaluates a micro-world preset (`micro`, `micro-harivo`: the micro image model with HARIVO-trained video
+parts) as `load_preset` builds it, the same way; `--video-parts DIR` puts a training run's `final/` folder under
+the preset's (default micro's) image model, so a run can be evaluated before it is shipped.
 
 Prompts: a fixed set of seen (training) combinations and every held-out combination, each with a background
 from a fixed cycle; `--seeds` videos per prompt (one batched call per prompt, seed = prompt index). Reports per
@@ -35,10 +39,23 @@ def generate(pipe, prompt: str, n: int, seed: int, steps: int, cfg: float, num_f
     return out.frames  # (n, f, 3, H, W) in [0, 1]
 
 
+def preset_pipeline(name: str, video_parts: str | None = None, device: str = "cpu"):
+    """The pipeline of a micro-world preset (`load_preset`), with optional trained video parts; ValueError for a
+    preset whose videos the micro detector cannot read."""
+    from ..presets import MICRO_WORLD_PRESETS, is_micro_world, load_preset
+
+    if not is_micro_world(name):
+        raise ValueError(f"--preset: {name!r} does not generate micro-world videos; choose one of "
+                         f"{', '.join(MICRO_WORLD_PRESETS)}")
+    return load_preset(name, device=device, video_parts=video_parts).pipe
+
+
 def evaluate(model: str | Path | None = None, steps: int = 20, cfg: float = 7.5, seeds: int = 4, n_seen: int = 12,
-             pipe=None, verbose: bool = True) -> dict:
+             pipe=None, verbose: bool = True, preset: str | None = None, video_parts: str | None = None) -> dict:
     from ..micro.loading import load_micro_pipeline
 
+    if pipe is None and (preset is not None or video_parts):
+        pipe = preset_pipeline(preset or "micro", video_parts)
     if pipe is None:  # GuidedAnimateDiffPipeline: unguided it is AnimateDiff's, plus the shipped frame-wise tokens
         pipe = load_micro_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
@@ -79,13 +96,17 @@ def evaluate(model: str | Path | None = None, steps: int = 20, cfg: float = 7.5,
             "background": float(np.mean([r["background_ok"] for r in rs])),
             "colour_kept_frames": float(np.mean([r["colour_kept"] for r in rs])),
         }
-    return {"steps": steps, "cfg": cfg, "seeds": seeds, "threads": torch.get_num_threads(),
+    what = preset or (str(model) if model else "micro")
+    if video_parts:
+        what += f" + video parts {video_parts}"
+    return {"model": what, "steps": steps, "cfg": cfg, "seeds": seeds, "threads": torch.get_num_threads(),
             "seconds_per_video": statistics.median(times), "eval_seconds": eval_s, "summary": summary, "rows": rows}
 
 
 def table(res: dict) -> str:
     lines = [
-        f"DDIM {res['steps']} steps, CFG {res['cfg']}, {res['seeds']} seeds/prompt, {res['threads']} threads; "
+        (f"{res['model']}: " if res.get("model") else "")
+        + f"DDIM {res['steps']} steps, CFG {res['cfg']}, {res['seeds']} seeds/prompt, {res['threads']} threads; "
         f"one 8-frame video: {res['seconds_per_video']:.2f} s",
         "",
         "| split | videos | colour | shape | direction | background | colour kept (frames) |",
@@ -107,7 +128,12 @@ def table(res: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.evaluation.micro_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="folder of the micro weights (default assets/micro)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", default=None, help="folder of the micro weights (default assets/micro)")
+    g.add_argument("--preset", default=None, help="a micro-world preset: micro or micro-harivo (as load_preset "
+                                                  "builds it)")
+    p.add_argument("--video-parts", default=None, metavar="DIR",
+                   help="a training run's final/ folder under the preset's (default micro's) image model")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=7.5)
     p.add_argument("--seeds", type=int, default=4)
@@ -116,7 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write the full results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = evaluate(args.model, args.steps, args.cfg, args.seeds, args.seen)
+    if args.video_parts and args.model:
+        print("error: --video-parts goes with --preset (or the default micro preset), not --model", file=sys.stderr)
+        return 2
+    from ..model_options import ModelOptionError
+
+    try:
+        pipe = preset_pipeline(args.preset or "micro", args.video_parts) if (args.preset or args.video_parts) else None
+    except ModelOptionError as e:
+        print(f"error: --video-parts: {e.message}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # unknown / non-micro preset, micro-harivo not shipped, parts of another family
+        msg = str(e)
+        print(f"error: {msg if msg.startswith('--') else '--preset: ' + msg}", file=sys.stderr)
+        return 2
+    res = evaluate(args.model, args.steps, args.cfg, args.seeds, args.seen, pipe=pipe, preset=args.preset,
+                   video_parts=args.video_parts)
     print(table(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -5,6 +5,8 @@ model's image part, frozen, with fresh zero-initialised temporal layers) for the
 is then sampled on the fixed prompt set of `pipelines.evaluation.micro.prompt_set` with MG sampling off and on.
 
     python -m pipelines.training.ablation --steps 300 --seeds 1 --out runs/harivo-ablation
+    python -m pipelines.training.ablation --seeds 1 --out runs/harivo-ablation --reference micro-harivo \
+        --references-only     # only the row of a shipped preset, scored the same way (no training)
 
 Per video (the evaluation package's readers, `pipelines.evaluation.readers`): content = colour and shape right;
 action = direction right; smooth = the object's centroid never jumps more than the largest jump in rendered training
@@ -96,26 +98,64 @@ def selected(only: list[int] | None) -> list[tuple[int, str, dict]]:
     return [(i, n, o) for i, (n, o) in every if (i < len(CONFIGS) if only is None else i in only)]
 
 
-def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int, reference: bool) -> list[dict]:
+#: `--reference` rows: a shipped micro-world preset scored the same way (not part of the ablation). The micro row
+#: keeps the name and file (`config_-1.json`) it always had.
+REFERENCE_NAME = "shipped micro model (reference, not part of the ablation)"
+
+
+def reference_rows(references) -> list[tuple]:
+    """`(index, name, None, preset)` per reference preset: `True` (the old flag) is micro; no duplicates."""
+    if references is True:
+        references = ["micro"]
+    out = []
+    for name in dict.fromkeys(references or ()):
+        if name == "micro":
+            out.append((-1, REFERENCE_NAME, None, "micro"))
+        else:
+            out.append((f"ref-{name}", f"shipped {name} preset (reference, not part of the ablation)", None, name))
+    return out
+
+
+def _reference_pipe(name: str):
+    from ..presets import MICRO_WORLD_PRESETS, is_micro_world, load_preset
+
+    if not is_micro_world(name):
+        raise ValueError(f"--reference: {name!r} does not generate micro-world videos; choose one of "
+                         f"{', '.join(MICRO_WORLD_PRESETS)}")
+    if name == "micro":  # exactly what the micro row always scored: a fresh pipeline of assets/micro
+        from ..micro.loading import load_micro_pipeline
+
+        return load_micro_pipeline()
+    return load_preset(name, device="cpu").pipe
+
+
+def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int, reference=False,
+        train_configs: bool = True) -> list[dict]:
+    """Train and score the selected configurations (none with `train_configs=False`), after the `reference`
+    presets (a list of names, or True for micro) scored the same way."""
     from ..micro.loading import load_micro_pipeline
     from .config import load_config
     from .loop import load_video_parts, train
 
     torch.set_num_threads(threads)
+    refs = reference_rows(reference)
+    for _, _, _, preset in refs:  # a missing or non-micro preset fails before any work
+        if preset != "micro":
+            _reference_pipe(preset)
     out.mkdir(parents=True, exist_ok=True)
     jump = rendered_max_jump()
     results = []
-    todo = selected(only)
-    if reference:
-        todo = [(-1, "shipped micro model (reference, not part of the ablation)", None)] + todo
-    for i, name, over in todo:
+    todo = refs + [(i, n, o, None) for i, n, o in (selected(only) if train_configs else [])]
+    for i, name, over, preset in todo:
         path = out / f"config_{i}.json"
         if path.exists():
             results.append(json.loads(path.read_text()))
             continue
-        pipe = load_micro_pipeline()
+        pipe = _reference_pipe(preset) if preset else load_micro_pipeline()
         pipe.set_progress_bar_config(disable=True)
         rec = {"index": i, "name": name, "steps": 0, "train_seconds": 0.0}
+        if preset:
+            rec["preset"] = preset
         if over is not None:
             cfg = load_config("micro", {**over, "steps": steps, "out": str(out / f"run_{i}"), "threads": threads,
                                         "ckpt_every": steps, "log_every": 25, "lr_warmup": min(50, steps // 5)})
@@ -158,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma list of configuration indices (0..4: the cumulative table; "
                                                 "5, 6: the follow-ups in EXTRA_CONFIGS)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--reference", action="store_true", help="also score the shipped micro model the same way")
+    p.add_argument("--reference", action="append", nargs="?", const="micro", default=[], metavar="PRESET",
+                   help="also score a shipped micro-world preset the same way (a row that is not part of the "
+                        "ablation): alone, micro; --reference micro-harivo for the HARIVO preset; repeatable")
+    p.add_argument("--references-only", action="store_true",
+                   help="score only the --reference presets (no training), e.g. the row of a newly shipped model")
     args = p.parse_args(argv)
     try:
         only = [int(x) for x in args.only.split(",")] if args.only else None
@@ -166,7 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}" if str(e).startswith("--only") else f"error: --only: {e}", file=sys.stderr)
         return 2
-    res = run(args.steps, args.seeds, Path(args.out), only, args.threads, args.reference)
+    if args.references_only and not args.reference:
+        print("error: --references-only: name at least one --reference", file=sys.stderr)
+        return 2
+    try:
+        res = run(args.steps, args.seeds, Path(args.out), only, args.threads, args.reference,
+                  train_configs=not args.references_only)
+    except ValueError as e:  # a non-micro preset, or micro-harivo not shipped (the message names the command)
+        msg = str(e)
+        print(f"error: {msg if msg.startswith('--') else '--reference: ' + msg}", file=sys.stderr)
+        return 2
     print(table(res))
     return 0
 
