@@ -114,3 +114,40 @@ def test_unet_checkpointing_same_gradient_recomputes_and_restores():
         assert pipe.unet.is_gradient_checkpointing  # left as it was
     finally:
         pipe.unet.disable_gradient_checkpointing()
+
+
+@pytest.mark.parametrize("method", ["freedom", "tfg"])
+def test_backprop_methods_checkpoint_the_unet_in_their_gradient_pass(method):
+    """`unet_checkpoint=on`: the UNet checkpoints while the method backpropagates through it (and only then), the
+    guided step is the same as without, and the switch is restored; `off` never checkpoints."""
+    from pipelines.guidance import make_guidance
+    from tests.engine_helpers import TargetReward, make_denoiser, tiny_pipe
+
+    pipe = tiny_pipe()
+    target = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def step(option):
+        ctx = make_denoiser(pipe, num_frames=4, steps=6, reward=TargetReward(target))
+        ctx.eta = 0.0
+        seen = []
+        eps = ctx.eps
+
+        def spy(z, t, **kw):
+            if torch.is_grad_enabled() and z.requires_grad:
+                seen.append(pipe.unet.is_gradient_checkpointing)
+            return eps(z, t, **kw)
+
+        ctx.eps = spy
+        g = make_guidance(method, unet_checkpoint=option)
+        g.start(ctx)
+        out = g.step(ctx, x, ctx.timesteps[2], 2)
+        return out, seen
+
+    on, seen_on = step("on")
+    off, seen_off = step("off")
+    assert seen_on and all(seen_on) and seen_off and not any(seen_off)
+    assert not pipe.unet.is_gradient_checkpointing
+    assert torch.allclose(on, off, atol=1e-5)
+    with pytest.raises(ValueError, match=f"{method}.unet_checkpoint"):
+        make_guidance(method, unet_checkpoint="sometimes")

@@ -29,6 +29,17 @@ def _cfg_strength(ctx, parts, eps: torch.Tensor, t: int) -> torch.Tensor:
     return ctx.cfg_scale(t) * rms(eps_c - eps_u)
 
 
+UNET_CHECKPOINT_HELP = ("checkpoint the UNet's blocks for the backward pass through it (less memory, one more forward "
+                        "per block): auto = on at ≥ 256² frames (GVS_UNET_CHECKPOINT overrides), on, off")
+
+
+def unet_checkpoint(ctx, x: torch.Tensor, option: str):
+    """The context a backprop-through-the-UNet pass runs in: `pipelines.memory.unet_checkpointing` by `option`."""
+    from ..memory import unet_checkpointing, want_unet_checkpointing
+
+    return unet_checkpointing(ctx.unet, want_unet_checkpointing(x, {"on": True, "off": False}.get(option, "auto")))
+
+
 @dataclass
 class FreeDoMGuidance(RangedGuidance):
     name: ClassVar[str] = "freedom"
@@ -42,9 +53,10 @@ class FreeDoMGuidance(RangedGuidance):
                             "an empty prompt); noise: the step moves x_{t−1} by ρ·√(1−ᾱ_{t−1}) in rms")
     time_travel: int = param(0, min=0, max=10, step=1, help="r: re-noise and redo each guided step r times")
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
+    unet_checkpoint: str = param("auto", choices=["auto", "on", "off"], help=UNET_CHECKPOINT_HELP)
 
     def one_step(self, ctx, x, t, i):
-        with torch.enable_grad():
+        with torch.enable_grad(), unet_checkpoint(ctx, x, self.unet_checkpoint):
             x = x.detach().requires_grad_(True)
             eps, parts = ctx.eps(x, t, return_parts=True)
             x0 = ctx.x0(x, eps, t)
@@ -125,6 +137,7 @@ class TFGGuidance(RangedGuidance):
         "none", choices=["none", "rms"], help="none: raw gradients (TFG); rms: gradients scaled to unit rms"
     )
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
+    unet_checkpoint: str = param("auto", choices=["auto", "on", "off"], help=UNET_CHECKPOINT_HELP)
 
     def start(self, ctx) -> None:
         super().start(ctx)
@@ -162,7 +175,7 @@ class TFGGuidance(RangedGuidance):
         mu_t = self.mu * self._mu_w[t]
         a, ap = ctx.alpha_bar(t), ctx.alpha_bar(ctx.prev_t(t))
         for r in range(self.n_recur):
-            with torch.enable_grad():
+            with torch.enable_grad(), unet_checkpoint(ctx, x, self.unet_checkpoint if rho_t > 0 else "off"):
                 xg = x.detach().requires_grad_(rho_t > 0)
                 eps = ctx.eps(xg, t)
                 x0 = ctx.x0(xg, eps, t)
