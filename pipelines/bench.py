@@ -169,11 +169,14 @@ def _one_run(pipe, method: str, frames: int, side: int, steps: int, seed: int, p
         return out.frames
     previews = method == "none+previews"
     name = "none" if previews else method
-    guidance = make_guidance(name, **(params or {}).get(name, {}))
-    final = None
+    kw = dict((params or {}).get(name, {}))
     from .memory import unet_checkpointing, want_unet_checkpointing
 
     on = want_unet_checkpointing((side // pipe.vae_scale_factor, side // pipe.vae_scale_factor), checkpointing)
+    if name in ("freedom", "tfg"):  # they switch it themselves in their gradient pass: tell them the bench's choice
+        kw.setdefault("unet_checkpoint", "on" if on else "off")
+    guidance = make_guidance(name, **kw)
+    final = None
     with unet_checkpointing(pipe.unet, on and name in UNET_BACKPROP_METHODS):
         for ev in pipe.stream(
             PROMPT, num_frames=frames, height=side, width=side, num_inference_steps=steps, generator=gen,
