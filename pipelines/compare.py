@@ -43,9 +43,10 @@ def unguided(request):
 
 def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     """The task's metric of a finished video `frames` (f, 3, H, W) in [0, 1]; None where none is available."""
-    m = _task_metric(prepared, frames.detach().float().cpu().clamp(0, 1))
+    frames = frames.detach().float().cpu().clamp(0, 1)
+    m = _task_metric(prepared, frames)
     if m is not None and is_micro_world(getattr(prepared, "preset_name", None)):
-        m = dataclasses.replace(m, text=m.text + _fidelity_text(prepared, frames.detach().float().cpu().clamp(0, 1)))
+        m = dataclasses.replace(m, text=m.text + _fidelity_text(prepared, frames))
     return m
 
 
