@@ -168,11 +168,23 @@ def _wait_history(page, task, n: int, timeout=60_000):
                            arg=[f"#tab-{task} #{task}-history img", n], timeout=timeout)
 
 
+def _history_captions(panel, task) -> list:
+    return panel.locator(f"#{task}-history .caption-label").all_inner_texts()
+
+
+def _wait_newest_history(page, task, pattern: str, timeout=60_000):
+    """Wait until the newest history entry's caption matches `pattern`: the history is filled by an event that runs
+    after the run's status is shown, so the count read right after the status can still be the old one."""
+    page.wait_for_function(
+        "([sel, pat]) => { const e = document.querySelector(sel); return e && new RegExp(pat).test(e.innerText); }",
+        arg=[f"#tab-{task} #{task}-history .caption-label", pattern], timeout=timeout)
+
+
 def test_cancel_shows_cancelled(page):
     task = "t2v"
     panel = _tab(page, task)
+    panel.locator(f"#{task}-prompt textarea").fill("a red circle moving left to right on a black background")
     _set_steps(panel, task, 200)
-    before = _history_count(panel, task)
     panel.locator(f"#{task}-generate").click()
     _wait_status(page, panel, task, r"sampling \d+/200")
     panel.locator(f"#{task}-cancel").click()
@@ -182,7 +194,8 @@ def test_cancel_shows_cancelled(page):
     text = _wait_status(page, panel, task, r", 2 steps, seed|cancelled")
     assert ", 2 steps, seed" in text, text
     # the finished run joins the history, the cancelled one does not
-    _wait_history(page, task, min(before + 1, 8))
+    _wait_newest_history(page, task, r"^\S+ · seed \d+ · 2 steps( ·|$)")
+    assert not any("200 steps" in c for c in _history_captions(panel, task)), _history_captions(panel, task)
     # no failed request either: the history's event once choked on the preview the cancelled run left (HTTP 500)
     _no_errors(page)
 
@@ -194,18 +207,21 @@ def test_cancel_while_idle_never_reaches_the_next_generate(page, first):
     task = "t2v"
     panel = _tab(page, task)
     panel.locator(f"#{task}-prompt textarea").fill("a red circle moving left to right on a black background")
-    _set_steps(panel, task, 2)
+    _set_steps(panel, task, 4)  # a step count no earlier test leaves newest in the history
     if first == "generate":
         panel.locator(f"#{task}-generate").click()
-        done = _wait_status(page, panel, task, r", 2 steps, seed|cancelled|not run")
+        done = _wait_status(page, panel, task, r", 4 steps, seed|cancelled|not run")
+        history = r"^\S+ · seed \d+ · 4 steps( ·|$)"
     else:
         _set_method(panel, task, "titan")
         panel.locator(f"#{task}-compare").click()
         page.wait_for_function("s => { const e = document.querySelector(s); return e && /Same seed/.test(e.innerText); }",
                                arg=f"#tab-{task} #{task}-compare-table", timeout=TIMEOUT)
-        done = _wait_status(page, panel, task, r"method titan .*\n(.|\n)*, 2 steps, seed")
+        done = _wait_status(page, panel, task, r"method titan .*\n(.|\n)*, 4 steps, seed")
+        history = r"^titan · seed \d+ · 4 steps( ·|$)"
         _set_method(panel, task, "none")
-    assert ", 2 steps, seed" in done, done
+    assert ", 4 steps, seed" in done, done
+    _wait_newest_history(page, task, history)  # the first run is in the history: its count is settled
     count = _history_count(panel, task)
     with page.expect_response(lambda r: "/gradio_api/" in r.url and r.request.method == "POST") as resp:
         panel.locator(f"#{task}-cancel").click()  # nothing is running
@@ -215,6 +231,7 @@ def test_cancel_while_idle_never_reaches_the_next_generate(page, first):
     panel.locator(f"#{task}-generate").click()
     text = _wait_status(page, panel, task, r", 3 steps, seed|cancelled|not run")
     assert ", 3 steps, seed" in text, text
+    _wait_newest_history(page, task, r"^\S+ · seed \d+ · 3 steps( ·|$)")
     _wait_history(page, task, min(count + 1, 8))
     _no_errors(page)
 
