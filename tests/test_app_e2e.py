@@ -66,11 +66,12 @@ def test_start_up_says_ready(app_server):
     assert "[gvs] ready: examples lazy" in log and "[gvs] runs in " in log
 
 
-def test_text_to_video_streams_every_step(client):
+def test_text_to_video_streams_while_it_runs(client):
     job, result = _run(client, "/text_to_video", PROMPT, frames=8)
     outs = job.outputs()
-    assert len(outs) >= STEPS + 1  # one streamed update per step, then the final one
-    assert all(o[0] is not None for o in outs[1:])  # preview image on every step after the first
+    # the first and the last step are always streamed (more at most every STREAM_EVERY_S), then the final row
+    assert len(outs) >= 3, len(outs)
+    assert all(o[0] is not None for o in outs[1:])  # a preview image on every streamed step after the first
     _check_video(result, 8)
 
 

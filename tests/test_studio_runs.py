@@ -17,7 +17,8 @@ PROMPT = "a red circle moving left to right on a black background"
 
 @pytest.fixture
 def studio(preset, tmp_path):
-    return Studio(preset, store=RunStore(tmp_path / "runs", keep=4))
+    """Streams every step (`stream_every_s=0`), so a test can count rows per step."""
+    return Studio(preset, store=RunStore(tmp_path / "runs", keep=4), stream_every_s=0)
 
 
 def _kw(preset, **over):
@@ -247,3 +248,21 @@ def test_plot_is_redrawn_at_most_every_interval():
     plot = _Plot({"r": [0.1, 0.2]}, every=3600)
     assert plot() is not None and not isinstance(plot(), type(plot(force=True)))  # skip between draws
     assert plot() == {"__type__": "update"}
+
+
+def test_a_running_job_streams_its_first_and_last_step_and_at_most_one_row_per_interval(preset, tmp_path, monkeypatch):
+    """Each streamed row costs about 0.1 s in Gradio's queue: a long interval leaves the first step, the last step
+    and the final row; the status still counts every step, and the preview shown is the newest one."""
+    slow = Studio(preset, store=RunStore(tmp_path / "slow", keep=4), stream_every_s=3600)
+    outs = list(slow.generate("t2v", _kw(preset, steps=5), token=slow.begin()[0]))
+    assert len(outs) == 3, [o[-1] for o in outs]
+    assert "1/5" in outs[0][-1] and "5/5" in outs[1][-1] and "5 steps" in _status(outs)
+    assert outs[1][0] != outs[0][0] and outs[1][0].endswith("-004.png")  # the last step's preview, not a stale one
+    every = Studio(preset, store=RunStore(tmp_path / "every", keep=4), stream_every_s=0)
+    assert len(list(every.generate("t2v", _kw(preset, steps=5), token=every.begin()[0]))) == 6
+    from pipelines.studio import handlers
+
+    for raw, want in (("0", 0.0), ("1.5", 1.5), ("", handlers.STREAM_EVERY_S), ("-1", handlers.STREAM_EVERY_S),
+                      ("soon", handlers.STREAM_EVERY_S), ("nan", handlers.STREAM_EVERY_S)):
+        monkeypatch.setenv("GVS_STREAM_EVERY_S", raw)
+        assert handlers.stream_every() == want, raw

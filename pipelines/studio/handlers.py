@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,9 @@ PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upsc
 #: The reward plot is redrawn at most this often (seconds) while a run streams, and always at its end: a matplotlib
 #: figure per step cost about 1 s of a 20-step micro run.
 PLOT_EVERY_S = 1.0
+#: A running job streams a row (preview, plot, status) at most this often, plus its first and last step and each new
+#: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step).
+STREAM_EVERY_S = 0.25
 ENDPOINTS = {
     "t2v": "text_to_video",
     "style": "style_transfer",
@@ -34,6 +38,21 @@ ENDPOINTS = {
     "interpolate": "frame_interpolation",
 }
 REQUIRED = ("method", "mg_scale", "seed", "steps", "cfg", "frames", "size")
+
+
+def stream_every() -> float:
+    """Seconds between streamed rows: `GVS_STREAM_EVERY_S` or `STREAM_EVERY_S` (a bad value is named and ignored)."""
+    raw = os.environ.get("GVS_STREAM_EVERY_S")
+    if raw is None or raw == "":
+        return STREAM_EVERY_S
+    try:
+        value = float(raw)
+        if value >= 0 and value == value:
+            return value
+    except ValueError:
+        pass
+    log(f"GVS_STREAM_EVERY_S={raw!r} is not a number of seconds >= 0; using {STREAM_EVERY_S}")
+    return STREAM_EVERY_S
 
 
 def log(msg: str) -> None:
@@ -66,7 +85,7 @@ class _Plot:
 class Studio:
     """The live preset (loaded once), the run store and the handlers shared by the four tabs."""
 
-    def __init__(self, preset, pool=None, store: Optional[RunStore] = None):
+    def __init__(self, preset, pool=None, store: Optional[RunStore] = None, stream_every_s: Optional[float] = None):
         from ..guidance import METHODS, method_params
 
         self.preset = preset
@@ -75,6 +94,8 @@ class Studio:
         self.methods = list(METHODS)
         self.specs = {m: method_params(m) for m in self.methods}
         self.trackers: dict[str, StatusTracker] = {}  # token -> tracker, in the process that runs it
+        #: seconds between streamed rows of a running job (0: every step); see `_stream`
+        self.stream_every = stream_every() if stream_every_s is None else float(stream_every_s)
 
     @property
     def slots(self) -> int:
@@ -172,22 +193,33 @@ class Studio:
     # --- one generation, streamed ----------------------------------------------------------------------------------
     def _stream(self, prepared, run_: Run, tracker: StatusTracker, rows: list, progress, plot: _Plot, preset,
                 label: str = "run"):
-        """Iterate one generation: yields (preview, figure, status) per step; returns the finished Generation."""
+        """Iterate one generation: yields (preview, figure, status) as it goes; returns the finished Generation.
+
+        A row is streamed for the first step, each new phase, the last step and otherwise at most every `every`
+        seconds (`self.stream_every`): each row costs about 0.1 s in Gradio's queue, which doubled a 1 s micro run when
+        every step was streamed. The status line and the run's progress are updated every step regardless."""
+        every = self.stream_every
         gen = run(prepared, preset, should_stop=run_.stop_requested)
-        preview = None
+        preview, pending, last, phase = None, None, None, None
         for ev in gen:
             if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
                 continue
             status = tracker.update(ev)
             run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
-            if progress is not None:
-                progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
             if ev.phase == "sample":
                 rows.append(None if ev.reward is None else float(ev.reward))
             if ev.preview is not None:
-                preview = run_.path(f"preview-{label}-{ev.phase}-{ev.index:03d}.png")
-                media.preview_grid(ev.preview, PREVIEW_TILE).save(preview, compress_level=1)
-                preview = str(preview)
+                pending = ev
+            now = time.perf_counter()
+            if not (last is None or ev.phase != phase or tracker.done >= tracker.total or now - last >= every):
+                continue
+            last, phase = now, ev.phase
+            if progress is not None:
+                progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
+            if pending is not None:
+                preview = run_.path(f"preview-{label}-{pending.phase}-{pending.index:03d}.png")
+                media.preview_grid(pending.preview, PREVIEW_TILE).save(preview, compress_level=1)
+                preview, pending = str(preview), None
             yield (preview if preview is not None else gr.skip()), plot(), status
         return gen
 
