@@ -102,13 +102,12 @@ def reward_figure(series: dict, title: str = "Reward per step"):
 
     The x axis shows integer step numbers only, the y axis 3 significant digits.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(5.6, 2.4), dpi=100)
+    # a bare Figure, never registered with pyplot (nothing to close, no global state kept per request)
+    fig = Figure(figsize=(5.6, 2.4), dpi=100)
+    ax = fig.subplots()
     shown = False
     for name, values in series.items():
         pts = [(i + 1, v) for i, v in enumerate(values) if v is not None]
@@ -130,7 +129,6 @@ def reward_figure(series: dict, title: str = "Reward per step"):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    plt.close(fig)  # the figure object stays usable; pyplot forgets it (no leak across requests)
     return fig
 
 

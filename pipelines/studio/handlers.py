@@ -370,14 +370,18 @@ class Studio:
 
 
 def _release(preset) -> None:
-    """Drop a finished run's tensors: a full collection where GPU memory waits for it (0.25 s each on a CPU run,
-    where reference counting already freed them), the youngest generation elsewhere."""
+    """Drop a finished run's objects. On a GPU: `release_memory` (a full collection, CUDA's cache emptied).
+    On a CPU, a full collection too, but cheap: the first one freezes what is alive then (the models, the app:
+    about 550 000 objects that cost 0.28 s to scan), so later ones scan only what runs made. A young-generation
+    collection alone left each run's reward figures (reference cycles) alive: RSS grew by ~1 MB per run."""
     import gc
 
     if getattr(getattr(preset, "device", None), "type", "cpu") == "cuda":
         release_memory()
-    else:
-        gc.collect(0)
+        return
+    gc.collect()
+    if not gc.get_freeze_count():
+        gc.freeze()
 
 
 def compare_table(results: dict) -> tuple[str, dict]:
