@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .request import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES  # one definition, shared with the request
+from .request.validation import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES  # one definition, shared with validate
 from .sampler import StepHook
 
 TASKS = ("t2v", "style", "audio", "interpolate")

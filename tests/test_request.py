@@ -1,4 +1,4 @@
-"""The request + validation layer shared by the CLI and the app (pipelines/request.py)."""
+"""The request + validation layer shared by the CLI and the app (pipelines/request/)."""
 from __future__ import annotations
 
 import json

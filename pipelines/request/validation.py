@@ -1,31 +1,13 @@
-"""The one request + validation layer shared by the CLI (`python -m pipelines generate`) and the app.
-
-    req = GenerationRequest(task="style", prompt="a red circle moving up on a black background",
-                            style_image="style.png", method="titan", params={"scale": 1.0})
-    prepared = validate(req, preset)              # RequestError(field, message) on bad input; loads media
-    gen = run(prepared, preset, should_stop=None) # iterate: one StepEvent per step, then the final event
-    for ev in gen: ...
-    report = finalize(gen, "out.mp4", "report.json")   # writes both atomically (temp files, then rename)
-
-Everything a user can get wrong is checked here, once, with the field named: the CLI prints
-`error: <field>: <message>` and exits 2, the app raises `gr.Error` with the same text.
-"""
+"""Validation: the request's fields and limits, checked once against the live preset with the field named."""
 from __future__ import annotations
 
-import gc
-import json
 import math
-import os
 import random
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
-import numpy as np
-
-from . import media
-from .media import Audio, MediaError
+from .. import media
+from ..media import Audio, MediaError
 
 TASK_NAMES = {
     "t2v": "Text to video",
@@ -118,7 +100,6 @@ class Prepared:
         return self.frames / float(self.fps)
 
 
-# ------------------------------------------------------------------------------------------------------ validation
 def _number(value, field_name: str, kind=float, lo=None, hi=None, choices=None):
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RequestError(field_name, "is required")
@@ -201,7 +182,7 @@ def coerce_param(spec, value):
 
 def resolve_params(method: str, params: Optional[dict], preset=None, task: Optional[str] = None) -> dict:
     """Fill in defaults (METHODS.md, or the preset's own where it has one) and check every given parameter."""
-    from .guidance import method_params
+    from ..guidance import method_params
 
     specs = {s.name: s for s in method_params(method)}
     overrides = {}
@@ -286,8 +267,8 @@ def validate(req: GenerationRequest, preset) -> Prepared:
 
     Raises `RequestError(field, message)`; never touches the output paths.
     """
-    from .guidance import METHODS, make_guidance
-    from .tasks import TASKS, TaskInputs, build_task
+    from ..guidance import METHODS, make_guidance
+    from ..tasks import TASKS, TaskInputs, build_task
 
     notices: list[str] = []
     if req.task not in TASKS:
@@ -310,10 +291,10 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         note = _tokenizer_notice(preset, text, name)
         if note:
             notices.append(note)
-    from .presets import is_micro_world
+    from ..presets import is_micro_world
 
     if is_micro_world(getattr(preset, "name", None)):
-        from .micro.world import caption_notice
+        from ..micro.world import caption_notice
 
         for text, name in ((prompt, "prompt"), (reward_prompt, "reward_prompt")):
             note = caption_notice(text) if text else None
@@ -332,7 +313,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
         raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
-    from .tasks import T2V_REWARDS
+    from ..tasks import T2V_REWARDS
 
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
@@ -423,201 +404,3 @@ def _guess_field(msg: str, task: str) -> str:
         if name in low or name.replace("_", " ") in low:
             return name
     return {"style": "style_image", "audio": "audio", "interpolate": "first_frame"}.get(task, "prompt")
-
-
-# --------------------------------------------------------------------------------------------------------- running
-class Generation:
-    """Iterate to sample: yields every `StepEvent` of `preset.pipe.stream` and records the trace for the report.
-
-    `should_stop()` is checked once per step; when it returns True the stream raises
-    `pipelines.sampler.Cancelled`, memory is released, and the exception propagates.
-    """
-
-    def __init__(self, prepared: Prepared, preset, should_stop: Optional[Callable[[], bool]] = None,
-                 preview_every: int = 1):
-        self.prepared = prepared
-        self.preview_every = preview_every  # 0: no per-step previews nor per-step rewards (batch evaluation)
-        self.preset = preset
-        self.should_stop = should_stop
-        self.reward_per_step: list[Optional[float]] = []
-        self.rewards_per_step: list[dict] = []
-        self.phases: list[str] = []
-        self.final_event = None
-        self.peak_memory_bytes = 0
-        self.seconds = 0.0
-        self.started = None
-
-    def mg_alpha(self) -> float:
-        """The raw MG α the sampler uses (`mg_normalized`: converted from HARIVO's setting to this latent size)."""
-        p, r = self.prepared, self.prepared.request
-        if not (r.mg_normalized and r.mg_scale):
-            return float(r.mg_scale)
-        from .guidance.temporal import normalized_mg_scale
-
-        pipe = self.preset.pipe
-        return normalized_mg_scale(float(r.mg_scale), p.frames, p.size // pipe.vae_scale_factor,
-                                   int(pipe.unet.config.in_channels))
-
-    def __iter__(self) -> Iterator:
-        import torch
-
-        from .sampler import Cancelled
-
-        p, r = self.prepared, self.prepared.request
-        self.started = time.perf_counter()
-        gen = torch.Generator(device="cpu").manual_seed(int(p.seed))
-        stream = self.preset.pipe.stream(
-            r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
-            num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance, eta=p.eta,
-            reward=p.setup.reward, mg_scale=self.mg_alpha(), cfg_schedule="harivo" if r.cfg_schedule else None,
-            hooks=p.setup.hooks, should_stop=self.should_stop, preview_every=self.preview_every,
-        )
-        try:
-            for ev in stream:
-                self.peak_memory_bytes = max(self.peak_memory_bytes, int(getattr(ev, "peak_memory_bytes", 0) or 0))
-                if getattr(ev, "final", False):
-                    self.final_event = ev
-                else:
-                    self.reward_per_step.append(None if ev.reward is None else float(ev.reward))
-                    self.rewards_per_step.append({k: float(v) for k, v in (ev.rewards or {}).items()
-                                                  if _is_number(v)})
-                    self.phases.append(getattr(ev, "phase", "sample"))
-                self.seconds = time.perf_counter() - self.started
-                yield ev
-        except (Cancelled, GeneratorExit):
-            stream.close()
-            release_memory()
-            raise
-        finally:
-            self.seconds = time.perf_counter() - self.started
-
-    def final_reward(self) -> Optional[float]:
-        """The task's reward of the final video (mean over frames), as computed by the stream's final event."""
-        ev = self.final_event
-        return None if ev is None or ev.reward is None else float(ev.reward)
-
-
-def _is_number(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def release_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover
-        pass
-
-
-def run(request_or_prepared, preset, should_stop: Optional[Callable[[], bool]] = None) -> Generation:
-    prepared = request_or_prepared if isinstance(request_or_prepared, Prepared) else validate(request_or_prepared,
-                                                                                              preset)
-    return Generation(prepared, preset, should_stop)
-
-
-# ------------------------------------------------------------------------------------------------------- finishing
-def build_report(gen: Generation) -> dict:
-    p, r = gen.prepared, gen.prepared.request
-    rewards = [x for x in gen.reward_per_step if x is not None]
-    final = gen.final_reward()
-    report = {
-        "method": r.method,
-        "task": r.task,
-        "preset": p.preset_name,
-        "device": p.device,
-        "seconds": round(gen.seconds, 4),
-        "peak_memory_bytes": int(gen.peak_memory_bytes),
-        "reward_per_step": gen.reward_per_step,
-        "final_reward": final,
-        "reward_before": rewards[0] if rewards else None,
-        "reward_after": final if final is not None else (rewards[-1] if rewards else None),
-        "frames": p.frames,
-        "fps": p.fps,
-        "height": p.size,
-        "width": p.size,
-        "steps": p.steps,
-        "cfg": p.cfg,
-        "cfg_schedule": bool(r.cfg_schedule),  # HARIVO's CFG schedule on or off
-        "mg_scale": r.mg_scale,
-        "mg_normalized": bool(r.mg_normalized),
-        "mg_alpha": gen.mg_alpha(),  # the raw α applied (differs from mg_scale when mg_normalized)
-        "seed": p.seed,
-        "eta": p.eta,
-        "params": p.params,
-        "prompt": r.prompt,
-        **({"reward_prompt": r.reward_prompt} if r.reward_prompt else {}),
-        "negative_prompt": r.negative_prompt,
-        "reward_name": getattr(p.setup.reward, "name", None),
-        "phases": gen.phases,
-        "audio_muxed": p.audio is not None,
-        "notices": p.notices,
-    }
-    options = getattr(gen.preset, "model_options", None)  # `--video-parts` / `--lora` (pipelines.model_options)
-    if options is not None and not options.is_default:
-        report["model"] = {"video_parts": options.video_parts,
-                           "loras": [{"path": p_, "scale": s_} for p_, s_ in options.loras]}
-    if r.task == "interpolate":
-        report["interpolation_mode"] = r.interpolation_mode
-    if r.task == "t2v":
-        report["t2v_reward"] = r.t2v_reward
-    # guidance diagnostics, only for the steps that have any (1-based step numbers, as in the app's plot)
-    extra = [{"step": i + 1, **d} for i, d in enumerate(gen.rewards_per_step) if d]
-    if extra:
-        report["rewards_per_step"] = extra
-    return report
-
-
-def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:
-    """Write the mp4 (with the task's audio muxed) and the JSON report atomically; returns the report.
-
-    Both files are written to temporary siblings first and renamed into place only when both succeeded, so an
-    error never leaves a half-written output behind.
-    """
-    if gen.final_event is None or gen.final_event.frames is None:
-        raise RuntimeError("the generation has not finished: no final frames to write")
-    report = build_report(gen)
-    targets = [Path(out)] + ([Path(report_path)] if report_path else [])
-    temps = media.atomic_targets(targets)
-    try:
-        media.write_mp4(temps[0], gen.final_event.frames, gen.prepared.fps, audio=gen.prepared.audio,
-                        min_side=min_side)
-        if report_path:
-            temps[1].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        for tmp, dst in zip(temps, targets):
-            os.replace(tmp, dst)
-    finally:
-        for tmp in temps:
-            if tmp.exists():
-                tmp.unlink()
-    return report
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return repr(o)
-
-
-def summary_text(report: dict) -> str:
-    def f(x):
-        return "n/a" if x is None else f"{x:.4f}"
-
-    lines = [
-        f"{TASK_NAMES.get(report['task'], report['task'])} · method {report['method']} · preset {report['preset']} "
-        f"({report['device']})",
-        f"time {report['seconds']:.2f} s · peak memory {report['peak_memory_bytes'] / 2**20:.1f} MiB",
-        f"reward ({report.get('reward_name') or 'task'}) before: {f(report.get('reward_before'))} → "
-        f"after: {f(report.get('reward_after'))}",
-        f"{report['frames']} frames at {report['fps']} fps, {report['width']}x{report['height']}, "
-        f"{report['steps']} steps, seed {report['seed']}",
-    ]
-    lines += [f"note: {n}" for n in report.get("notices", [])]
-    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Reports: the run's report dict, the mp4 and JSON written atomically, and the one-paragraph summary."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import media
+from .validation import TASK_NAMES
+
+if TYPE_CHECKING:
+    from .running import Generation
+
+
+def build_report(gen: Generation) -> dict:
+    p, r = gen.prepared, gen.prepared.request
+    rewards = [x for x in gen.reward_per_step if x is not None]
+    final = gen.final_reward()
+    report = {
+        "method": r.method,
+        "task": r.task,
+        "preset": p.preset_name,
+        "device": p.device,
+        "seconds": round(gen.seconds, 4),
+        "peak_memory_bytes": int(gen.peak_memory_bytes),
+        "reward_per_step": gen.reward_per_step,
+        "final_reward": final,
+        "reward_before": rewards[0] if rewards else None,
+        "reward_after": final if final is not None else (rewards[-1] if rewards else None),
+        "frames": p.frames,
+        "fps": p.fps,
+        "height": p.size,
+        "width": p.size,
+        "steps": p.steps,
+        "cfg": p.cfg,
+        "cfg_schedule": bool(r.cfg_schedule),  # HARIVO's CFG schedule on or off
+        "mg_scale": r.mg_scale,
+        "mg_normalized": bool(r.mg_normalized),
+        "mg_alpha": gen.mg_alpha(),  # the raw α applied (differs from mg_scale when mg_normalized)
+        "seed": p.seed,
+        "eta": p.eta,
+        "params": p.params,
+        "prompt": r.prompt,
+        **({"reward_prompt": r.reward_prompt} if r.reward_prompt else {}),
+        "negative_prompt": r.negative_prompt,
+        "reward_name": getattr(p.setup.reward, "name", None),
+        "phases": gen.phases,
+        "audio_muxed": p.audio is not None,
+        "notices": p.notices,
+    }
+    options = getattr(gen.preset, "model_options", None)  # `--video-parts` / `--lora` (pipelines.model_options)
+    if options is not None and not options.is_default:
+        report["model"] = {"video_parts": options.video_parts,
+                           "loras": [{"path": p_, "scale": s_} for p_, s_ in options.loras]}
+    if r.task == "interpolate":
+        report["interpolation_mode"] = r.interpolation_mode
+    if r.task == "t2v":
+        report["t2v_reward"] = r.t2v_reward
+    # guidance diagnostics, only for the steps that have any (1-based step numbers, as in the app's plot)
+    extra = [{"step": i + 1, **d} for i, d in enumerate(gen.rewards_per_step) if d]
+    if extra:
+        report["rewards_per_step"] = extra
+    return report
+
+
+def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:
+    """Write the mp4 (with the task's audio muxed) and the JSON report atomically; returns the report.
+
+    Both files are written to temporary siblings first and renamed into place only when both succeeded, so an
+    error never leaves a half-written output behind.
+    """
+    if gen.final_event is None or gen.final_event.frames is None:
+        raise RuntimeError("the generation has not finished: no final frames to write")
+    report = build_report(gen)
+    targets = [Path(out)] + ([Path(report_path)] if report_path else [])
+    temps = media.atomic_targets(targets)
+    try:
+        media.write_mp4(temps[0], gen.final_event.frames, gen.prepared.fps, audio=gen.prepared.audio,
+                        min_side=min_side)
+        if report_path:
+            temps[1].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        for tmp, dst in zip(temps, targets):
+            os.replace(tmp, dst)
+    finally:
+        for tmp in temps:
+            if tmp.exists():
+                tmp.unlink()
+    return report
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return repr(o)
+
+
+def summary_text(report: dict) -> str:
+    def f(x):
+        return "n/a" if x is None else f"{x:.4f}"
+
+    lines = [
+        f"{TASK_NAMES.get(report['task'], report['task'])} · method {report['method']} · preset {report['preset']} "
+        f"({report['device']})",
+        f"time {report['seconds']:.2f} s · peak memory {report['peak_memory_bytes'] / 2**20:.1f} MiB",
+        f"reward ({report.get('reward_name') or 'task'}) before: {f(report.get('reward_before'))} → "
+        f"after: {f(report.get('reward_after'))}",
+        f"{report['frames']} frames at {report['fps']} fps, {report['width']}x{report['height']}, "
+        f"{report['steps']} steps, seed {report['seed']}",
+    ]
+    lines += [f"note: {n}" for n in report.get("notices", [])]
+    return "\n".join(lines)
