@@ -266,12 +266,13 @@ def cmd_bench(a, argv: Sequence[str] = ()) -> int:
 
 
 def cmd_train_micro(rest: Sequence[str]) -> int:
+    """`train-micro`: the micro models' stages of the training package (`python -m pipelines.training micro-models`)."""
     try:
-        from .micro import train
+        from .training import micro_stages
     except ImportError as e:
         print(f"error: train-micro: the training module is not available ({e})", file=sys.stderr)
         return 1
-    rc = train.main(list(rest))
+    rc = micro_stages.main(list(rest))
     return int(rc or 0)
 
 

@@ -83,7 +83,7 @@ def test_subclass_loads_same_folder():
 
 @needs_weights
 def test_micro_clip_ranks_matching_caption():
-    from pipelines.micro.train import clip_normalize
+    from pipelines.training.micro_models import clip_normalize
     from pipelines.micro.world import render_clip
 
     model, tok = load_micro_clip()

@@ -1,5 +1,6 @@
-"""Micro training: every stage runs a few steps at tiny sizes on CPU, its loss falls on a fixed batch, resume
-reproduces an uninterrupted run, and the exported folder loads as an AnimateDiff pipeline."""
+"""Micro-model training (`pipelines.training.micro_stages`): every stage runs a few steps at tiny sizes on CPU, its
+loss falls on a fixed batch, resume reproduces an uninterrupted run, the exported folder loads as an AnimateDiff
+pipeline, and the stages run on the training package's loop, checkpoints, logs and get_scheduler LR."""
 import json
 import os
 
@@ -9,7 +10,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipelines.micro.train import Trainer, main  # noqa: E402
+from pipelines.training.loop import latest_checkpoint  # noqa: E402
+from pipelines.training.micro_stages import Trainer, main  # noqa: E402
 
 STEPS = {"clip": 15, "vae": 12, "unet": 12, "motion": 6, "joint": 6}
 
@@ -41,11 +43,14 @@ def test_stage_loss_falls(trained, stage):
 def test_logs_and_checkpoints_written(trained):
     root, _ = trained
     for s in STEPS:
-        rows = [json.loads(l) for l in (root / "work" / "logs" / f"{s}.jsonl").read_text().splitlines()]
-        assert rows[0]["step"] == 0 and rows[-1]["step"] == STEPS[s] - 1
-        assert all(np.isfinite(r["loss"]) for r in rows)
-        ck = torch.load(root / "work" / "ckpt" / f"{s}.pt", weights_only=False)
-        assert ck["step"] == STEPS[s]
+        # the training package's run layout: <work>/<stage>/log.jsonl, rows numbered by completed steps
+        rows = [json.loads(l) for l in (root / "work" / s / "log.jsonl").read_text().splitlines()]
+        assert rows[0]["step"] == 1 and rows[-1]["step"] == STEPS[s]
+        assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
+        ck_path = latest_checkpoint(root / "work" / s)
+        assert ck_path.name == f"step_{STEPS[s]}.pt"
+        ck = torch.load(ck_path, weights_only=False)
+        assert ck["step"] == STEPS[s] and ck["config"]["stage"] == s
 
 
 def test_export_loads_as_animatediff(trained):
@@ -81,13 +86,17 @@ def test_resume_matches_uninterrupted(tmp_path):
     b = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=1, quiet=True, stop_at=3)
     lb1 = b.run("vae", 6)
     assert len(lb1) == 3 and not (tmp_path / "b_out" / "vae").exists()
-    assert torch.load(tmp_path / "b_work" / "ckpt" / "vae.pt", weights_only=False)["step"] == 3
+    assert torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=False)["step"] == 3
     b2 = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=1, quiet=True, resume=True)
     lb2 = b2.run("vae", 6)
     assert len(lb2) == 3
     np.testing.assert_allclose(lb1 + lb2, la, rtol=1e-4, atol=1e-6)
-    sa = torch.load(tmp_path / "a_work" / "ckpt" / "vae.pt", weights_only=False)["model"]
-    sb = torch.load(tmp_path / "b_work" / "ckpt" / "vae.pt", weights_only=False)["model"]
+    rows = [json.loads(x) for x in (tmp_path / "b_work" / "vae" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 3, 4, 6]  # the resumed log continues (first and last step of each run)
+    # only the last checkpoint is kept
+    assert [c.name for c in (tmp_path / "b_work" / "vae" / "checkpoints").iterdir()] == ["step_6.pt"]
+    sa = torch.load(latest_checkpoint(tmp_path / "a_work" / "vae"), weights_only=False)["trained"]
+    sb = torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=False)["trained"]
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
 
@@ -97,7 +106,7 @@ def test_write_at_stop_writes_the_interrupted_stage(tmp_path):
     tr = Trainer(tmp_path / "out", tmp_path / "work", size="tiny", seed=1, quiet=True, stop_at=2, write_at_stop=True)
     assert len(tr.run("vae", 6)) == 2
     assert (tmp_path / "out" / "vae" / "config.json").is_file()
-    assert torch.load(tmp_path / "work" / "ckpt" / "vae.pt", weights_only=False)["step"] == 2
+    assert torch.load(latest_checkpoint(tmp_path / "work" / "vae"), weights_only=False)["step"] == 2
 
 
 def test_cli_rejects_unknown_stage(capsys):
@@ -147,9 +156,9 @@ def test_joint_text_aux_loss_separates_motion_words(trained, tmp_path):
                  text_lr_scale=0.5, t_sampling="high")
     losses = tr.run("joint", 4)
     assert len(losses) == 4 and np.isfinite(losses).all()
-    pre = [json.loads(x) for x in (tmp_path / "work" / "logs" / "text_aux_pretrain.jsonl").read_text().splitlines()]
+    pre = [json.loads(x) for x in (tmp_path / "work" / "text_aux_pretrain" / "log.jsonl").read_text().splitlines()]
     assert pre[-1]["loss"] < pre[0]["loss"] and pre[-1]["acc_motion"] > pre[0]["acc_motion"]
-    joint = [json.loads(x) for x in (tmp_path / "work" / "logs" / "joint.jsonl").read_text().splitlines()]
+    joint = [json.loads(x) for x in (tmp_path / "work" / "joint" / "log.jsonl").read_text().splitlines()]
     assert "acc_motion" in joint[0] and "eps" in joint[0]
     tr.run("export")
     sd = CLIPTextModel.from_pretrained(str(out / "text_encoder")).state_dict()
@@ -203,7 +212,7 @@ def test_joint_with_frame_tokens_exports_generator(trained, tmp_path):
 def world_latents(trained):
     from diffusers import AutoencoderKL
 
-    from pipelines.micro.train import WorldLatents
+    from pipelines.training.micro_data import WorldLatents
 
     root, _ = trained
     vae = AutoencoderKL.from_pretrained(str(root / "out" / "vae")).eval()
@@ -276,3 +285,102 @@ def test_joint_posterior_target_v_prediction(trained, tmp_path):
         Trainer(out, tmp_path / "w2", size="tiny", x0_target="nope")
     with pytest.raises(ValueError, match="prediction"):
         Trainer(out, tmp_path / "w3", size="tiny", prediction="nope")
+
+
+# ----------------------------------------------------------------------- one loop, one checkpoint format, one LR
+def _former_lr_at(step, total, base, warmup=50):
+    """The micro trainer's own LR function before it moved onto get_scheduler (kept here as the reference)."""
+    import math
+
+    if step < warmup:
+        return base * (step + 1) / warmup
+    decay_start = int(total * 0.6)
+    if step < decay_start:
+        return base
+    frac = (step - decay_start) / max(1, total - decay_start)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+@pytest.mark.parametrize("total", [1, 6, 15, 100, 800, 2500])
+def test_stage_lr_schedule_is_the_former_formula_through_get_scheduler(total):
+    from pipelines.training.schedule import warmup_stable_cosine
+
+    warmup = min(50, max(1, total // 10))
+    f = warmup_stable_cosine(total, warmup)
+    for s in sorted({0, warmup - 1, warmup, int(0.6 * total), total // 2, total - 2, total - 1} & set(range(total))):
+        assert 5e-4 * f(s) == pytest.approx(_former_lr_at(s, total, 5e-4, warmup), rel=1e-12, abs=0), s
+
+
+def test_stage_logs_the_scheduled_lr(trained):
+    from pipelines.micro.train import SIZES
+
+    root, _ = trained
+    rows = [json.loads(l) for l in (root / "work" / "clip" / "log.jsonl").read_text().splitlines()]
+    base = SIZES["tiny"]["lr_clip"]
+    for r in rows:
+        assert r["lr"] == pytest.approx(_former_lr_at(r["step"] - 1, STEPS["clip"], base, 1), rel=1e-12)
+
+
+def test_micro_stages_and_harivo_share_the_loop_and_checkpoint_format(trained, tmp_path, monkeypatch):
+    """One loop: the micro stages call `loop.run_steps`, as HARIVO's `train` does; one format: a micro stage's
+    checkpoint has the keys of a HARIVO checkpoint and `loop.load_checkpoint` restores it into a fresh model."""
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.training import loop, micro_stages
+    from pipelines.training.config import load_config
+    from pipelines.training.micro_models import SIZES, build_unet2d
+
+    assert micro_stages.run_steps is loop.run_steps
+    calls = []
+    real = loop.run_steps
+
+    def spy(*a, **kw):
+        calls.append(kw["desc"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "run_steps", spy)
+    cfg = load_config("tiny", {"out": str(tmp_path / "harivo"), "threads": 1, "steps": 1, "batch_size": 1,
+                               "num_frames": 3})
+    loop.train(cfg, quiet=True)
+    assert calls == ["harivo"]
+    harivo = torch.load(latest_checkpoint(tmp_path / "harivo"), weights_only=False)
+
+    root, _ = trained
+    ck = latest_checkpoint(root / "work" / "unet")
+    micro = torch.load(ck, weights_only=False)
+    assert set(micro) == set(harivo) == {"step", "trained", "opt", "config"}
+    fresh = build_unet2d(SIZES["tiny"], 32)
+    opt = torch.optim.AdamW(fresh.parameters())
+    assert loop.load_checkpoint(ck, fresh, opt) == STEPS["unet"]
+    saved = UNet2DConditionModel.from_pretrained(str(root / "work" / "unet2d")).state_dict()
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
+def test_resume_from_a_checkpoint_in_the_former_layout(tmp_path):
+    """`<work>/ckpt/<stage>.pt` with `{"step", "model", "opt", "extra"}` (the micro trainer's own format before the
+    move) still resumes, to the same losses as an uninterrupted run."""
+    torch.set_num_threads(1)
+    la = Trainer(tmp_path / "a_out", tmp_path / "a_work", size="tiny", seed=2, quiet=True).run("vae", 4)
+    Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=2, quiet=True, stop_at=2).run("vae", 4)
+    ck_path = latest_checkpoint(tmp_path / "b_work" / "vae")
+    ck = torch.load(ck_path, weights_only=False)
+    (tmp_path / "b_work" / "ckpt").mkdir()
+    torch.save({"step": ck["step"], "model": ck["trained"], "opt": ck["opt"], "extra": {}},
+               tmp_path / "b_work" / "ckpt" / "vae.pt")
+    ck_path.unlink()
+    lb = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=2, quiet=True, resume=True).run("vae", 4)
+    np.testing.assert_allclose(lb, la[2:], rtol=1e-4, atol=1e-6)
+
+
+def test_old_entry_points_are_the_training_package(capsys):
+    """`python -m pipelines.micro.train` and `python -m pipelines train-micro` run the training package's stages."""
+    from pipelines import cli
+    from pipelines.micro import train as shim
+    from pipelines.training import micro_stages
+    from pipelines.training.__main__ import main as training_main
+
+    assert shim.Trainer is micro_stages.Trainer and shim.main is micro_stages.main
+    for run in (lambda a: cli.main(["train-micro", *a]), shim.main, lambda a: training_main(["micro-models", *a])):
+        assert run(["--stages", "nope", "--out", "/nonexistent/x", "--work", "/nonexistent/y"]) == 2
+        assert "nope" in capsys.readouterr().err

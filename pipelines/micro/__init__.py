@@ -1,4 +1,5 @@
-"""The micro world (rendered clips with exact ground truth), its detector, and the micro models' training.
+"""The micro world (rendered clips with exact ground truth), its detector and judge; the micro models are trained by
+`pipelines.training.micro_stages` (`pipelines.micro.train` is its compatibility entry).
 
 `MICRO_DIR` is where the trained weights live (diffusers layout, loadable by `AnimateDiffPipeline.from_pretrained`).
 """

@@ -228,7 +228,7 @@ def enumerate_trajectories(motion: str, num_frames: int = NUM_FRAMES, size: int 
 
     Returns `(positions, probs)`: int array `(n, num_frames, 2)` of top-left `(x, y)` per frame and float array
     `(n,)` summing to 1. It walks the same ranges `trajectory` draws from (a test checks the two agree), which lets
-    training compute the exact posterior mean of a clip given a noisy version of it (`pipelines.micro.train`,
+    training compute the exact posterior mean of a clip given a noisy version of it (`pipelines.training.micro_data.WorldLatents`,
     `--x0-target`).
     """
     paths: list[list[tuple[int, int]]] = []

@@ -1,4 +1,6 @@
-"""`python -m pipelines.training --config NAME|FILE [--set key=value ...] [--steps N] [--out DIR] [--resume]`."""
+"""Training entry: `python -m pipelines.training --config NAME|FILE [--set key=value ...] [--steps N] [--out DIR]
+[--resume]` (HARIVO), `python -m pipelines.training micro-models --stages ... [...]` (the micro models' stages,
+`micro_stages`; `--help` for its flags)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +11,11 @@ from .config import load_config, parse_override
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["micro-models"]:
+        from .micro_stages import main as micro_main
+
+        return micro_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m pipelines.training", description=__doc__)
     p.add_argument("--config", default="micro", help="a named config (micro, tiny, sd15) or a JSON file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,6 +1,7 @@
-"""One HARIVO training loop on Hugging Face `accelerate`: one CPU process, DDP over GPUs (or CPU processes with
-gloo), FSDP as an option, mixed precision, gradient accumulation, checkpoint/resume, a progress bar and a JSON-lines
-log with every loss term.
+"""The one training loop (`run_steps`, on Hugging Face `accelerate`) and HARIVO's training run (`train`) on it; the
+micro-model stages (`micro_stages`) use the same loop, checkpoints and logs. One CPU process, DDP over GPUs (or CPU
+processes with gloo), FSDP as an option, mixed precision, gradient accumulation, checkpoint/resume, a progress bar
+and a JSON-lines log with every loss term.
 
     python -m pipelines.training --config micro --steps 500 --out runs/harivo-micro
     accelerate launch --num_processes 2 -m pipelines.training --config tiny      # DDP (gloo on CPU)
@@ -19,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -159,35 +161,46 @@ def make_noise(seeds: list[int], shape: tuple) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
+QUEUE_BUFFERS = ("queue", "queue_len", "queue_ptr")  # HarivoObjective's contrastive queue (checkpointed)
+
+
 def _trained_state(model) -> dict:
     own = dict(model.named_parameters())
     state = {k: v.detach().cpu().clone() for k, v in own.items() if v.requires_grad}
-    for k in ("queue", "queue_len", "queue_ptr"):
-        state[k] = getattr(model, k).detach().cpu().clone()
+    for k in QUEUE_BUFFERS:
+        if hasattr(model, k):
+            state[k] = getattr(model, k).detach().cpu().clone()
     return state
 
 
-def save_checkpoint(path: Path, step: int, model, opt, cfg: TrainConfig) -> None:
+def save_checkpoint(path: Path, step: int, model, opt, cfg: TrainConfig | dict) -> None:
+    """`{"step", "trained" (every trainable parameter, and HARIVO's queue), "opt", "config"}`; `cfg` is a
+    `TrainConfig` (HARIVO) or a plain dict (a micro-model stage)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "trained": _trained_state(model), "opt": opt.state_dict(),
-                "config": json.loads(cfg.to_json())}, tmp)
+    config = cfg if isinstance(cfg, dict) else json.loads(cfg.to_json())
+    torch.save({"step": step, "trained": _trained_state(model), "opt": opt.state_dict(), "config": config}, tmp)
     tmp.replace(path)
 
 
 def load_checkpoint(path: Path, model, opt=None) -> int:
     ck = torch.load(path, map_location="cpu", weights_only=False)
-    missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in ck["trained"]]
+    trained = ck["trained"] if "trained" in ck else ck["model"]  # "model": the micro trainer's former format
+    missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in trained]
     if missing:
         raise ValueError(f"checkpoint {path} does not match this configuration: no weights for {missing[0]}")
-    model.load_state_dict(ck["trained"], strict=False)
+    model.load_state_dict(trained, strict=False)
     if opt is not None:
         opt.load_state_dict(ck["opt"])
     return int(ck["step"])
 
 
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((Path(out) / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    cks = sorted((out / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    cks = _checkpoints(out)
     return cks[-1] if cks else None
 
 
@@ -246,24 +259,112 @@ def load_video_parts(pipe, folder: str | Path, frame_tokens: bool = True):
     return pipe
 
 
-# ------------------------------------------------------------------------------------------------ the loop
-def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, quiet: bool = False) -> dict:
-    """Run (or resume) training; returns {"steps", "log" (list of dicts), "final", "seconds", "processes"}."""
+# -------------------------------------------------------------------------------- the shared step loop
+def make_accelerator(cpu: bool | None = None, mixed_precision: str = "no", grad_accum: int = 1, fsdp: bool = False,
+                     device_placement: bool = True):
+    """The `Accelerator` of every training run here (HARIVO, micro-model stages). `cpu=None`: CPU where there is no
+    GPU; then with several processes (torchrun / `accelerate launch --multi_gpu`) accelerate sets up gloo DDP across
+    CPU processes instead of running each process alone."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     kwargs = {}
-    if cfg.fsdp:
+    if fsdp:
         from accelerate import FullyShardedDataParallelPlugin
 
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin()
-    # cpu=True where there is no GPU: with several processes (torchrun / `accelerate launch --multi_gpu`) accelerate
-    # then sets up gloo DDP across CPU processes instead of running each process alone.
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **kwargs)
+    return Accelerator(cpu=not torch.cuda.is_available() if cpu is None else cpu, mixed_precision=mixed_precision,
+                       gradient_accumulation_steps=grad_accum, device_placement=device_placement,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)], **kwargs)
+
+
+def start_run(acc, out: Path, start: int, config_json: str) -> Path:
+    """A run folder: `out/config.json` written, `out/log.jsonl` emptied unless resuming (`start > 0`); the log path."""
+    log_path = Path(out) / "log.jsonl"
+    if acc.is_main_process:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "config.json").write_text(config_json + "\n")
+        if start == 0 and log_path.exists():
+            log_path.unlink()
+    return log_path
+
+
+def run_steps(acc, model, opt, *, out: Path, start: int, end: int, total: int, lr: float,
+              lr_factor: Callable[[int], float], batch_fn: Callable, loss_fn: Callable, params: list,
+              max_grad_norm: float | None = None, grad_accum: int = 1, log_every: int = 10,
+              ckpt_every: int | None = None, config: TrainConfig | dict | None = None, keep_last: int | None = None,
+              desc: str = "train", quiet: bool = False) -> list[dict]:
+    """The one training loop: steps `start .. end-1` of a `total`-step run, for HARIVO (`train`) and the micro-model
+    stages (`micro_stages`).
+
+    Per step: every param group's LR = `lr · lr_factor(step) · group.get("lr_scale", 1)`; per accumulation micro-step
+    `batch = batch_fn(step, micro)` (outside autocast), then inside `acc.accumulate` / `acc.autocast`
+    `loss, terms = loss_fn(batch)`, `acc.backward(loss)`, gradient clipping to `max_grad_norm` (None/0: none), the
+    optimiser step. `terms` (tensors: averaged over micro-steps and processes; numbers: over micro-steps) make the
+    step's row `{"step": step + 1, **terms, "lr", "wall_s"}`, written to `out/log.jsonl` every `log_every` steps (and
+    at the first and last step). With `ckpt_every`, `save_checkpoint` writes `out/checkpoints/step_N.pt` every
+    `ckpt_every` steps and at `end` (`keep_last`: older ones removed). Returns every step's row."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    log_path = out / "log.jsonl"
+    raw = acc.unwrap_model(model)
+    bar = tqdm(total=total, initial=start, desc=desc, disable=quiet or not acc.is_local_main_process,
+               mininterval=2.0, file=sys.stderr)
+    history = []
+    t0 = time.time()
+    model.train()
+    for step in range(start, end):
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(step) * g.get("lr_scale", 1.0)
+        sums: dict = {}
+        for micro in range(grad_accum):
+            batch = batch_fn(step, micro)
+            with acc.accumulate(model):
+                with acc.autocast():
+                    loss, terms = loss_fn(batch)
+                acc.backward(loss)
+                if acc.sync_gradients and max_grad_norm:
+                    acc.clip_grad_norm_(params, max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            for k, v in terms.items():
+                if torch.is_tensor(v):
+                    v = v.detach().float()
+                    sums.setdefault(k, torch.zeros((), device=v.device))
+                else:
+                    sums.setdefault(k, 0.0)
+                sums[k] = sums[k] + v / grad_accum
+        tensors = [k for k, v in sums.items() if torch.is_tensor(v)]
+        reduced = dict(zip(tensors, acc.reduce(torch.stack([sums[k] for k in tensors]), reduction="mean"))) \
+            if tensors else {}
+        row = {"step": step + 1, **{k: float(reduced[k]) if k in reduced else v for k, v in sums.items()},
+               "lr": opt.param_groups[0]["lr"], "wall_s": round(time.time() - t0, 3)}
+        history.append(row)
+        bar.update(1)
+        if step % 5 == 0:
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in sums if k != "total"})
+        if acc.is_main_process and ((step + 1) % log_every == 0 or step == start or step + 1 == end):
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if ckpt_every and ((step + 1) % ckpt_every == 0 or step + 1 == end):
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(out / "checkpoints" / f"step_{step + 1}.pt", step + 1, raw, opt, config)
+                if keep_last:
+                    for old in _checkpoints(out)[:-keep_last]:
+                        old.unlink()
+    bar.close()
+    return history
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, quiet: bool = False) -> dict:
+    """Run (or resume) training; returns {"steps", "log" (list of dicts), "final", "seconds", "processes"}."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    acc = make_accelerator(mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum, fsdp=cfg.fsdp)
     out = Path(cfg.out)
     base = load_base(cfg)
     device = acc.device
@@ -282,62 +383,34 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
     batches = StepBatches(len(data), cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes, cfg.seed)
     loader = _Prefetch(data, batches, start, stop_at or cfg.steps, cfg.grad_accum, cfg.num_workers)
     T = len(base["alphas_cumprod"])
-    log_path = out / "log.jsonl"
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json() + "\n")
-        if start == 0 and log_path.exists():
-            log_path.unlink()
-    history = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=start, desc="harivo", disable=quiet or not acc.is_local_main_process,
-               mininterval=2.0, file=sys.stderr)
+    start_run(acc, out, start, cfg.to_json())
     from .schedule import config_factor
 
-    lr_at = config_factor(cfg)  # diffusers' get_scheduler multiplier, a pure function of the step (resume-exact)
     t0 = time.time()
     end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
-    model.train()
-    for step in range(start, end):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_at(step)
-        sums = {k: torch.zeros((), device=device) for k in (*TERMS, "total")}
-        for micro in range(cfg.grad_accum):
-            positions, frames, caps = loader.get(step, micro)
-            ts, seeds, drop, pairs = sample_randomness(cfg, positions, cfg.num_frames, T)
-            with torch.no_grad():
-                x = frames.to(device).flatten(0, 1)
-                z0 = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
-                z0 = z0.unflatten(0, frames.shape[:2]).permute(0, 2, 1, 3, 4).contiguous()
-            noise = make_noise(seeds, tuple(z0.shape[1:])).to(device)
-            caps = ["" if d else c for c, d in zip(caps, drop)]
-            with acc.accumulate(model):
-                with acc.autocast():
-                    losses = model(z0, embed(caps), noise, ts.to(device), pairs.to(device))
-                acc.backward(losses["total"])
-                if acc.sync_gradients and cfg.max_grad_norm:
-                    acc.clip_grad_norm_(raw.trainable_parameters(), cfg.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            for k, v in losses.items():
-                sums[k] = sums[k] + v.detach().float() / cfg.grad_accum
-        present = [k for k in (*TERMS, "total") if k in losses]
-        vals = acc.reduce(torch.stack([sums[k] for k in present]), reduction="mean")
-        row = {"step": step + 1, **{k: float(v) for k, v in zip(present, vals)}, "lr": opt.param_groups[0]["lr"],
-               "wall_s": round(time.time() - t0, 3)}
-        history.append(row)
-        bar.update(1)
-        if step % 5 == 0:
-            bar.set_postfix({k: f"{row[k]:.4f}" for k in present if k != "total"})
-        if acc.is_main_process and ((step + 1) % cfg.log_every == 0 or step == start or step + 1 == end):
-            with log_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                save_checkpoint(out / "checkpoints" / f"step_{step + 1}.pt", step + 1, raw, opt, cfg)
-    bar.close()
+
+    def batch_fn(step: int, micro: int):
+        positions, frames, caps = loader.get(step, micro)
+        ts, seeds, drop, pairs = sample_randomness(cfg, positions, cfg.num_frames, T)
+        with torch.no_grad():
+            x = frames.to(device).flatten(0, 1)
+            z0 = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+            z0 = z0.unflatten(0, frames.shape[:2]).permute(0, 2, 1, 3, 4).contiguous()
+        noise = make_noise(seeds, tuple(z0.shape[1:])).to(device)
+        caps = ["" if d else c for c, d in zip(caps, drop)]
+        return z0, caps, noise, ts.to(device), pairs.to(device)
+
+    def loss_fn(batch):
+        z0, caps, noise, ts, pairs = batch
+        losses = model(z0, embed(caps), noise, ts, pairs)
+        return losses["total"], {k: losses[k] for k in (*TERMS, "total") if k in losses}
+
+    # the LR: diffusers' get_scheduler multiplier, a pure function of the step (resume-exact)
+    history = run_steps(acc, model, opt, out=out, start=start, end=end, total=cfg.steps, lr=cfg.lr,
+                        lr_factor=config_factor(cfg), batch_fn=batch_fn, loss_fn=loss_fn,
+                        params=list(raw.trainable_parameters()), max_grad_norm=cfg.max_grad_norm,
+                        grad_accum=cfg.grad_accum, log_every=cfg.log_every, ckpt_every=cfg.ckpt_every, config=cfg,
+                        desc="harivo", quiet=quiet)
     acc.wait_for_everyone()
     final = None
     if end == cfg.steps and acc.is_main_process:
@@ -378,5 +451,5 @@ def loss_drop(history: list[dict], term: str = "total", k: int | None = None) ->
     return float(np.mean(vals[:k])), float(np.mean(vals[-k:]))
 
 
-__all__ = ["train", "load_base", "build_objective", "export", "load_video_parts", "load_checkpoint",
+__all__ = ["train", "run_steps", "make_accelerator", "start_run", "load_base", "build_objective", "export", "load_video_parts", "load_checkpoint",
            "latest_checkpoint", "save_checkpoint", "sample_randomness", "loss_drop"]

@@ -1,4 +1,4 @@
-"""Learning-rate schedules for the training loop: `diffusers.optimization.get_scheduler`, with a floor.
+"""Learning-rate schedules for the training loop (`loop.run_steps`): `diffusers.optimization.get_scheduler`, with a floor.
 
 HARIVO (seed 002, Appendix): "a learning rate of 0.0001 … gradually decreased to 0.00001". `get_scheduler`'s decaying
 schedules (`linear`, `cosine`, `cosine_with_restarts`, `polynomial`) end at 0 (`polynomial` at a fixed 1e-7) and it
@@ -8,6 +8,9 @@ the schedule's end: the last step trains at exactly `lr_end`.
 
 The multiplier is a pure function of the step, so the loop sets each step's LR from it (resume needs no scheduler
 state, and `accelerate` does not step it once per process).
+
+`warmup_stable_cosine` is the micro-model stages' schedule (warm-up, flat, then a cosine to a floor), put together
+from two `get_scheduler` multipliers.
 """
 from __future__ import annotations
 
@@ -56,4 +59,32 @@ def config_factor(cfg) -> Callable[[int], float]:
     return lr_factor(cfg.lr_schedule, cfg.steps, cfg.lr_warmup, floor)
 
 
-__all__ = ["NAMES", "lr_factor", "config_factor"]
+def warmup_stable_cosine(steps: int, warmup: int, decay_from: float = 0.6, floor: float = 0.1) -> Callable[[int], float]:
+    """`step -> multiplier`: `get_scheduler("constant_with_warmup")` counting the step being taken (step s trains at
+    (s + 1) / warmup, so the first step does not train at 0), flat until step `int(decay_from · steps)`, then
+    `get_scheduler("cosine")` (half a cosine over the remaining steps) rescaled to end at `floor`: `floor + (1 −
+    floor) · m`. The micro trainer's former `lr_at(step, steps, base, warmup)` is `base ·` this, step for step."""
+    from diffusers.optimization import get_scheduler
+
+    warmup = max(1, int(warmup))
+    decay_start = int(steps * decay_from)
+
+    def dummy():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=1.0)
+
+    ramp = get_scheduler("constant_with_warmup", dummy(), num_warmup_steps=warmup).lr_lambdas[0]
+    cosine = get_scheduler("cosine", dummy(), num_warmup_steps=0,
+                           num_training_steps=max(1, steps - decay_start)).lr_lambdas[0]
+
+    def f(s: int) -> float:
+        s = int(s)
+        if s < warmup:
+            return float(ramp(s + 1))
+        if s < decay_start:
+            return 1.0
+        return floor + (1.0 - floor) * float(cosine(s - decay_start))
+
+    return f
+
+
+__all__ = ["NAMES", "lr_factor", "config_factor", "warmup_stable_cosine"]
