@@ -30,6 +30,7 @@ from pipelines.request import (  # noqa: E402
     MG_RANGE, STEPS_RANGE, TASK_NAMES, summary_text,
 )
 from pipelines.studio import history as hist_mod  # noqa: E402
+from pipelines.studio.compute import TorchThread  # noqa: E402
 from pipelines.studio.examples import example_fn, example_names, example_rows  # noqa: E402
 from pipelines.studio.gpu import gpu_decorator  # noqa: E402
 from pipelines.studio.handlers import DISPLAY_SIDE, ENDPOINTS, Studio, log  # noqa: E402
@@ -84,12 +85,12 @@ def _range_bounds(name: str, steps: int) -> tuple[int, int]:
 
 
 def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, store=None,
-               delete_cache=None) -> gr.Blocks:
+               delete_cache=None, compute=None) -> gr.Blocks:
     if cache_examples is True:
         cache_examples = "eager"
     elif cache_examples in (False, None):
         cache_examples = "off"
-    studio = Studio(preset, pool, store)
+    studio = Studio(preset, pool, store, compute=compute)
     frame_choices = [int(x) for x in preset.frame_choices]
     size_choices = [int(x) for x in preset.size_choices]
     banner = (f"**Live preset: `{preset.name}`** on `{preset.device}` — {preset.reason}  \n"
@@ -258,7 +259,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
             progress = values.pop() if values and isinstance(values[-1], gr.Progress) else None
             values.pop()  # gr.Request
             tok = values.pop() if with_token else None
-            yield from fn(task, dict(zip(names, values)), progress, token=tok)
+            yield from studio.iterate(fn(task, dict(zip(names, values)), progress, token=tok))
 
         # defaults in the signature become the API's defaults (gradio_client fills omitted arguments with them)
         params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -475,14 +476,18 @@ def main(argv=None):
 
     # one preset per GPU (one generation each; Gradio's concurrency limit = number of GPUs); one slot on CPU
     devices = [args.device] if args.device else available_devices()
+    # on a CPU every torch call of the app (loading, runs, examples) goes through one thread (studio/compute.py)
+    compute = TorchThread() if str(devices[0]).startswith("cpu") else None
     try:
-        preset = load_preset(args.preset, device=devices[0])
+        preset = compute.call(load_preset, args.preset, device=devices[0]) if compute else load_preset(
+            args.preset, device=devices[0])
     except ValueError as e:  # an unknown preset or its weights missing (micro-harivo names the command that makes them)
         print(f"error: --preset: {e}", file=sys.stderr)
         return 2
     pool = PipelinePool(lambda d: load_preset(args.preset, device=d),
                         devices if preset.device.type == "cuda" else [devices[0]])
-    pool.warm()
+    if len(pool) > 1:  # one slot runs on `preset` itself (Studio._preset): nothing more to load
+        pool.warm()
     threads = f"{n_threads} torch threads ({why})"
     log(f"preset {preset.name} on {preset.device}: {preset.reason} ({time.perf_counter() - t0:.1f} s); {threads}")
     # one cache folder per preset: cached outputs of the micro preset must not be shown for animatediff
@@ -492,7 +497,7 @@ def main(argv=None):
     log(f"runs in {store.root}: keeping the last {store.keep} finished runs and nothing older than "
         f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
     demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
-                      delete_cache=delete_cache_for(args.max_age))
+                      delete_cache=delete_cache_for(args.max_age), compute=compute)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     t_ready = time.perf_counter()
 

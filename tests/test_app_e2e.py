@@ -85,7 +85,7 @@ def test_style_transfer(client, examples_dir):
     from gradio_client import handle_file
 
     job, result = _run(client, "/style_transfer", PROMPT, style_image=handle_file(str(examples_dir / "style_stripes.png")))
-    assert len(job.outputs()) >= STEPS + 1
+    assert len(job.outputs()) >= 3  # its first and last step streamed, then the final row
     _check_video(result, 8)
 
 

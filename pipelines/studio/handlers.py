@@ -85,7 +85,8 @@ class _Plot:
 class Studio:
     """The live preset (loaded once), the run store and the handlers shared by the four tabs."""
 
-    def __init__(self, preset, pool=None, store: Optional[RunStore] = None, stream_every_s: Optional[float] = None):
+    def __init__(self, preset, pool=None, store: Optional[RunStore] = None, stream_every_s: Optional[float] = None,
+                 compute=None):
         from ..guidance import METHODS, method_params
 
         self.preset = preset
@@ -96,6 +97,12 @@ class Studio:
         self.trackers: dict[str, StatusTracker] = {}  # token -> tracker, in the process that runs it
         #: seconds between streamed rows of a running job (0: every step); see `_stream`
         self.stream_every = stream_every() if stream_every_s is None else float(stream_every_s)
+        #: a `pipelines.studio.compute.TorchThread` the app runs every handler's steps on (CPU presets), or None
+        self.compute = compute
+
+    def iterate(self, rows):
+        """A handler's rows, each step run on the studio's torch thread when it has one."""
+        return self.compute.iterate(rows) if self.compute is not None else rows
 
     @property
     def slots(self) -> int:
