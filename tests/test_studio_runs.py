@@ -246,8 +246,12 @@ def test_plot_is_redrawn_at_most_every_interval():
     from pipelines.studio.handlers import _Plot
 
     plot = _Plot({"r": [0.1, 0.2]}, every=3600)
-    assert plot() is not None and not isinstance(plot(), type(plot(force=True)))  # skip between draws
+    assert plot() == {"__type__": "update"}  # the first step: nothing worth a figure yet
+    assert plot() == {"__type__": "update"}  # within the interval
+    assert plot(force=True).axes[0].lines[0].get_ydata().tolist() == [0.1, 0.2]  # the run's end
     assert plot() == {"__type__": "update"}
+    fast = _Plot({"r": [0.1]}, every=0)
+    assert fast() == {"__type__": "update"} and fast().axes  # drawn from the second call on
 
 
 def test_a_running_job_streams_its_first_and_last_step_and_at_most_one_row_per_interval(preset, tmp_path, monkeypatch):

@@ -69,14 +69,17 @@ def fail(field: str, message: str):
 
 
 class _Plot:
-    """The reward figure, redrawn at most every `every` seconds (and when forced)."""
+    """The reward figure, drawn at most every `every` seconds from a run's first step (and when forced)."""
 
     def __init__(self, series: dict, every: float = PLOT_EVERY_S):
         self.series, self.every, self.last = series, every, None
 
     def __call__(self, force: bool = False):
         now = time.perf_counter()
-        if not force and self.last is not None and now - self.last < self.every:
+        if self.last is None and not force:  # a run's first step has one point: the first drawing waits `every`
+            self.last = now
+            return gr.skip()
+        if not force and now - self.last < self.every:
             return gr.skip()
         self.last = now
         return reward_figure(self.series)
