@@ -26,7 +26,7 @@ from .runs import Run, RunStore
 DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
 PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upscaled, 512² frames downscaled)
 #: The reward plot is redrawn at most this often (seconds) while a run streams, and always at its end: a matplotlib
-#: figure per step cost about 1 s of a 20-step micro run.
+#: figure costs about 0.1 s to draw and send.
 PLOT_EVERY_S = 1.0
 #: A running job streams a row (preview, plot, status) at most this often, plus its first and last step and each new
 #: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step).
@@ -207,7 +207,7 @@ class Studio:
 
         A row is streamed for the first step, each new phase, the last step and otherwise at most every `every`
         seconds (`self.stream_every`): each row costs about 0.1 s in Gradio's queue, which doubled a 1 s micro run when
-        every step was streamed. The status line and the run's progress are updated every step regardless."""
+        every step was streamed. The tracker and the run's progress text (what a Cancel reports) follow every step."""
         every = self.stream_every
         gen = run(prepared, preset, should_stop=run_.stop_requested)
         preview, pending, last, phase = None, None, None, None
