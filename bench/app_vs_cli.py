@@ -1,6 +1,6 @@
 """The app's time beside the CLI's for the same request (micro preset, t2v, seed 0, 20 steps).
 
-    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3]
+    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3] [--app-env KEY=VALUE ...]
 
 app: wall time of one `/text_to_video` request through gradio_client against `python app.py` on 127.0.0.1 (the
 server warmed by one request first), everything the user waits for: streaming every step, previews, plot, mp4.
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--methods", default="none,titan")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for the app's process only (e.g. OMP_NUM_THREADS=1)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from gradio_client import Client
@@ -39,7 +41,9 @@ def main() -> None:
 
     configure_torch_threads()
     d = Path(tempfile.mkdtemp(prefix="gvs-bench-"))
-    proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"))
+    app_env = dict(kv.split("=", 1) for kv in a.app_env)
+    proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"),
+                          env_extra=app_env)
     try:
         client = Client(url, verbose=False)
         preset = load_preset("micro", device="cpu")
@@ -67,7 +71,7 @@ def main() -> None:
                 clis.append(cli_once(method))
             app_s, cli_s = statistics.median(apps), statistics.median(clis)
             print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
-                              "ratio": round(app_s / cli_s, 2), "load": round(os.getloadavg()[0], 2)}), flush=True)
+                              "ratio": round(app_s / cli_s, 2), "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

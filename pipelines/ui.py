@@ -128,7 +128,9 @@ def reward_figure(series: dict, title: str = "Reward per step"):
                 color="gray")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    # fixed margins (room for 3-digit tick labels and the axis labels): `tight_layout` measured every text and
+    # took a third of the figure's cost (52 -> 36 ms to draw and encode)
+    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.2, top=0.88)
     return fig
 
 

@@ -82,3 +82,27 @@ def test_the_studio_runs_its_handlers_on_its_torch_thread(preset, tmp_path, monk
     outs = list(studio.iterate(studio.generate("t2v", kw, token=studio.begin()[0])))
     assert "2 steps" in outs[-1][-1] and where == [tt.ident]
     tt.shutdown()
+
+
+def test_a_runs_cleanup_is_queued_on_the_torch_thread_not_run_before_the_last_row(preset, tmp_path, monkeypatch):
+    """With a torch thread, the full collection after a run is queued there (it overlaps with Gradio sending the
+    last row); without one it runs inline, as on a GPU."""
+    from pipelines.studio import handlers
+    from pipelines.studio.handlers import Studio
+    from pipelines.studio.runs import RunStore
+
+    released = []
+    monkeypatch.setattr(handlers, "_release", lambda p: released.append(threading.get_ident()))
+    kw = dict(prompt="a red circle moving left to right on a black background", method="none", mg_scale=0, seed=0,
+              steps=2, cfg=7.5, frames=8, size=preset.default_size, eta=1.0)
+    tt = TorchThread()
+    studio = Studio(preset, store=RunStore(tmp_path / "a", keep=2), compute=tt)
+    list(studio.iterate(studio.generate("t2v", kw, token=studio.begin()[0])))
+    tt.call(lambda: None)  # the queue is in order: once this ran, the cleanup has run
+    assert released == [tt.ident]
+    tt.shutdown()
+
+    released.clear()
+    inline = Studio(preset, store=RunStore(tmp_path / "b", keep=2))
+    list(inline.generate("t2v", kw, token=inline.begin()[0]))
+    assert released == [threading.get_ident()]

@@ -54,6 +54,12 @@ class TorchThread:
         ctx = contextvars.copy_context()
         return pool.submit(ctx.run, fn, *args, **kwargs).result()
 
+    def submit(self, fn: Callable[..., T], *args, **kwargs):
+        """Queue `fn` on the thread and return its Future at once (e.g. cleanup after a run, which then overlaps
+        with Gradio sending the run's last row instead of delaying it). From the thread itself, it runs after the
+        work in hand."""
+        return self._pool().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
     def iterate(self, gen: Iterator[T]) -> Iterator[T]:
         """`gen`'s items, each `next` run on the thread; closing this (a cancel at a yield) closes `gen` there."""
         try:

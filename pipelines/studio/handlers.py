@@ -29,8 +29,10 @@ PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upsc
 #: figure costs about 0.1 s to draw and send.
 PLOT_EVERY_S = 1.0
 #: A running job streams a row (preview, plot, status) at most this often, plus its first and last step and each new
-#: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step).
-STREAM_EVERY_S = 0.25
+#: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step). Each row costs the server (and the client beside it on a
+#: small machine) CPU time the run's kernels then lack: a 20-step micro run took 1.41x the CLI's time streaming every
+#: 0.25 s, 1.31x every 0.5 s and 1.23x with first and last rows only (`bench/RESULTS_APP.md`).
+STREAM_EVERY_S = 0.5
 ENDPOINTS = {
     "t2v": "text_to_video",
     "style": "style_transfer",
@@ -376,7 +378,10 @@ class Studio:
         finally:
             if run_.state == "running":  # left without a final state (e.g. closed before its first row)
                 run_.set_state("cancelled")
-            _release(self.preset)
+            if self.compute is not None:  # after this step, on the torch thread, while Gradio sends the last row
+                self.compute.submit(_release, self.preset)
+            else:
+                _release(self.preset)
 
 
 def _release(preset) -> None:
