@@ -7,9 +7,9 @@ motion words and `k`, and in AnimateDiff only the temporal layers know `k`.
 
 `FrameTokens` is the one type `GuidedAnimateDiffPipeline` accepts (its `frame_tokens` component), and
 `HarivoFrameTokens`, the paper's generator t_θ (Linear+SiLU → a 1-D convolution over the M token positions to F·K
-outputs → 3 × (Linear+SiLU)), is the one frame-token class: `pipelines/training/` trains it (its `final/frame_tokens/`
-folders load into any pipeline: `load_video_parts`, `--video-parts`), the micro stages' joint stage trains it
-(`--frame-tokens 3`, `pipelines/training/micro_stages.py`), and the shipped micro model carries one
+outputs → 3 × (Linear+SiLU)), is the one frame-token class: `pipelines/training/` trains it (its
+`final/frame_tokens/` folders load into any pipeline: `load_video_parts`, `--video-parts`), the micro stages' joint
+stage trains it (`--frame-tokens 3`, `pipelines/training/micro_stages.py`), and the shipped micro model carries one
 (`assets/micro/frame_tokens`).
 
 History (issue #18): the micro model used to ship a `FrameTokenGenerator`, another architecture (standardised tokens

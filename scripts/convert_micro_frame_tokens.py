@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     from pipelines.micro.loading import load_micro_pipeline
 
     if args.old_folder:
-        old = load_old(Path(args.old_folder) / "diffusion_pytorch_model.safetensors", Path(args.old_folder) / "config.json")
+        folder = Path(args.old_folder)
+        old = load_old(folder / "diffusion_pytorch_model.safetensors", folder / "config.json")
     elif args.old_weights and args.old_config:
         old = load_old(Path(args.old_weights), Path(args.old_config))
     else:
@@ -177,7 +178,8 @@ def main(argv=None) -> int:
     new.eval()
     if args.dtype == "fp16":
         new = new.half()
-    report = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "data": counts, "frames": frames, "max_frames": mf,
+    report = {"steps": args.steps, "lr": args.lr, "batch": args.batch, "data": counts, "frames": frames,
+              "max_frames": mf,
               "dtype": args.dtype, "seconds": round(time.time() - t0, 1), "relative_error": {}}
     n_cap = counts["captions"]
     with torch.no_grad():
