@@ -1,15 +1,18 @@
 """Each tab's examples are what the tables promise: every example row is generated as the app generates it (the tab's
-defaults, the row's values, `Studio.prepare` → `request.run`) with the micro preset, and read by the world's exact
-detector (`pipelines.evaluation.readers`): one clean object of the prompt's colour, shape and motion in every frame,
-plus the tab's own effect."""
+defaults, the row's values, `Studio.prepare` → `request.run`) with the test preset when it draws the micro world
+(micro, micro-harivo: `pipelines.presets.is_micro_world`), and read by the world's exact detector
+(`pipelines.evaluation.readers`): one clean object of the prompt's colour, shape and motion in every frame, plus the
+tab's own effect."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from pipelines.presets import is_micro_world
 from tests.conftest import test_preset_name
 
-pytestmark = pytest.mark.skipif(test_preset_name() != "micro", reason="the detector reads the micro world only")
+pytestmark = pytest.mark.skipif(not is_micro_world(test_preset_name()),
+                                reason="the detector reads the micro world only (micro, micro-harivo)")
 
 
 @pytest.fixture(scope="module")
