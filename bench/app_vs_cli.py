@@ -5,7 +5,8 @@
 app: wall time of one `/text_to_video` request through gradio_client against `python app.py` on 127.0.0.1 (the
 server warmed by one request first), everything the user waits for: streaming every step, previews, plot, mp4.
 cli: wall time of what `python -m pipelines generate` does after loading the models (validate, sample, write the
-mp4 and report), in a warm process with the same torch threads. Medians; one JSON line per method.
+mp4 and report), in a warm process with the same torch threads. Medians; one JSON line per method: `ratio` is the
+ratio of the medians, `pair_ratio` the median of each app run over the CLI run right after it.
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def main() -> None:
                 apps.append(app_once(method))
                 clis.append(cli_once(method))
             app_s, cli_s = statistics.median(apps), statistics.median(clis)
+            # each app run against the CLI run right after it: steadier than the ratio of medians when the machine's
+            # speed drifts during the bench
+            pair = statistics.median(x / y for x, y in zip(apps, clis))
             print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
-                              "ratio": round(app_s / cli_s, 2), "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
+                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
