@@ -1,26 +1,30 @@
-"""One-off: convert the shipped micro model's old frame-token generator into a `HarivoFrameTokens` (issue #18).
+"""Refit the shipped micro model's `FrameTokenGenerator` into the paper's `HarivoFrameTokens` (issue #18). Tried in
+session 9 and not shipped.
 
-Until this conversion `assets/micro/frame_tokens` held a `FrameTokenGenerator` (the project's own architecture:
-standardised text tokens projected in order, features of the frame's time, an MLP). `pipelines/` now has one
-frame-token class, the paper's `HarivoFrameTokens`, so the shipped weights were refitted to it: a
-`HarivoFrameTokens` with the same `dim`, `text_length` and `num_tokens` is trained by regression (MSE on the
-`(B, F, K, D)` tokens, Adam) to reproduce the old generator's outputs on the micro text encoder's encodings of every
-world caption (all 360 colour × shape × motion × background captions, seen and held-out), of the empty prompt (the
-unconditional branch of CFG) and of convex mixes of two captions (prompt interpolation), at every frame count the
-`micro` preset offers (8, 12, 16) and at 32 frames for the frames past 16.
+`assets/micro/frame_tokens` holds a `FrameTokenGenerator`, the project's own architecture: standardised text
+tokens projected in order, features of the frame's time, and an MLP. This script trains a `HarivoFrameTokens` with
+the same `dim`, `text_length` and `num_tokens` by regression, using Adam and MSE on the `(B, F, K, D)` tokens, to
+reproduce the old generator's outputs. The inputs are the micro text encoder's encodings of:
+- every world caption (360);
+- the empty prompt (CFG's unconditional branch);
+- convex mixes of two captions.
+They are taken at every frame count the `micro` preset offers (8, 12, 16), and at 32 frames for the frames past 16.
 
-What the fit can reach: `HarivoFrameTokens` ends in a SiLU, whose outputs never go below −0.278, and 29 % of the old
-tokens' values lie below it, so clipping alone leaves a relative error of 0.49; the fit ends at 0.49 (and it cannot
-see F, where the old generator's frame-k tokens depend on F by 3 %). The videos stay the same all the same (pixel
-differences ≤ 0.05 at 8 frames; the micro evaluation's figures unchanged, bench/MICRO.md, "One frame-token class").
+What it reaches (`bench/MICRO.md`, "One frame-token class"):
+- `HarivoFrameTokens` ends in a SiLU, which never goes below −0.278. 29 % of the old tokens' values lie below it, so
+  the relative error stays at 0.49.
+- Unguided videos keep every detection.
+- Guided ones lose quality: conflicting-key interpolation 6/8 against 8/8, audio Free²Guide joint 0.29 against 0.48.
 
-The old architecture lives here only, as a private reader of the old weights, so the conversion is reproducible from
-git history:
+So `micro` keeps its generator.
+
+The script reads the old weights with its own copy of the old forward pass, so it runs from any commit. From git
+history:
 
     git show 9f70733:assets/micro/frame_tokens/diffusion_pytorch_model.safetensors > /tmp/old.st
     git show 9f70733:assets/micro/frame_tokens/config.json > /tmp/old.json
     python scripts/convert_micro_frame_tokens.py --old-weights /tmp/old.st --old-config /tmp/old.json \\
-        --out assets/micro/frame_tokens --steps 4000 --threads 1 --report bench/micro_frame_tokens_fit.json
+        --out /tmp/ft --steps 4000 --threads 1 --report /tmp/fit.json
 
 (`--old-folder DIR` reads both from a folder instead.) It prints the fit (relative error per frame count;
 `--report PATH` also writes it as JSON).

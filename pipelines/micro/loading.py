@@ -37,12 +37,6 @@ def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Pat
                 raise FileNotFoundError(f"micro weights folder {folder}: missing {d / name}")
         if sub in ("vae", "unet", "text_encoder", "clip") and not any((d / w).is_file() for w in _WEIGHTS):
             raise FileNotFoundError(f"micro weights folder {folder}: no weights file in {d}")
-    if not clip:
-        from ..frame_tokens import old_format_error
-
-        old = old_format_error(folder / "frame_tokens")
-        if old:
-            raise ValueError(f"micro weights folder {folder}: {old}")
     for p in [folder / "model_index.json"] if not clip else [folder / "clip" / "config.json"]:
         try:
             json.loads(p.read_text())

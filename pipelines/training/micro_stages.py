@@ -42,7 +42,6 @@ AUX_CLASSES = {"motion": list(world.MOTIONS), "colour": list(world.COLOURS), "sh
                "background": list(world.BACKGROUNDS)}
 AUX_WEIGHTS = {"motion": 1.0, "colour": 0.25, "shape": 0.25, "background": 0.25}
 DEFAULT_STEPS = {"clip": 800, "vae": 1000, "unet": 2000, "motion": 800, "joint": 800}
-FRAME_TOKEN_MAX_FRAMES = 32  # max_frames of the frame-token generator the joint stage builds
 
 
 # -------------------------------------------------------------------------------------------- the stages
@@ -461,25 +460,19 @@ class Trainer:
         return self._loop(stage, steps, model, params, self.lr or lr, loss_fn, save)
 
     def _frame_token_generator(self, text, embed):
-        """HARIVO's frame-wise token generator (the paper's `HarivoFrameTokens`), for up to 32 frames (the joint stage
-        trains at 8, 12 and 16). A fresh one's last layer starts at zero, so its tokens start at zero (SiLU(0) = 0)
-        and the UNet's conditioning starts unchanged; `--init-frame-tokens` continues a saved one."""
-        from ..frame_tokens import HarivoFrameTokens, load_frame_tokens
+        """HARIVO frame-wise token generator; its text standardisation comes from the training captions."""
+        from ..frame_tokens import FrameTokenGenerator
 
         if self.init_frame_tokens is not None:
-            gen = load_frame_tokens(self.init_frame_tokens)
-            if gen.config.dim != text.config.hidden_size or gen.config.num_tokens != self.frame_tokens:
-                raise ValueError(f"--init-frame-tokens {self.init_frame_tokens}: dim {gen.config.dim}, "
-                                 f"{gen.config.num_tokens} tokens; this run has dim {text.config.hidden_size}, "
-                                 f"--frame-tokens {self.frame_tokens}")
-            return gen.to(self.device)
+            return FrameTokenGenerator.from_pretrained(str(self.init_frame_tokens)).to(self.device)
         torch.manual_seed(self.seed + 13)
-        gen = HarivoFrameTokens(dim=text.config.hidden_size, text_length=MAX_TOKENS, num_tokens=self.frame_tokens,
-                                max_frames=FRAME_TOKEN_MAX_FRAMES)
-        last = gen.layers[-1][0]
-        torch.nn.init.zeros_(last.weight)
-        torch.nn.init.zeros_(last.bias)
-        return gen.to(self.device)
+        gen = FrameTokenGenerator(dim=text.config.hidden_size, num_tokens=self.frame_tokens,
+                                  hidden=2 * text.config.hidden_size, text_length=MAX_TOKENS).to(self.device)
+        caps = [world.caption(c, s, m, b) for (c, s, m) in world.TRAIN_COMBOS for b in world.BACKGROUNDS] + [""]
+        with torch.no_grad():
+            tokens = torch.cat([embed(caps[i:i + 256]) for i in range(0, len(caps), 256)])
+        gen.set_text_statistics(tokens)
+        return gen
 
     def train_motion(self, steps: int):
         return self._video_stage("motion", steps)
@@ -506,9 +499,10 @@ class Trainer:
         make_scheduler(pred).save_pretrained(str(self.out / "scheduler"))
         ft = self.work / "frame_tokens"
         if (ft / "config.json").exists():
-            from ..frame_tokens import load_frame_tokens
+            from ..frame_tokens import FrameTokenGenerator
 
-            load_frame_tokens(ft).save_pretrained(str(self.out / "frame_tokens"), safe_serialization=True)
+            FrameTokenGenerator.from_pretrained(str(ft)).save_pretrained(str(self.out / "frame_tokens"),
+                                                                         safe_serialization=True)
         elif (self.out / "frame_tokens").exists():  # a stale generator from an earlier export would not match
             import shutil
 
@@ -526,7 +520,7 @@ class Trainer:
             "vae": ["diffusers", "AutoencoderKL"],
         }
         if (self.out / "frame_tokens" / "config.json").exists():
-            index["frame_tokens"] = ["pipelines.frame_tokens", "HarivoFrameTokens"]
+            index["frame_tokens"] = ["pipelines.frame_tokens", "FrameTokenGenerator"]
         (self.out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         meta = {"unet_source": src.name, "size": [k for k, v in SIZES.items() if v is self.cfg][:1], "seed": self.seed}
         (self.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -578,7 +572,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="joint stage: the UNet predicts eps (as the earlier stages) or v; export writes it to the "
                         "scheduler")
     p.add_argument("--init-frame-tokens", default=None,
-                   help="with --frame-tokens: continue this trained HarivoFrameTokens folder")
+                   help="with --frame-tokens: continue this trained FrameTokenGenerator folder")
     p.add_argument("--frame-tokens", type=int, default=0,
                    help="joint stage: train HARIVO frame-wise tokens, this many per frame (0 = none; HARIVO uses 3)")
     for s in STAGES[:-1]:
