@@ -53,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="1,3,6")
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--no-download", action="store_true", help="the client does not download the output files")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -78,7 +79,8 @@ def main() -> None:
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError((d / "server.log").read_text()[-2000:])
             time.sleep(0.2)
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        client = (Client(f"http://127.0.0.1:{port}", verbose=False, download_files=False) if a.no_download
+                  else Client(f"http://127.0.0.1:{port}", verbose=False))
         client.predict(3, api_name="/floor")
         for rows in [int(r) for r in a.rows.split(",")]:
             ts = []
@@ -86,7 +88,7 @@ def main() -> None:
                 t = time.perf_counter()
                 client.predict(rows, api_name="/floor")
                 ts.append(time.perf_counter() - t)
-            print(json.dumps({"rows": rows, "median_s": round(statistics.median(ts), 3),
+            print(json.dumps({"rows": rows, "download": not a.no_download, "median_s": round(statistics.median(ts), 3),
                               "min_s": round(min(ts), 3), "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         proc.terminate()
