@@ -270,3 +270,20 @@ def test_a_running_job_streams_its_first_and_last_step_and_at_most_one_row_per_i
                       ("soon", handlers.STREAM_EVERY_S), ("nan", handlers.STREAM_EVERY_S)):
         monkeypatch.setenv("GVS_STREAM_EVERY_S", raw)
         assert handlers.stream_every() == want, raw
+
+
+def test_the_reward_plot_waits_out_a_runs_first_step_and_redraws_at_most_every_interval():
+    """A figure costs about 0.05 s: none for a run's first step (one point), at most one per interval while the run
+    streams, and always the forced one at its end."""
+    import gradio as gr
+    from matplotlib.figure import Figure
+
+    from pipelines.studio.handlers import PLOT_EVERY_S, _Plot
+
+    assert PLOT_EVERY_S >= 1.0
+    slow = _Plot({"task reward": [0.1, 0.2]}, every=3600)
+    assert slow() == gr.skip()  # the first step
+    assert slow() == gr.skip()  # within the interval
+    assert isinstance(slow(force=True), Figure)  # the run's end
+    fast = _Plot({"task reward": [0.1, 0.2]}, every=0)
+    assert fast() == gr.skip() and isinstance(fast(), Figure)

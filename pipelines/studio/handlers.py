@@ -26,8 +26,9 @@ from .runs import Run, RunStore
 DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
 PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upscaled, 512² frames downscaled)
 #: The reward plot is redrawn at most this often (seconds) while a run streams, and always at its end: a matplotlib
-#: figure costs about 0.1 s to draw and send.
-PLOT_EVERY_S = 1.0
+#: figure costs about 0.05 s to draw and encode, and a 20-step micro run (about 1.5 s) took 1.25x the CLI's time with
+#: one redraw a second against 1.19x with one every 2 s (`bench/RESULTS_APP.md`).
+PLOT_EVERY_S = 2.0
 #: A running job streams a row (preview, plot, status) at most this often, plus its first and last step and each new
 #: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step). Each row costs the server (and the client beside it on a
 #: small machine) CPU time the run's kernels then lack: a 20-step micro run took 1.41x the CLI's time streaming every
