@@ -50,7 +50,7 @@ def main() -> None:
     proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"),
                           env_extra=app_env)
     try:
-        client = Client(url, verbose=False, download_files=False) if a.no_download else Client(url, verbose=False)
+        client = Client(url, verbose=False, **({"download_files": False} if a.no_download else {}))
         preset = load_preset("micro", device="cpu")
 
         def app_once(method):

@@ -64,6 +64,7 @@ def main() -> None:
     from gradio_client import Client
 
     from tests.conftest import free_port
+    from tests.waiting import wait_until
 
     d = Path(tempfile.mkdtemp(prefix="gvs-floor-"))
     folder = d / "gradio" / "floor"
@@ -74,13 +75,15 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--folder", str(folder)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 120
-        while "Running on" not in (d / "server.log").read_text():  # waits for the server, no fixed sleep
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((d / "server.log").read_text()[-2000:])
-            time.sleep(0.2)
-        client = (Client(f"http://127.0.0.1:{port}", verbose=False, download_files=False) if a.no_download
-                  else Client(f"http://127.0.0.1:{port}", verbose=False))
+        def up():
+            text = (d / "server.log").read_text()
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {text[-2000:]}")
+            return "Running on" in text
+
+        wait_until(up, timeout=120, every=0.2, what="the floor server")
+        client = Client(f"http://127.0.0.1:{port}", verbose=False,
+                        **({"download_files": False} if a.no_download else {}))
         client.predict(3, api_name="/floor")
         for rows in [int(r) for r in a.rows.split(",")]:
             ts = []
