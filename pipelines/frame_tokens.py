@@ -1,30 +1,20 @@
-"""HARIVO's frame-wise token generators: text tokens `(M, D)` → per-frame tokens `(F, K, D)`.
+"""HARIVO's frame-wise token generator: text tokens `(M, D)` → per-frame tokens `(F, K, D)`.
 
 HARIVO (seed 002) appends `K = 3` generated tokens to the text tokens of every frame, so the image model's
 cross-attention, which sees one frame at a time and has no notion of time, receives a frame-specific condition.
 That is what a prompt like "moving left to right" needs: the object's place in frame `k` depends on both the
 motion words and `k`, and in AnimateDiff only the temporal layers know `k`.
 
-`FrameTokens` is the one type `GuidedAnimateDiffPipeline` accepts (its `frame_tokens` component). Two generators
-share it:
+`HarivoFrameTokens` is the paper's generator t_θ (Linear+SiLU → a 1-D convolution over the M token positions to
+F·K outputs → 3 × (Linear+SiLU)) and the one generator there is: the shipped `micro` model's (`assets/micro/frame_tokens`),
+`micro-harivo`'s and every `final/frame_tokens/` folder `pipelines/training/` writes (`load_video_parts`,
+`--video-parts`). `FrameTokens` is the interface `GuidedAnimateDiffPipeline` checks (its `frame_tokens` component).
 
-- `HarivoFrameTokens`, the paper's generator t_θ (Linear+SiLU → a 1-D convolution over the M token positions to
-  F·K outputs → 3 × (Linear+SiLU)). `pipelines/training/` trains this one, and its `final/frame_tokens/` folders load
-  into any pipeline (`load_video_parts`, `--video-parts`).
-- `FrameTokenGenerator`, the generator of the shipped micro model (`assets/micro/frame_tokens`, trained by
-  `pipelines/micro/train.py` before the training package existed). It cannot become a `HarivoFrameTokens`: its
-  weights are another architecture (standardised tokens projected in order, time features, an MLP whose last layer
-  starts at zero) with no equivalent in the paper's layers, so converting would mean retraining the shipped model.
-  It stays, as a `FrameTokens`: a regression into `HarivoFrameTokens` (`scripts/convert_micro_frame_tokens.py`) kept
-  the unguided videos but cost guided ones quality, and `micro-harivo` is worse on two tabs' guided defaults
-  (`bench/MICRO.md`, `bench/EVALUATE.md`, session 9).
-
-`load_frame_tokens(folder)` reads either from its `config.json` (`_class_name`). Real AnimateDiff weights have no
-generator and are unaffected.
+`micro` had its own generator, `FrameTokenGenerator`, until issue #18: its last joint round was re-run with this class
+(`bench/MICRO.md`, "Round 8"). `load_frame_tokens` refuses a folder of that retired class with a message saying how to
+convert it (`scripts/convert_micro_frame_tokens.py`). Real AnimateDiff weights have no generator and are unaffected.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -87,71 +77,18 @@ class HarivoFrameTokens(FrameTokens):
         return out[:, : num_frames * cfg.num_tokens].reshape(b, num_frames, cfg.num_tokens, cfg.dim).to(text_tokens.dtype)
 
 
-class FrameTokenGenerator(FrameTokens):
-    """The shipped micro model's generator. `(B, M, D)` text tokens → `(B, F, K, D)` frame tokens.
-
-    Standardises the text tokens per position and feature, projects each token to a few features, keeps them in order
-    (word order matters: "left to right" and "right to left" have the same words), adds features of the frame's
-    normalised time `u = k / (F − 1)` and of its index, and maps all of it through an MLP whose last layer starts at
-    zero. The standardisation statistics are buffers set once from the frozen text encoder before training."""
-
-    @register_to_config
-    def __init__(self, dim: int = 768, num_tokens: int = 3, hidden: int = 256, time_freqs: int = 6,
-                 max_frames: int = 32, text_length: int = 77, token_features: int = 16):
-        super().__init__()
-        self.register_buffer("text_mean", torch.zeros(text_length, dim))
-        self.register_buffer("text_scale", torch.ones(text_length, dim))
-        n_time = 4 * time_freqs + 2
-        self.token_proj = nn.Linear(dim, token_features)
-        self.net = nn.Sequential(
-            nn.Linear(text_length * token_features + n_time, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, num_tokens * dim),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    @torch.no_grad()
-    def set_text_statistics(self, text_tokens: torch.Tensor) -> None:
-        """Per-position, per-feature standardisation from a sample of prompts' text tokens `(N, M, D)`."""
-        t = text_tokens.float()
-        self.text_mean.copy_(t.mean(0))
-        self.text_scale.copy_(t.std(0).clamp(min=1e-3))
-
-    def text_features(self, text_tokens: torch.Tensor) -> torch.Tensor:
-        """`(B, M, D)` → `(B, M · token_features)`: standardised tokens, projected, in order."""
-        dtype = self.token_proj.weight.dtype
-        z = (text_tokens.to(dtype) - self.text_mean.to(dtype)) / self.text_scale.to(dtype)
-        return self.token_proj(z).flatten(1)
-
-    def time_features(self, num_frames: int, device, dtype) -> torch.Tensor:
-        k = torch.arange(num_frames, device=device, dtype=torch.float32)
-        u = k / max(num_frames - 1, 1)
-        j = torch.arange(1, self.config.time_freqs + 1, device=device, dtype=torch.float32)
-        a = math.pi * u[:, None] * j  # normalised time, periods 2/j of the clip
-        b = math.pi * (k[:, None] / self.config.max_frames) * j  # absolute frame index
-        feats = [a.sin(), a.cos(), b.sin(), b.cos(), u[:, None], (k / self.config.max_frames)[:, None]]
-        return torch.cat(feats, dim=1).to(dtype)  # (F, n_time)
-
-    def forward(self, text_tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
-        want = (self.config.text_length, self.config.dim)
-        if text_tokens.ndim != 3 or tuple(text_tokens.shape[1:]) != want:
-            raise ValueError(f"text tokens must be (batch, {want[0]}, {want[1]}), got {tuple(text_tokens.shape)}")
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
-        b = text_tokens.shape[0]
-        dtype = self.net[0].weight.dtype
-        pooled = self.text_features(text_tokens)
-        tf = self.time_features(num_frames, text_tokens.device, dtype)
-        x = torch.cat([pooled[:, None].expand(b, num_frames, -1), tf[None].expand(b, -1, -1)], dim=-1)
-        out = self.net(x)  # (B, F, K*D)
-        return out.view(b, num_frames, self.config.num_tokens, self.config.dim).to(text_tokens.dtype)
-
-
-GENERATORS = {c.__name__: c for c in (HarivoFrameTokens, FrameTokenGenerator)}
+GENERATORS = {c.__name__: c for c in (HarivoFrameTokens,)}
+#: generator classes that no longer exist, with what to do about a folder of one
+RETIRED = {
+    "FrameTokenGenerator": "the micro model's own generator until issue #18; refit it into HarivoFrameTokens with "
+                           "scripts/convert_micro_frame_tokens.py --old-folder FOLDER --out NEW, or use this "
+                           "version's assets/micro",
+}
 
 
 def load_frame_tokens(folder) -> FrameTokens:
-    """A saved generator of either kind (its `config.json` names the class)."""
+    """A saved generator (its `config.json` names the class); a ValueError naming the folder for a retired or unknown
+    class."""
     import json
     from pathlib import Path
 
@@ -159,9 +96,11 @@ def load_frame_tokens(folder) -> FrameTokens:
     if not cfg.is_file():
         raise FileNotFoundError(f"{folder} has no frame-token generator (config.json)")
     name = json.loads(cfg.read_text()).get("_class_name")
+    if name in RETIRED:
+        raise ValueError(f"{folder}: frame-token generator {name} is retired ({RETIRED[name]})")
     if name not in GENERATORS:
         raise ValueError(f"{folder}: unknown frame-token generator {name!r}; expected one of {sorted(GENERATORS)}")
     return GENERATORS[name].from_pretrained(str(folder))
 
 
-__all__ = ["FrameTokens", "HarivoFrameTokens", "FrameTokenGenerator", "GENERATORS", "load_frame_tokens"]
+__all__ = ["FrameTokens", "HarivoFrameTokens", "GENERATORS", "RETIRED", "load_frame_tokens"]

@@ -30,8 +30,8 @@ from .sampler import Denoiser, StepEvent, StepHook, sample
 
 def _check_frame_tokens(frame_tokens, text_encoder, tokenizer) -> None:
     if not isinstance(frame_tokens, FrameTokens):
-        raise TypeError(f"frame_tokens must be a pipelines.frame_tokens.FrameTokens (HarivoFrameTokens, or the shipped "
-                        f"micro model's FrameTokenGenerator), got {type(frame_tokens).__name__}")
+        raise TypeError(f"frame_tokens must be a pipelines.frame_tokens.FrameTokens (HarivoFrameTokens), "
+                        f"got {type(frame_tokens).__name__}")
     frame_tokens.check_fits(text_encoder, tokenizer)
 
 
@@ -49,9 +49,9 @@ class GuidedAnimateDiffPipeline(AnimateDiffPipeline):
     embeddings, `callback_on_step_end` and `output_type="latent"`. `eta` defaults to 0.0 (diffusers' default) without
     guidance and to 1.0 with it (as in the papers).
 
-    Optional component `frame_tokens` (a `FrameTokens`: HARIVO's frame-wise tokens, the paper's `HarivoFrameTokens`
-    from `pipelines/training/` or the shipped micro model's `FrameTokenGenerator`): when present, every frame's text
-    tokens get that frame's generated tokens appended.
+    Optional component `frame_tokens` (a `FrameTokens`: HARIVO's frame-wise tokens, the paper's `HarivoFrameTokens`,
+    as the micro models ship and `pipelines/training/` trains): when present, every frame's text tokens get that
+    frame's generated tokens appended.
     """
 
     _optional_components = AnimateDiffPipeline._optional_components + ["frame_tokens"]

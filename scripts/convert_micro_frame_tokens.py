@@ -1,33 +1,33 @@
-"""Refit the shipped micro model's `FrameTokenGenerator` into the paper's `HarivoFrameTokens` (issue #18). Tried in
-session 9 and not shipped.
+"""Refit the old micro model's `FrameTokenGenerator` into the paper's `HarivoFrameTokens` (issue #18): the starting
+point of micro's round 8, which then trains the result with the motion modules (`bench/MICRO.md`, "Round 8").
 
-`assets/micro/frame_tokens` holds a `FrameTokenGenerator`, the project's own architecture: standardised text
-tokens projected in order, features of the frame's time, and an MLP. This script trains a `HarivoFrameTokens` with
-the same `dim`, `text_length` and `num_tokens` by regression, using Adam and MSE on the `(B, F, K, D)` tokens, to
+`assets/micro/frame_tokens` held a `FrameTokenGenerator` until round 8, the project's own architecture: standardised
+text tokens projected in order, features of the frame's time, and an MLP. This script trains a `HarivoFrameTokens`
+with the same `dim`, `text_length` and `num_tokens` by regression, using Adam and MSE on the `(B, F, K, D)` tokens, to
 reproduce the old generator's outputs. The inputs are the micro text encoder's encodings of:
 - every world caption (360);
 - the empty prompt (CFG's unconditional branch);
 - convex mixes of two captions.
 They are taken at every frame count the `micro` preset offers (8, 12, 16), and at 32 frames for the frames past 16.
 
-What it reaches (`bench/MICRO.md`, "One frame-token class"):
+What the regression alone reaches (session 9, `bench/MICRO.md`):
 - `HarivoFrameTokens` ends in a SiLU, which never goes below −0.278. 29 % of the old tokens' values lie below it, so
   the relative error stays at 0.49.
 - Unguided videos keep every detection.
 - Guided ones lose quality: conflicting-key interpolation 6/8 against 8/8, audio Free²Guide joint 0.29 against 0.48.
 
-So `micro` keeps its generator.
+So it is only the initialisation: round 8 trains it further with the UNet's motion modules.
 
-The script reads the old weights with its own copy of the old forward pass, so it runs from any commit. From git
-history:
+The script reads the old weights with its own copy of the old forward pass (the class is gone from `pipelines/`).
+From git history:
 
     git show 9f70733:assets/micro/frame_tokens/diffusion_pytorch_model.safetensors > /tmp/old.st
     git show 9f70733:assets/micro/frame_tokens/config.json > /tmp/old.json
     python scripts/convert_micro_frame_tokens.py --old-weights /tmp/old.st --old-config /tmp/old.json \\
         --out /tmp/ft --steps 4000 --threads 1 --report /tmp/fit.json
 
-(`--old-folder DIR` reads both from a folder instead.) It prints the fit (relative error per frame count;
-`--report PATH` also writes it as JSON).
+(`--old-folder DIR` reads both from a folder instead; `--micro DIR` names the micro weights whose text encoder makes
+the inputs.) It prints the fit (relative error per frame count; `--report PATH` also writes it as JSON).
 """
 from __future__ import annotations
 

@@ -62,14 +62,15 @@ def test_ship_refuses_a_folder_without_parts_and_an_existing_destination(shipped
 
 
 def test_load_preset_micro_harivo_puts_the_trained_parts_under_the_micro_image_model(harivo_env):
-    from pipelines.frame_tokens import FrameTokenGenerator, HarivoFrameTokens
+    from pipelines.frame_tokens import HarivoFrameTokens
     from pipelines.presets import PRESET_DEFAULTS, PRESETS, is_micro_world, load_preset
 
     preset = load_preset("micro-harivo", device="cpu")
     micro = load_preset("micro", device="cpu")
     assert preset.name == "micro-harivo" and str(harivo_env) in preset.reason
     assert isinstance(preset.pipe.frame_tokens, HarivoFrameTokens)
-    assert isinstance(micro.pipe.frame_tokens, FrameTokenGenerator)  # the micro preset is untouched
+    assert isinstance(micro.pipe.frame_tokens, HarivoFrameTokens)  # one generator class for both presets ...
+    assert preset.pipe.frame_tokens is not micro.pipe.frame_tokens  # ... trained separately; micro's untouched
     assert preset.pipe.unet is not micro.pipe.unet and preset.pipe.vae is micro.pipe.vae  # shared companions
     assert preset.pipe.unet.dtype == torch.float32  # fp16 files, loaded at the image model's dtype
     assert hasattr(preset.pipe.unet, "_harivo_mapping")

@@ -172,25 +172,31 @@ def test_joint_with_frame_tokens_exports_generator(trained, tmp_path):
 
     from diffusers import AnimateDiffPipeline
 
-    from pipelines.frame_tokens import FrameTokenGenerator
+    from pipelines.frame_tokens import HarivoFrameTokens
     from pipelines.pipeline import GuidedAnimateDiffPipeline
 
     root, _ = trained
     out = tmp_path / "out"
     shutil.copytree(root / "out", out)
     tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, frame_tokens=3,
-                 init_unet=root / "work" / "unet_joint")
+                 init_unet=root / "work" / "unet_joint", freeze_image=True)
     losses = tr.run("joint", 8)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     tr.run("export")
+    # --freeze-image: the image layers are the initial UNet's, the motion modules trained
+    from diffusers import UNetMotionModel
+
+    before = UNetMotionModel.from_pretrained(str(root / "work" / "unet_joint")).state_dict()
+    after = UNetMotionModel.from_pretrained(str(out / "unet")).state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all("motion_modules" in k for k in moved)
     index = json.loads((out / "model_index.json").read_text())
-    assert index["frame_tokens"] == ["pipelines.frame_tokens", "FrameTokenGenerator"]
-    gen = FrameTokenGenerator.from_pretrained(str(out / "frame_tokens"))
-    assert gen.config.num_tokens == 3
-    assert gen.net[-1].weight.abs().sum() > 0  # trained away from its zero initialisation
-    assert (gen.text_scale != 1).any()  # standardisation statistics set from the training captions
+    assert index["frame_tokens"] == ["pipelines.frame_tokens", "HarivoFrameTokens"]  # the paper's generator
+    gen = HarivoFrameTokens.from_pretrained(str(out / "frame_tokens"))
+    assert gen.config.num_tokens == 3 and gen.config.text_length == 24
+    assert gen.layers[-1][0].weight.abs().sum() > 0  # trained away from its zero initialisation
     pipe = GuidedAnimateDiffPipeline.from_pretrained(str(out))
-    assert isinstance(pipe.frame_tokens, FrameTokenGenerator)
+    assert isinstance(pipe.frame_tokens, HarivoFrameTokens)
     seen = []
     pipe.unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape),
                                         with_kwargs=True)
@@ -217,6 +223,36 @@ def world_latents(trained):
     root, _ = trained
     vae = AutoencoderKL.from_pretrained(str(root / "out" / "vae")).eval()
     return vae, WorldLatents(vae)
+
+
+def test_freeze_unet_trains_the_frame_tokens_alone(trained, tmp_path):
+    """--freeze-unet (micro's round 8): the UNet is exported bit for bit as it came in; only the generator moved,
+    starting from the one --init-frame-tokens names."""
+    import shutil
+
+    from diffusers import UNetMotionModel
+
+    from pipelines.frame_tokens import HarivoFrameTokens
+
+    root, _ = trained
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    torch.manual_seed(1)
+    init = HarivoFrameTokens(dim=32, text_length=24, num_tokens=3, max_frames=32)
+    init.save_pretrained(str(tmp_path / "init"))
+    tr = Trainer(out, tmp_path / "work", size="tiny", seed=0, quiet=True, fixed_batch=True, frame_tokens=3,
+                 init_unet=root / "work" / "unet_joint", freeze_unet=True, init_frame_tokens=tmp_path / "init")
+    tr.run("joint", 4)
+    tr.run("export")
+    before = UNetMotionModel.from_pretrained(str(root / "work" / "unet_joint")).state_dict()
+    after = UNetMotionModel.from_pretrained(str(out / "unet")).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    gen = HarivoFrameTokens.from_pretrained(str(out / "frame_tokens"))
+    assert any(not torch.equal(a, b) for a, b in zip(init.state_dict().values(), gen.state_dict().values()))
+    with pytest.raises(ValueError, match="makes 3 tokens per frame, --frame-tokens asks for 2"):
+        bad = Trainer(out, tmp_path / "work2", size="tiny", quiet=True, frame_tokens=2,
+                      init_unet=root / "work" / "unet_joint", freeze_unet=True, init_frame_tokens=tmp_path / "init")
+        bad.run("joint", 1)
 
 
 def test_world_latents_table_is_the_vae_encoding(world_latents):

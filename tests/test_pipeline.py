@@ -98,15 +98,14 @@ def test_no_guidance_equals_animatediff_other_prediction_types(prediction_type):
 
 
 def test_frame_tokens_change_the_video_and_survive_save_load(pipes, tmp_path):
-    """An optional FrameTokenGenerator (HARIVO frame-wise tokens) is saved with the pipeline, loaded back, and used."""
-    from pipelines.frame_tokens import FrameTokenGenerator
+    """An optional HarivoFrameTokens (HARIVO frame-wise tokens) is saved with the pipeline, loaded back, and used."""
+    from pipelines.frame_tokens import HarivoFrameTokens
 
     _, ours = pipes
     comps = dict(ours.components)
     dim = comps["text_encoder"].config.hidden_size
     torch.manual_seed(0)
-    gen = FrameTokenGenerator(dim=dim, hidden=16, text_length=comps["tokenizer"].model_max_length, token_features=4)
-    torch.nn.init.normal_(gen.net[-1].weight, std=0.5)
+    gen = HarivoFrameTokens(dim=dim, text_length=comps["tokenizer"].model_max_length, max_frames=8)
     comps["frame_tokens"] = gen
     with_tokens = GuidedAnimateDiffPipeline(**comps)
     with_tokens.set_progress_bar_config(disable=True)
@@ -116,7 +115,7 @@ def test_frame_tokens_change_the_video_and_survive_save_load(pipes, tmp_path):
     assert (a - b).abs().max().item() > 1e-4
     with_tokens.save_pretrained(tmp_path)
     loaded = GuidedAnimateDiffPipeline.from_pretrained(tmp_path)
-    assert isinstance(loaded.frame_tokens, FrameTokenGenerator)
+    assert isinstance(loaded.frame_tokens, HarivoFrameTokens)
     loaded.set_progress_bar_config(disable=True)
     c = loaded(generator=torch.Generator().manual_seed(0), **kw).frames
     assert (b - c).abs().max().item() <= 1e-5

@@ -188,13 +188,12 @@ def test_methods_that_need_ddim_say_so(comps, method, params):
 
 def test_prompt_travel_with_frame_tokens(comps):
     """FreeNoise's per-frame embeddings get each frame's HARIVO tokens (the micro preset ships a generator)."""
-    from pipelines.frame_tokens import FrameTokenGenerator
+    from pipelines.frame_tokens import HarivoFrameTokens
 
     c = dict(comps)
     torch.manual_seed(0)
-    gen = FrameTokenGenerator(dim=c["text_encoder"].config.hidden_size, hidden=16,
-                              text_length=c["tokenizer"].model_max_length, token_features=4)
-    torch.nn.init.normal_(gen.net[-1].weight, std=0.5)
+    gen = HarivoFrameTokens(dim=c["text_encoder"].config.hidden_size, text_length=c["tokenizer"].model_max_length,
+                            max_frames=16)
     plain = GuidedAnimateDiffPipeline(**c)
     tokens = GuidedAnimateDiffPipeline(**c, frame_tokens=gen)
     for p in (plain, tokens):

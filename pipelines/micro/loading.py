@@ -39,9 +39,15 @@ def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Pat
             raise FileNotFoundError(f"micro weights folder {folder}: no weights file in {d}")
     for p in [folder / "model_index.json"] if not clip else [folder / "clip" / "config.json"]:
         try:
-            json.loads(p.read_text())
+            cfg = json.loads(p.read_text())
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"micro weights folder {folder}: {p.name} is corrupt ({e})") from e
+    if not clip:
+        from ..frame_tokens import RETIRED
+
+        name = (cfg.get("frame_tokens") or [None, None])[-1]
+        if name in RETIRED:
+            raise ValueError(f"micro weights folder {folder}: frame-token generator {name} is retired ({RETIRED[name]})")
     return folder
 
 

@@ -53,7 +53,8 @@ class Trainer:
                  lr: float | None = None, text_aux_weight: float = 0.0, text_aux_pretrain: int = 0,
                  text_lr_scale: float = 1.0, t_sampling: str = "uniform", frame_tokens: int = 0,
                  x0_target: str = "sample", prediction: str = "epsilon",
-                 init_frame_tokens: str | Path | None = None, write_at_stop: bool = False):
+                 init_frame_tokens: str | Path | None = None, write_at_stop: bool = False,
+                 freeze_image: bool = False, freeze_unet: bool = False):
         self.out, self.work = Path(out), Path(work)
         self.size, self.cfg = size, SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
@@ -80,6 +81,8 @@ class Trainer:
         self.prediction = prediction
         self.init_frame_tokens = Path(init_frame_tokens) if init_frame_tokens else None  # ... continue this one
         self.frame_tokens = frame_tokens  # joint stage: train HARIVO frame-wise tokens (K per frame; 0 = none)
+        self.freeze_image = freeze_image  # joint stage: keep the UNet's image (2D) layers frozen
+        self.freeze_unet = freeze_unet  # joint stage: keep the whole UNet frozen (with frame tokens: they alone train)
         self.stop_at = stop_at  # interrupt a stage after this step (checkpoint saved, stage output not written)
         self.write_at_stop = write_at_stop  # ... unless this is set
         self.out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +131,7 @@ class Trainer:
 
     def _loop(self, stage: str, steps: int, model, params, lr: float, loss_fn, save_fn):
         groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        groups = [g for g in groups if g["params"]]  # a frozen part contributes no group
         params = [q for g in groups for q in g["params"]]
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=1e-2)
         start = 0
@@ -332,6 +336,10 @@ class Trainer:
             src = self.init_unet or (self.work / "unet_motion")
             unet = UNetMotionModel.from_pretrained(str(src)).to(self.device)
             unet.requires_grad_(True)
+            if self.freeze_unet:  # only the frame-token generator trains, for this UNet as it is
+                unet.requires_grad_(False)
+            elif self.freeze_image:  # the image layers stay as they are: motion modules (and frame tokens) train
+                unet.freeze_unet2d_params()
             lr = self.cfg["lr_joint"]
         train_text = stage == "joint" and self.train_text
         tok = self.tokenizer()
@@ -460,18 +468,22 @@ class Trainer:
         return self._loop(stage, steps, model, params, self.lr or lr, loss_fn, save)
 
     def _frame_token_generator(self, text, embed):
-        """HARIVO frame-wise token generator; its text standardisation comes from the training captions."""
-        from ..frame_tokens import FrameTokenGenerator
+        """HARIVO's frame-wise token generator (the paper's `HarivoFrameTokens`). A fresh one starts with its last
+        linear layer at zero, so it first adds zero tokens and the trained UNet sees its usual input."""
+        from ..frame_tokens import HarivoFrameTokens, load_frame_tokens
 
         if self.init_frame_tokens is not None:
-            return FrameTokenGenerator.from_pretrained(str(self.init_frame_tokens)).to(self.device)
+            gen = load_frame_tokens(self.init_frame_tokens)
+            if gen.config.num_tokens != self.frame_tokens:
+                raise ValueError(f"--init-frame-tokens {self.init_frame_tokens} makes {gen.config.num_tokens} tokens "
+                                 f"per frame, --frame-tokens asks for {self.frame_tokens}")
+            return gen.to(self.device)
         torch.manual_seed(self.seed + 13)
-        gen = FrameTokenGenerator(dim=text.config.hidden_size, num_tokens=self.frame_tokens,
-                                  hidden=2 * text.config.hidden_size, text_length=MAX_TOKENS).to(self.device)
-        caps = [world.caption(c, s, m, b) for (c, s, m) in world.TRAIN_COMBOS for b in world.BACKGROUNDS] + [""]
-        with torch.no_grad():
-            tokens = torch.cat([embed(caps[i:i + 256]) for i in range(0, len(caps), 256)])
-        gen.set_text_statistics(tokens)
+        gen = HarivoFrameTokens(dim=text.config.hidden_size, text_length=MAX_TOKENS, num_tokens=self.frame_tokens,
+                                max_frames=32).to(self.device)
+        last = gen.layers[-1][0]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
         return gen
 
     def train_motion(self, steps: int):
@@ -498,11 +510,13 @@ class Trainer:
         pred = json.loads(sched.read_text()).get("prediction_type", "epsilon") if sched.exists() else "epsilon"
         make_scheduler(pred).save_pretrained(str(self.out / "scheduler"))
         ft = self.work / "frame_tokens"
+        ft_class = None
         if (ft / "config.json").exists():
-            from ..frame_tokens import FrameTokenGenerator
+            from ..frame_tokens import load_frame_tokens
 
-            FrameTokenGenerator.from_pretrained(str(ft)).save_pretrained(str(self.out / "frame_tokens"),
-                                                                         safe_serialization=True)
+            gen = load_frame_tokens(ft)
+            gen.save_pretrained(str(self.out / "frame_tokens"), safe_serialization=True)
+            ft_class = type(gen).__name__
         elif (self.out / "frame_tokens").exists():  # a stale generator from an earlier export would not match
             import shutil
 
@@ -519,8 +533,8 @@ class Trainer:
             "unet": ["diffusers", "UNetMotionModel"],
             "vae": ["diffusers", "AutoencoderKL"],
         }
-        if (self.out / "frame_tokens" / "config.json").exists():
-            index["frame_tokens"] = ["pipelines.frame_tokens", "FrameTokenGenerator"]
+        if ft_class is not None:
+            index["frame_tokens"] = ["pipelines.frame_tokens", ft_class]
         (self.out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         meta = {"unet_source": src.name, "size": [k for k, v in SIZES.items() if v is self.cfg][:1], "seed": self.seed}
         (self.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -571,8 +585,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"],
                    help="joint stage: the UNet predicts eps (as the earlier stages) or v; export writes it to the "
                         "scheduler")
+    p.add_argument("--freeze-image", action="store_true",
+                   help="joint stage: train the motion modules (and frame tokens) only; the UNet's image layers, "
+                        "which micro-harivo uses as its frozen image model, stay as they are")
+    p.add_argument("--freeze-unet", action="store_true",
+                   help="joint stage with --frame-tokens: train the frame-token generator only, for the UNet as it is")
     p.add_argument("--init-frame-tokens", default=None,
-                   help="with --frame-tokens: continue this trained FrameTokenGenerator folder")
+                   help="with --frame-tokens: continue this trained frame-token generator folder")
     p.add_argument("--frame-tokens", type=int, default=0,
                    help="joint stage: train HARIVO frame-wise tokens, this many per frame (0 = none; HARIVO uses 3)")
     for s in STAGES[:-1]:
@@ -606,7 +625,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                  text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
                  t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target,
                  prediction=args.prediction, init_frame_tokens=args.init_frame_tokens,
-                 write_at_stop=args.write_at_stop)
+                 write_at_stop=args.write_at_stop, freeze_image=args.freeze_image,
+                 freeze_unet=args.freeze_unet)
     timings = {}
     for s in stages:
         t0 = time.time()
