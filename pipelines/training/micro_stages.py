@@ -389,7 +389,7 @@ class Trainer:
             modules = {"unet": unet}
         gen = None
         if stage == "joint" and self.frame_tokens > 0:
-            gen = self._frame_token_generator(text, embed)
+            gen = self._frame_token_generator(text)
             modules["frame_tokens"] = gen
         model = torch.nn.ModuleDict(modules) if len(modules) > 1 else unet
         if train_text:
@@ -467,7 +467,7 @@ class Trainer:
 
         return self._loop(stage, steps, model, params, self.lr or lr, loss_fn, save)
 
-    def _frame_token_generator(self, text, embed):
+    def _frame_token_generator(self, text):
         """HARIVO's frame-wise token generator (the paper's `HarivoFrameTokens`). A fresh one starts with its last
         linear layer at zero, so it first adds zero tokens and the trained UNet sees its usual input."""
         from ..frame_tokens import HarivoFrameTokens, load_frame_tokens
@@ -480,7 +480,7 @@ class Trainer:
             return gen.to(self.device)
         torch.manual_seed(self.seed + 13)
         gen = HarivoFrameTokens(dim=text.config.hidden_size, text_length=MAX_TOKENS, num_tokens=self.frame_tokens,
-                                max_frames=32).to(self.device)
+                                max_frames=32).to(self.device)  # 32: the motion modules' longest clip
         last = gen.layers[-1][0]
         torch.nn.init.zeros_(last.weight)
         torch.nn.init.zeros_(last.bias)
