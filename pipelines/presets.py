@@ -152,19 +152,19 @@ class DefaultsOnly:
     guidance_defaults = lambda self, method, task=None: Preset.guidance_defaults(self, method, task)  # noqa: E731
 
 
-#: The method each app tab opens on, with the reason its help text shows (bench/RESULTS.md, micro weights of
-#: round 7, 2 prompts x 2 seeds, METHODS.md defaults). One place: the app reads it, and the figures change here when
+#: The method each app tab opens on, with the reason its help text shows (bench/EVALUATE.md: chosen on the round-7
+#: micro weights in session 7, figures re-measured on the shipped round-8 weights in session 10). One place: the app reads it, and the figures change here when
 #: the methods are re-measured. Values: (method, reason).
 TASK_DEFAULT_METHODS = {
     "t2v": ("titan", "TITAN (its gentle text setting) kept the detected attributes of few-step held-out prompts where "
                      "MPGD and FreeDoM lost some, and with the prompt only in the reward it raised them from 0.27 "
-                     "to 0.44 with as many clean videos as unguided (bench/EVALUATE.md)"),
+                     "to 0.46 with more clean videos than unguided (bench/EVALUATE.md)"),
     "style": ("titan", "TITAN, inside the step policy's trust region, is the only method with a clean styled video "
-                       "of the prompt (joint 1/8; unbounded it patterned 7/8 backgrounds but dissolved every object, "
+                       "of the prompt (joint 2/8; unbounded it patterned 7/8 backgrounds but dissolved every object, "
                        "joint 0/8; bench/EVALUATE.md)"),
-    "audio": ("free2guide", "Free²Guide put floor contacts on the exact impact frames (sync IoU 0.60 against 0.12 "
-                            "unguided) with every video clean (joint 0.48 against 0.08; gradient methods ≤ 0.17; "
-                            "bench/EVALUATE.md)"),
+    "audio": ("free2guide", "Free²Guide brought the floor contacts onto the impact frames (sync IoU 0.38 against "
+                            "0.12 unguided over 8 seeds) with the best joint figure (0.25 against 0.08 on fresh "
+                            "seeds; TITAN 0.04-0.17; bench/EVALUATE.md)"),
     "interpolate": ("titan", "TITAN on the frames between the replaced key frames (the `both` constraint) gave ends "
                              "0.3 px from the keys, one clean object in every frame and a monotone path in 8/8 "
                              "agreeing-key videos (replacement alone 5/8, TITAN on the ends only 3/8; "
