@@ -11,7 +11,7 @@ F·K outputs → 3 × (Linear+SiLU)) and the one generator there is: the shipped
 `--video-parts`). `FrameTokens` is the interface `GuidedAnimateDiffPipeline` checks (its `frame_tokens` component).
 
 `micro` had its own generator, `FrameTokenGenerator`, until issue #18: its last joint round was re-run with this class
-(`bench/MICRO.md`, "Round 8"). `load_frame_tokens` refuses a folder of that retired class with a message saying how to
+(`bench/MICRO.md`, "One frame-token class"). `load_frame_tokens` refuses a folder of that retired class with a message saying how to
 convert it (`scripts/convert_micro_frame_tokens.py`). Real AnimateDiff weights have no generator and are unaffected.
 """
 from __future__ import annotations
@@ -86,6 +86,12 @@ RETIRED = {
 }
 
 
+def refuse_retired(name, where) -> None:
+    """ValueError naming `where` when `name` is a retired generator class (with what to do about it)."""
+    if name in RETIRED:
+        raise ValueError(f"{where}: frame-token generator {name} is retired ({RETIRED[name]})")
+
+
 def load_frame_tokens(folder) -> FrameTokens:
     """A saved generator (its `config.json` names the class); a ValueError naming the folder for a retired or unknown
     class."""
@@ -96,11 +102,10 @@ def load_frame_tokens(folder) -> FrameTokens:
     if not cfg.is_file():
         raise FileNotFoundError(f"{folder} has no frame-token generator (config.json)")
     name = json.loads(cfg.read_text()).get("_class_name")
-    if name in RETIRED:
-        raise ValueError(f"{folder}: frame-token generator {name} is retired ({RETIRED[name]})")
+    refuse_retired(name, folder)
     if name not in GENERATORS:
         raise ValueError(f"{folder}: unknown frame-token generator {name!r}; expected one of {sorted(GENERATORS)}")
     return GENERATORS[name].from_pretrained(str(folder))
 
 
-__all__ = ["FrameTokens", "HarivoFrameTokens", "GENERATORS", "RETIRED", "load_frame_tokens"]
+__all__ = ["FrameTokens", "HarivoFrameTokens", "GENERATORS", "RETIRED", "refuse_retired", "load_frame_tokens"]

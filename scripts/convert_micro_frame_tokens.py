@@ -1,5 +1,5 @@
 """Refit the old micro model's `FrameTokenGenerator` into the paper's `HarivoFrameTokens` (issue #18): the starting
-point of micro's round 8, which then trains the result with the motion modules (`bench/MICRO.md`, "Round 8").
+point of micro's round 8, which then trains the result alone for the frozen UNet (`bench/MICRO.md`, Recipe step 10).
 
 `assets/micro/frame_tokens` held a `FrameTokenGenerator` until round 8, the project's own architecture: standardised
 text tokens projected in order, features of the frame's time, and an MLP. This script trains a `HarivoFrameTokens`
@@ -16,7 +16,7 @@ What the regression alone reaches (session 9, `bench/MICRO.md`):
 - Unguided videos keep every detection.
 - Guided ones lose quality: conflicting-key interpolation 6/8 against 8/8, audio Free²Guide joint 0.29 against 0.48.
 
-So it is only the initialisation: round 8 trains it further with the UNet's motion modules.
+So it is only the initialisation: round 8 trains it further with the diffusion loss, the UNet frozen.
 
 The script reads the old weights with its own copy of the old forward pass (the class is gone from `pipelines/`).
 From git history:

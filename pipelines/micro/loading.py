@@ -43,11 +43,9 @@ def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Pat
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"micro weights folder {folder}: {p.name} is corrupt ({e})") from e
     if not clip:
-        from ..frame_tokens import RETIRED
+        from ..frame_tokens import refuse_retired
 
-        name = (cfg.get("frame_tokens") or [None, None])[-1]
-        if name in RETIRED:
-            raise ValueError(f"micro weights folder {folder}: frame-token generator {name} is retired ({RETIRED[name]})")
+        refuse_retired((cfg.get("frame_tokens") or [None, None])[-1], f"micro weights folder {folder}")
     return folder
 
 
