@@ -6,14 +6,17 @@ app: wall time of one `/text_to_video` request through gradio_client against `py
 server warmed by one request first): streaming, previews, plot, mp4, and the client's download of the output files
 (mp4, report, preview grid; `--no-download`: until the final row with their URLs arrives, about 0.05 s less per file).
 cli: wall time of what `python -m pipelines generate` does after loading the models (validate, sample, write the
-mp4 and report), in a warm process with the same torch threads. Medians; one JSON line per method: `ratio` is the
-ratio of the medians, `pair_ratio` the median of each app run over the CLI run right after it.
+mp4 and report), in a warm process with the same torch threads, while the app's process is paused (SIGSTOP; it is
+resumed 0.2 s before each of its own requests): an idle Gradio server polls its queue, which slowed the CLI beside it
+(`--no-pause`: the old measure, server left running). Medians; one JSON line per method: `ratio` is the ratio of the
+medians, `pair_ratio` the median of each app run over the CLI run right after it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("--no-download", action="store_true",
                     help="the client does not download the output files: the app's time ends when the final row "
                          "(with the files' URLs) arrives, as the CLI's ends when its files are on disk")
+    ap.add_argument("--no-pause", action="store_true",
+                    help="leave the app's process running while the CLI runs (its idle queue loop then shares the CPU)")
     ap.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for the app's process only (e.g. OMP_NUM_THREADS=1)")
     a = ap.parse_args()
@@ -53,10 +58,19 @@ def main() -> None:
         client = Client(url, verbose=False, **({"download_files": False} if a.no_download else {}))
         preset = load_preset("micro", device="cpu")
 
+        pause = not a.no_pause and hasattr(signal, "SIGSTOP")
+
         def app_once(method):
-            t = time.perf_counter()
-            client.predict(PROMPT, method=method, steps=a.steps, seed=0, api_name="/text_to_video")
-            return time.perf_counter() - t
+            if pause:
+                os.kill(proc.pid, signal.SIGCONT)
+                time.sleep(0.2)  # outside the timing: the server's loops catch up after the pause
+            try:
+                t = time.perf_counter()
+                client.predict(PROMPT, method=method, steps=a.steps, seed=0, api_name="/text_to_video")
+                return time.perf_counter() - t
+            finally:
+                if pause:
+                    os.kill(proc.pid, signal.SIGSTOP)
 
         def cli_once(method):
             t = time.perf_counter()
@@ -79,8 +93,10 @@ def main() -> None:
             # speed drifts during the bench
             pair = statistics.median(x / y for x, y in zip(apps, clis))
             print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
-                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "download": not a.no_download, "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
+                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "download": not a.no_download, "paused": pause, "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis], "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
+        if hasattr(signal, "SIGCONT"):
+            os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
         proc.wait(timeout=30)
 
