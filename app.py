@@ -20,7 +20,6 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 import gradio as gr  # noqa: E402
 
@@ -35,12 +34,16 @@ from pipelines.studio.examples import example_fn, example_names, example_rows  #
 from pipelines.studio.gpu import gpu_decorator  # noqa: E402
 from pipelines.studio.handlers import DISPLAY_SIDE, ENDPOINTS, Studio, log  # noqa: E402
 from pipelines.studio.history import HISTORY_SIZE  # noqa: E402
+from pipelines.studio.queueing import configure_queue  # noqa: E402
 from pipelines.studio.runs import RunStore  # noqa: E402
 from pipelines.studio.widgets import (  # noqa: E402
-    UPLOADS, Audio, Checkbox, Dropdown, Image, Number, Slider, Textbox, check_upload,
+    UPLOADS, Audio, Checkbox, Dropdown, Image, LinePlot, Number, Slider, Textbox, check_upload,
 )
 from pipelines.tasks import T2V_REWARDS  # noqa: E402
-from pipelines.ui import configure_torch_threads, reward_figure  # noqa: E402
+from pipelines.ui import (  # noqa: E402
+    PLOT_COLOR, PLOT_SERIES, PLOT_X, PLOT_X_FORMAT, PLOT_Y, PLOT_Y_FORMAT, configure_torch_threads, empty_plot_data,
+    reward_plot_data, series_name,
+)
 
 ROOT = Path(__file__).resolve().parent
 MAX_FILE_SIZE = "20mb"
@@ -230,7 +233,12 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                container=False, elem_id=f"{task}-preview", elem_classes=["gvs-pixels", "gvs-preview"])
             video = gr.Video(label="Video", interactive=False, height=DISPLAY_SIDE, elem_id=f"{task}-video",
                              loop=True, autoplay=True, elem_classes=["gvs-pixels"])
-            plot = gr.Plot(value=reward_figure({}), label="Reward per step", elem_id=f"{task}-plot")
+            # drawn by the browser from (step, reward, series) rows: cheap enough to update with every streamed row
+            plot = LinePlot(value=empty_plot_data(), x=PLOT_X, y=PLOT_Y, color=PLOT_COLOR, color_map=PLOT_SERIES,
+                            x_axis_format=PLOT_X_FORMAT, y_axis_format=PLOT_Y_FORMAT, x_title="step",
+                            y_title="reward", color_title="run", label="Reward per step (higher is better)",
+                            height=300,
+                            elem_id=f"{task}-plot")
             with gr.Group(visible=False) as cmp_group:
                 gr.Markdown("**Compare with unguided** — left: method `none`, right: the chosen method")
                 with gr.Row():
@@ -363,7 +371,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
         if got is None:
             return [gr.skip()] * (len(settable) + 5)
         settings, h, rep = got
-        fig = reward_figure({"task reward": rep.get("reward_per_step") or []})
+        fig = reward_plot_data({series_name(rep.get("method", "none")): rep.get("reward_per_step") or []})
         return ([settings[n] if n in settings else gr.skip() for n in settable]
                 + [h["video"], h["report"], summary_text(rep), fig, h["image"]])
 
@@ -498,7 +506,8 @@ def main(argv=None):
         f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
     demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
                       delete_cache=delete_cache_for(args.max_age), compute=compute)
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    if not configure_queue(demo, QUEUE_MAX_SIZE):
+        log("this Gradio's queue has no polling intervals to set: it polls every 1 ms (slower runs on a small CPU)")
     t_ready = time.perf_counter()
 
     async def _ready():  # runs after every example's start-up caching (Gradio runs these in order)

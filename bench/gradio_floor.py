@@ -28,7 +28,8 @@ def serve(port: int, folder: Path) -> None:
     import numpy as np
 
     from pipelines import media
-    from pipelines.ui import reward_figure
+    from pipelines.studio.queueing import configure_queue
+    from pipelines.ui import PLOT_COLOR, PLOT_X, PLOT_Y, reward_plot_data
 
     frames = np.zeros((8, 32, 32, 3), np.float32)
     frames[:, 8:16, 8:16, 0] = 1
@@ -39,14 +40,15 @@ def serve(port: int, folder: Path) -> None:
 
     def handler(n):
         for i in range(int(n) - 1):
-            yield str(folder / "p.png"), gr.skip(), gr.skip(), gr.skip(), f"step {i}"
-        yield str(folder / "p.png"), reward_figure(series), str(folder / "v.mp4"), str(folder / "r.json"), "done"
+            yield str(folder / "p.png"), reward_plot_data(series), gr.skip(), gr.skip(), f"step {i}"
+        yield str(folder / "p.png"), reward_plot_data(series), str(folder / "v.mp4"), str(folder / "r.json"), "done"
 
     with gr.Blocks() as demo:
         n = gr.Number(value=3, precision=0)
-        outs = [gr.Image(type="filepath"), gr.Plot(), gr.Video(), gr.File(), gr.Textbox()]
+        outs = [gr.Image(type="filepath"), gr.LinePlot(x=PLOT_X, y=PLOT_Y, color=PLOT_COLOR), gr.Video(), gr.File(), gr.Textbox()]
         gr.Button().click(handler, n, outs, api_name="floor")
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, allowed_paths=[str(folder)])
+    configure_queue(demo, 16)  # the app's queue and polling intervals
+    demo.launch(server_name="127.0.0.1", server_port=port, allowed_paths=[str(folder)])
 
 
 def main() -> None:

@@ -372,15 +372,22 @@ def _grid(arr: np.ndarray, cols: int, gap: int) -> Image.Image:
     return Image.fromarray(canvas)
 
 
+#: x264's presets, fastest first
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
 def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: int = 0,
-              keyframe_every: Optional[int] = None) -> None:
+              keyframe_every: Optional[int] = None, x264_preset: str = "medium") -> None:
     """Write h264/yuv420p mp4 (AAC audio muxed when given, cropped/padded to the video length by the caller).
     `keyframe_every`: a key frame every N frames (x264's GOP; default x264's 250), so a reader can seek.
+    `x264_preset`: x264's speed/size trade-off (`X264_PRESETS`; quality is set by x264's default CRF either way).
 
     The frames are piped to ffmpeg as raw video at a constant `fps`, so frame k of the input is frame k of the
     file, with no time-based resampling: moviepy's `ImageSequenceClip` picked frames by float time (its frame
     starts are float32 under numpy 2, its duration a float sum of 1/fps), which dropped the last frame and showed
     some frames twice in long clips (60 frames at 12 fps came back as 59)."""
+    if x264_preset not in X264_PRESETS:
+        raise ValueError(f"x264_preset: {x264_preset!r} is not one of {X264_PRESETS}")
     arr = frames_to_uint8(frames)
     if min_side:
         arr = upscale_nearest(arr, min_side)
@@ -400,7 +407,7 @@ def write_mp4(path, frames, fps: int, audio: Optional[Audio] = None, min_side: i
             cmd += ["-i", str(wav)]
         # the raw input's timestamps are exactly k / fps: ffmpeg's constant-rate output keeps one frame per input
         # frame (no -fps_mode, which ffmpeg before 5.1 lacks)
-        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p"]
+        cmd += ["-map", "0:v:0", "-c:v", "libx264", "-preset", x264_preset, "-pix_fmt", "yuv420p"]
         if keyframe_every:
             cmd += ["-g", str(int(keyframe_every))]
         if audio is not None:

@@ -1,4 +1,4 @@
-"""Gradio-free helpers of the app: status lines with per-phase progress and ETA, the reward plot, run history,
+"""Gradio-free helpers of the app: status lines with per-phase progress and ETA, the reward plot's data, run history,
 torch threads. Kept apart from app.py so they can be tested without a server.
 """
 from __future__ import annotations
@@ -97,41 +97,53 @@ class StatusTracker:
 
 
 # ------------------------------------------------------------------------------------------------------ plot
-def reward_figure(series: dict, title: str = "Reward per step"):
-    """A small matplotlib figure: one line per named series of per-step rewards (None skipped).
+#: The reward plot's columns (Gradio's native `LinePlot`: x, y, colour).
+PLOT_X, PLOT_Y, PLOT_COLOR = "step", "reward", "series"
+#: d3 formats the browser applies to the plot's axes: integer steps, 3 significant digits.
+PLOT_X_FORMAT, PLOT_Y_FORMAT = "d", ".3g"
+#: The plot's series, and their colours. The page builds the chart's colour scale from the series present when it
+#: draws the chart (first value, a resize, a tab shown again) and otherwise only swaps the data: a series absent
+#: then is later drawn without a colour. So a run's line is "unguided" (method none) or "guided", in a Generate as
+#: in a Compare, and every value of the plot names both (`reward_plot_data`).
+PLOT_SERIES = {"unguided": "#6b7280", "guided": "#f97316"}
 
-    The x axis shows integer step numbers only, the y axis 3 significant digits.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    # a bare Figure, never registered with pyplot (nothing to close, no global state kept per request)
-    fig = Figure(figsize=(5.6, 2.4), dpi=100)
-    ax = fig.subplots()
-    shown = False
+def series_name(method: str) -> str:
+    """The plot series of a run of `method`."""
+    return "unguided" if method == "none" else "guided"
+
+
+def empty_plot_data():
+    """The plot's first value: no point, both series named."""
+    return reward_plot_data({})
+
+
+def reward_plot_data(series: dict):
+    """The reward plot's data: one row per (series, step) with a reward (None skipped), steps counted from 1, and a
+    row with a NaN reward (which the chart skips) for each of `PLOT_SERIES` without a point, so every value names
+    both series.
+
+    The app's plot is Gradio's native `LinePlot`, drawn in the browser from these rows: sending them costs the
+    server well under a millisecond, where a matplotlib figure cost about 0.04 s to draw and encode on every
+    update (`bench/RESULTS_APP.md`)."""
+    import numpy as np
+    import pandas as pd
+
+    steps, rewards, names = [], [], []
     for name, values in series.items():
-        pts = [(i + 1, v) for i, v in enumerate(values) if v is not None]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", markersize=2.5, linewidth=1.4, label=name)
-            shown = True
-    ax.set_xlabel("step")
-    ax.set_ylabel("reward")
-    ax.set_title(title, fontsize=10)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.grid(alpha=0.3)
-    if shown and len(series) > 1:
-        ax.legend(fontsize=8, loc="best")
-    if not shown:
-        ax.text(0.5, 0.5, "the reward of each step appears here", ha="center", va="center", transform=ax.transAxes,
-                color="gray")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    # fixed margins (room for 3-digit tick labels and the axis labels): `tight_layout` measured every text and
-    # took a third of the figure's cost (52 -> 36 ms to draw and encode)
-    fig.subplots_adjust(left=0.13, right=0.98, bottom=0.2, top=0.88)
-    return fig
+        for i, v in enumerate(values):
+            if v is not None:
+                steps.append(i + 1)
+                rewards.append(float(v))
+                names.append(str(name))
+    for name in PLOT_SERIES:
+        if name not in names:
+            steps.append(1)
+            rewards.append(float("nan"))
+            names.append(name)
+    # columns with their dtypes given (no `astype` pass): 0.14 ms for a Compare's two 50-step series
+    return pd.DataFrame({PLOT_X: np.array(steps, dtype=np.int64), PLOT_Y: np.array(rewards, dtype=np.float64),
+                         PLOT_COLOR: pd.Series(names, dtype=object)})
 
 
 # --------------------------------------------------------------------------------------------------- history

@@ -142,6 +142,13 @@ def test_compare_with_unguided(page, tmp_path):
         assert src, which
     table = panel.locator(f"#{task}-compare-table").inner_text()
     assert "none" in table and "titan" in table and "attributes" in table
+    # the reward plot (Gradio's LinePlot, drawn by the page): one coloured line per run
+    page.wait_for_function(
+        "s => { const p = document.querySelectorAll(s); return p.length === 2 && [...p].every(e => e.getAttribute('stroke')); }",
+        arg=f"#tab-{task} #{task}-plot path[aria-roledescription='line mark']", timeout=60_000)
+    runs = panel.locator(f"#{task}-plot path[aria-roledescription='line mark']").evaluate_all(
+        "ps => ps.map(p => p.getAttribute('aria-label').split('series: ')[1])")
+    assert sorted(runs) == ["guided", "unguided"], runs
     # the main video shows the compare's guided run, not the previous one
     _wait_same_video(page, task, f"#{task}-video video", f"#{task}-guided-video video")
     shot = tmp_path / "compare.png"

@@ -256,3 +256,17 @@ def test_write_mp4_keeps_every_frame_in_order(tmp_path, fps, counts):
         assert media.count_frames(out) == n, (n, fps)
         assert _read_indices(out) == list(range(n)), (n, fps)
         assert f"{fps} fps" in media.probe(out)
+
+
+@pytest.mark.parametrize("preset", ["veryfast", "ultrafast"])
+def test_write_mp4_faster_x264_presets_keep_every_frame(tmp_path, preset):
+    """The app writes its display copies with a faster x264 preset: still every frame, in order."""
+    out = tmp_path / "v.mp4"
+    media.write_mp4(out, _index_frames(37), fps=8, x264_preset=preset)
+    assert _read_indices(out) == list(range(37))
+
+
+def test_write_mp4_refuses_an_unknown_x264_preset(tmp_path):
+    with pytest.raises(ValueError, match="x264_preset: 'quick'"):
+        media.write_mp4(tmp_path / "v.mp4", _index_frames(4), fps=4, x264_preset="quick")
+    assert not (tmp_path / "v.mp4").exists()

@@ -55,7 +55,7 @@ def test_every_endpoint_on_the_real_set_up(sd15_client, examples_dir, api, task,
     job = client.submit(PROMPT, api_name=api, steps=STEPS, frames=8, method=method, **files)
     preview, plot, video, report_path, summary = job.result(timeout=300)
     outs = job.outputs()
-    assert len(outs) >= 3 and all(o[0] is not None for o in outs[1:-1])  # previews stream (first and last step at least)
+    assert len(outs) >= 2 and all(o[0] is not None for o in outs[1:])  # the first step streamed, then the final row
     report = json.loads(Path(report_path).read_text())
     assert report["preset"] == "sd15-random" and report["task"] == task and report["method"] == method
     assert report["reward_name"] == reward, report.get("notices")

@@ -15,7 +15,8 @@ def test_requirements_txt_is_generated_from_pyproject():
 
 
 def test_requirements_cover_what_the_app_imports_at_build():
-    """matplotlib (build_demo's reward plot) and every runtime dependency of pyproject are in requirements.txt."""
+    """pandas (build_demo's reward plot data), matplotlib (the evaluation's plots) and every runtime dependency of
+    pyproject are in requirements.txt."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import requirements as gen
@@ -23,7 +24,7 @@ def test_requirements_cover_what_the_app_imports_at_build():
         sys.path.pop(0)
     names = {line.split(">")[0].split("<")[0].split("=")[0].strip().lower()
              for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")}
-    assert {"matplotlib", "gradio", "torch", "diffusers", "transformers", "spaces"} <= names
+    assert {"pandas", "matplotlib", "gradio", "torch", "diffusers", "transformers", "spaces"} <= names
     assert gen.render() == (ROOT / "requirements.txt").read_text()
 
 

@@ -242,48 +242,56 @@ def test_cached_examples_carry_no_load_notice(studio, preset, monkeypatch):
     assert "busy (test)" in _status(list(studio.generate("t2v", _kw(preset, steps=1), token=tok)))
 
 
-def test_plot_is_redrawn_at_most_every_interval():
-    from pipelines.studio.handlers import _Plot
+def test_every_streamed_row_carries_the_reward_plot_so_far(studio, preset):
+    """The plot is Gradio's LinePlot fed (step, reward, series) rows: each streamed row holds every step's reward
+    so far (steps from 1), and the final row all of them, equal to the report's."""
+    outs = list(studio.generate("t2v", _kw(preset, steps=3), token=studio.begin()[0]))
+    plots = [o[1].dropna() for o in outs]  # a NaN row names the series without a point ("guided")
+    assert [len(p) for p in plots] == [1, 2, 3, 3], [o[-1] for o in outs]
+    final = plots[-1]
+    assert final["step"].tolist() == [1, 2, 3] and set(final["series"]) == {"unguided"}  # method none
+    report = json.loads(open(outs[-1][3]).read())
+    assert final["reward"].tolist() == pytest.approx(report["reward_per_step"])
 
-    plot = _Plot({"r": [0.1, 0.2]}, every=3600)
-    assert plot() == {"__type__": "update"}  # the first step: nothing worth a figure yet
-    assert plot() == {"__type__": "update"}  # within the interval
-    assert plot(force=True).axes[0].lines[0].get_ydata().tolist() == [0.1, 0.2]  # the run's end
-    assert plot() == {"__type__": "update"}
-    fast = _Plot({"r": [0.1]}, every=0)
-    assert fast() == {"__type__": "update"} and fast().axes  # drawn from the second call on
+
+def test_a_compares_plot_has_one_line_per_run(studio, preset):
+    outs = list(studio.compare("t2v", _kw(preset, method="titan", steps=2), token=studio.begin()[0]))
+    final = outs[-1][1]
+    assert sorted(final["series"].unique()) == ["guided", "unguided"]  # the page's two colours (PLOT_SERIES)
+    assert all(final[final["series"] == s]["step"].tolist() == [1, 2] for s in ("unguided", "guided"))
+    guided = list(studio.generate("t2v", _kw(preset, method="titan", steps=2), token=studio.begin()[0]))
+    assert set(guided[-1][1].dropna()["series"]) == {"guided"}
 
 
-def test_a_running_job_streams_its_first_and_last_step_and_at_most_one_row_per_interval(preset, tmp_path, monkeypatch):
-    """Each streamed row costs about 0.1 s in Gradio's queue: a long interval leaves the first step, the last step
-    and the final row; the status still counts every step, and the preview shown is the newest one."""
+def test_a_running_job_streams_its_first_step_and_at_most_one_row_per_interval(preset, tmp_path, monkeypatch):
+    """Each streamed row costs the run time in Gradio's queue: a long interval leaves the first step and the final
+    row (no row for the last step, which the final row follows at once); the status still counts every step."""
+    from pipelines.studio import handlers
+
     slow = Studio(preset, store=RunStore(tmp_path / "slow", keep=4), stream_every_s=3600)
     outs = list(slow.generate("t2v", _kw(preset, steps=5), token=slow.begin()[0]))
-    assert len(outs) == 3, [o[-1] for o in outs]
-    assert "1/5" in outs[0][-1] and "5/5" in outs[1][-1] and "5 steps" in _status(outs)
-    assert outs[1][0] != outs[0][0] and outs[1][0].endswith("-004.png")  # the last step's preview, not a stale one
+    assert len(outs) == 2, [o[-1] for o in outs]
+    assert "1/5" in outs[0][-1] and "5 steps" in _status(outs)
+    assert outs[-1][0].endswith("_seed0.png")  # the final row shows the final frames
+
+    class Clock:  # each step reads the clock once: steps at t = 0, 0.1, 0.2, ...
+        t = -0.1
+
+        def perf_counter(self):
+            self.t += 0.1
+            return self.t
+
+    monkeypatch.setattr(handlers, "time", Clock())
+    timed = Studio(preset, store=RunStore(tmp_path / "timed", keep=4), stream_every_s=0.25)
+    outs = list(timed.generate("t2v", _kw(preset, steps=5), token=timed.begin()[0]))
+    # step 1 (t = 0), step 4 (t = 0.3: 0.25 s after the last row), then the final row
+    assert ["1/5" in outs[0][-1], "4/5" in outs[1][-1], len(outs)] == [True, True, 3], [o[-1] for o in outs]
+    assert outs[1][0].endswith("-003.png")  # the newest step's preview (index 3 = step 4), not a stale one
+    monkeypatch.undo()
     every = Studio(preset, store=RunStore(tmp_path / "every", keep=4), stream_every_s=0)
     assert len(list(every.generate("t2v", _kw(preset, steps=5), token=every.begin()[0]))) == 6
-    from pipelines.studio import handlers
 
     for raw, want in (("0", 0.0), ("1.5", 1.5), ("", handlers.STREAM_EVERY_S), ("-1", handlers.STREAM_EVERY_S),
                       ("soon", handlers.STREAM_EVERY_S), ("nan", handlers.STREAM_EVERY_S)):
         monkeypatch.setenv("GVS_STREAM_EVERY_S", raw)
         assert handlers.stream_every() == want, raw
-
-
-def test_the_reward_plot_waits_out_a_runs_first_step_and_redraws_at_most_every_interval():
-    """A figure costs about 0.05 s: none for a run's first step (one point), at most one per interval while the run
-    streams, and always the forced one at its end."""
-    import gradio as gr
-    from matplotlib.figure import Figure
-
-    from pipelines.studio.handlers import PLOT_EVERY_S, _Plot
-
-    assert PLOT_EVERY_S >= 1.0
-    slow = _Plot({"task reward": [0.1, 0.2]}, every=3600)
-    assert slow() == gr.skip()  # the first step
-    assert slow() == gr.skip()  # within the interval
-    assert isinstance(slow(force=True), Figure)  # the run's end
-    fast = _Plot({"task reward": [0.1, 0.2]}, every=0)
-    assert fast() == gr.skip() and isinstance(fast(), Figure)

@@ -16,7 +16,8 @@ from pipelines.request import (
     run, validate,
 )
 from pipelines.ui import (
-    StatusTracker, add_history, configure_torch_threads, raw_path, reward_figure, settings_from_report,
+    PLOT_COLOR, PLOT_SERIES, PLOT_X, PLOT_Y, StatusTracker, add_history, configure_torch_threads, empty_plot_data,
+    raw_path, reward_plot_data, series_name, settings_from_report,
 )
 
 PROMPT = "a red circle moving left to right on a black background"
@@ -114,14 +115,35 @@ def test_preview_grid_is_readable_at_any_size(side, tile):
     assert img.size == (4 * tile + 3 * 4, 2 * tile + 4)
 
 
-def test_reward_figure_integer_steps_three_digits():
-    fig = reward_figure({"task reward": [0.248973, 0.31, None, 0.4]})
-    ax = fig.axes[0]
-    fig.canvas.draw()
-    assert all(float(t).is_integer() for t in ax.get_xticks())
-    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
-    assert labels and all(len(lbl.replace("-", "").replace(".", "").lstrip("0")) <= 3 for lbl in labels)
+def test_reward_plot_data_rows_per_series_and_step():
+    data = reward_plot_data({"unguided": [0.25, None, 0.4], "guided": [0.3, 0.5]})
+    assert list(data.columns) == [PLOT_X, PLOT_Y, PLOT_COLOR]
+    assert data.values.tolist() == [[1, 0.25, "unguided"], [3, 0.4, "unguided"], [1, 0.3, "guided"],
+                                    [2, 0.5, "guided"]]  # None skipped, steps counted from 1
+    assert str(data[PLOT_X].dtype) == "int64"  # integer steps on the axis
 
+
+def test_every_plot_value_names_both_series():
+    """The page fixes the chart's colours from the series in the value it draws the chart with (first value,
+    resize, tab shown again): every value names every series a run can draw, with NaN rewards where it has none."""
+    for data in (empty_plot_data(), reward_plot_data({"guided": [0.3, 0.5]}), reward_plot_data({})):
+        assert set(data[PLOT_COLOR]) == set(PLOT_SERIES)
+    one = reward_plot_data({"guided": [0.3, 0.5]})
+    assert one[one[PLOT_COLOR] == "unguided"][PLOT_Y].isna().all()
+    assert one[one[PLOT_COLOR] == "guided"][PLOT_Y].tolist() == [0.3, 0.5]
+    assert {series_name(m) for m in ("none", "titan", "free2guide", "doodl")} == set(PLOT_SERIES)
+
+
+def test_a_cached_plot_loads_back_as_plot_data(tmp_path):
+    """Gradio reads a cached example's plot back as JSON text, which the page cannot draw; ours gives plot data."""
+    from gradio.components.native_plot import PlotData
+
+    from pipelines.studio.widgets import LinePlot
+
+    plot = LinePlot(x=PLOT_X, y=PLOT_Y, color=PLOT_COLOR)
+    saved = plot.flag(plot.postprocess(reward_plot_data({"guided": [0.25, 0.5]})), str(tmp_path))
+    back = plot.read_from_flag(saved)
+    assert isinstance(back, PlotData) and back.data == [[1, 0.25, "guided"], [2, 0.5, "guided"], [1, None, "unguided"]]
 
 def test_history_keeps_last_runs_and_reloads_settings(tmp_path):
     hist = []

@@ -66,8 +66,9 @@ def build_report(gen: Generation) -> dict:
     return report
 
 
-def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:
+def finalize(gen: Generation, out, report_path=None, min_side: int = 0, x264_preset: str = "medium") -> dict:
     """Write the mp4 (with the task's audio muxed) and the JSON report atomically; returns the report.
+    `min_side` and `x264_preset`: as `media.write_mp4`'s (the app's display copy is upscaled and encoded faster).
 
     Both files are written to temporary siblings first and renamed into place only when both succeeded, so an
     error never leaves a half-written output behind.
@@ -79,7 +80,7 @@ def finalize(gen: Generation, out, report_path=None, min_side: int = 0) -> dict:
     temps = media.atomic_targets(targets)
     try:
         media.write_mp4(temps[0], gen.final_event.frames, gen.prepared.fps, audio=gen.prepared.audio,
-                        min_side=min_side)
+                        min_side=min_side, x264_preset=x264_preset)
         if report_path:
             temps[1].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         for tmp, dst in zip(temps, targets):

@@ -20,19 +20,18 @@ from ..request import (
     DEFAULT_INTERPOLATION_MODE, GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
 )
 from ..sampler import Cancelled
-from ..ui import StatusTracker, busy_notice, reward_figure
+from ..ui import StatusTracker, busy_notice, reward_plot_data, series_name
 from .runs import Run, RunStore
 
 DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
+#: x264 preset of the app's mp4s: a 384-px upscale of a micro video took 70 ms with x264's default `medium` against
+#: 47 ms with `veryfast`, at the same quality (PSNR 46.3 against 46.8 dB) and size (18 kB) (`bench/RESULTS_APP.md`)
+DISPLAY_X264_PRESET = "veryfast"
 PREVIEW_TILE = 128  # each frame of the live preview grid, px (micro frames upscaled, 512² frames downscaled)
-#: The reward plot is redrawn at most this often (seconds) while a run streams, and always at its end: a matplotlib
-#: figure costs about 0.05 s to draw and encode, and a 20-step micro run (about 1.5 s) took 1.25x the CLI's time with
-#: one redraw a second against 1.19x with one every 2 s (`bench/RESULTS_APP.md`).
-PLOT_EVERY_S = 2.0
-#: A running job streams a row (preview, plot, status) at most this often, plus its first and last step and each new
-#: phase; `GVS_STREAM_EVERY_S` overrides it (0: every step). Each row costs the server (and the client beside it on a
-#: small machine) CPU time the run's kernels then lack: a 20-step micro run took 1.41x the CLI's time streaming every
-#: 0.25 s, 1.31x every 0.5 s and 1.23x with first and last rows only (`bench/RESULTS_APP.md`).
+#: A running job streams a row (preview, plot, status) at most this often, plus its first step and each new phase
+#: (then the final row); `GVS_STREAM_EVERY_S` overrides it (0: every step). Each row costs the server (and the client
+#: beside it on a small machine) CPU time the run's kernels then lack: a 20-step micro run took 1.41x the CLI's time
+#: streaming every 0.25 s, 1.31x every 0.5 s and 1.23x with first and last rows only (`bench/RESULTS_APP.md`).
 STREAM_EVERY_S = 0.5
 ENDPOINTS = {
     "t2v": "text_to_video",
@@ -69,23 +68,6 @@ def fail(field: str, message: str):
         message = message[len(field) + 1:].lstrip()
     log(f"refused: {field}: {message}")
     raise gr.Error(f"{field}: {message}", print_exception=False)
-
-
-class _Plot:
-    """The reward figure, drawn at most every `every` seconds from a run's first step (and when forced)."""
-
-    def __init__(self, series: dict, every: float = PLOT_EVERY_S):
-        self.series, self.every, self.last = series, every, None
-
-    def __call__(self, force: bool = False):
-        now = time.perf_counter()
-        if self.last is None and not force:  # a run's first step has one point: the first drawing waits `every`
-            self.last = now
-            return gr.skip()
-        if not force and now - self.last < self.every:
-            return gr.skip()
-        self.last = now
-        return reward_figure(self.series)
 
 
 class Studio:
@@ -204,13 +186,14 @@ class Studio:
             fail(e.field, e.message)
 
     # --- one generation, streamed ----------------------------------------------------------------------------------
-    def _stream(self, prepared, run_: Run, tracker: StatusTracker, rows: list, progress, plot: _Plot, preset,
+    def _stream(self, prepared, run_: Run, tracker: StatusTracker, rows: list, progress, series: dict, preset,
                 label: str = "run"):
-        """Iterate one generation: yields (preview, figure, status) as it goes; returns the finished Generation.
+        """Iterate one generation: yields (preview, plot data, status) as it goes; returns the finished Generation.
 
-        A row is streamed for the first step, each new phase, the last step and otherwise at most every `every`
-        seconds (`self.stream_every`): each row costs about 0.1 s in Gradio's queue, which doubled a 1 s micro run when
-        every step was streamed. The tracker and the run's progress text (what a Cancel reports) follow every step."""
+        A row is streamed for the first step, each new phase and otherwise at most every `every` seconds
+        (`self.stream_every`): each row costs about 0.1 s in Gradio's queue, which doubled a 1 s micro run when every
+        step was streamed. The tracker follows every step; the run's progress text (what a Cancel reports, a
+        file) is written with each streamed row."""
         every = self.stream_every
         gen = run(prepared, preset, should_stop=run_.stop_requested)
         preview, pending, last, phase = None, None, None, None
@@ -218,28 +201,31 @@ class Studio:
             if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
                 continue
             status = tracker.update(ev)
-            run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
             if ev.phase == "sample":
                 rows.append(None if ev.reward is None else float(ev.reward))
             if ev.preview is not None:
                 pending = ev
             now = time.perf_counter()
-            if not (last is None or ev.phase != phase or tracker.done >= tracker.total or now - last >= every):
+            # no row for the last step: the final row (video, final frames, summary) follows it within ~0.05 s
+            if not (last is None or ev.phase != phase or now - last >= every):
                 continue
             last, phase = now, ev.phase
+            # what a Cancel from any process reports (a file write, about 1 ms: once a streamed row, not every step)
+            run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
             if progress is not None:
                 progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
             if pending is not None:
                 preview = run_.path(f"preview-{label}-{pending.phase}-{pending.index:03d}.png")
                 media.preview_grid(pending.preview, PREVIEW_TILE).save(preview, compress_level=1)
                 preview, pending = str(preview), None
-            yield (preview if preview is not None else gr.skip()), plot(), status
+            # the plot's rows so far (`series`, which holds `rows`): drawn by the browser, under 1 ms here
+            yield (preview if preview is not None else gr.skip()), reward_plot_data(series), status
         return gen
 
     @staticmethod
     def _relay(stream, skips: int):
-        """Yield each (preview, figure, status) of `stream` as an output row with `skips` untouched outputs between
-        the figure and the status; return the stream's finished Generation."""
+        """Yield each (preview, plot data, status) of `stream` as an output row with `skips` untouched outputs between
+        the plot and the status; return the stream's finished Generation."""
         while True:
             try:
                 preview, fig, status = next(stream)
@@ -252,8 +238,9 @@ class Studio:
         p = gen.prepared
         stem = f"{ENDPOINTS[task]}_{p.request.method}_seed{p.seed}{tag}"
         mp4, js, png = run_.path(f"{stem}.mp4"), run_.path(f"{stem}.json"), run_.path(f"{stem}.png")
-        report = finalize(gen, mp4, js, min_side=DISPLAY_SIDE)
-        media.preview_grid(gen.final_event.frames, PREVIEW_TILE).save(png)
+        report = finalize(gen, mp4, js, min_side=DISPLAY_SIDE, x264_preset=DISPLAY_X264_PRESET)
+        # zlib level 1: the grid is a few flat-coloured tiles (23 ms at the default level 6, 7 ms at 1)
+        media.preview_grid(gen.final_event.frames, PREVIEW_TILE).save(png, compress_level=1)
         return report, mp4, js, png
 
     @staticmethod
@@ -282,17 +269,17 @@ class Studio:
             gr.Warning(n)
         tracker = self._track(run_, StatusTracker())
         rows: list = []
-        series = {"task reward": rows}
+        series = {series_name(prepared.request.method): rows}  # the plot's line: "guided", or "unguided" for none
         gen = None
         try:
-            stream = self._stream(prepared, run_, tracker, rows, progress, _Plot(series), preset)
+            stream = self._stream(prepared, run_, tracker, rows, progress, series, preset)
             gen = yield from self._relay(stream, 2)
             report, mp4, js, png = self._write(run_, task, gen)
             if load:
                 report["notices"] = list(report["notices"]) + [load]
             self._result(run_, js, mp4, png)
             run_.set_state("done")
-            yield str(png), reward_figure(series), str(mp4), str(js), summary_text(report)
+            yield str(png), reward_plot_data(series), str(mp4), str(js), summary_text(report)
         except Cancelled:
             run_.set_state("cancelled")
             log(tracker.cancelled())
@@ -321,15 +308,14 @@ class Studio:
         base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
         for n in guided.notices:
             gr.Warning(n)
-        series: dict = {"unguided": [], f"guided ({guided.request.method})": []}
-        plot = _Plot(series)
+        series: dict = {"unguided": [], "guided": []}  # the method is named in the table beside the plot
         results = {}
         tracker = None
         try:
             for label, prepared, rows in (("unguided", base, series["unguided"]),
-                                          ("guided", guided, series[f"guided ({guided.request.method})"])):
+                                          ("guided", guided, series["guided"])):
                 tracker = self._track(run_, StatusTracker(prefix=f"{label}: "))
-                gen = yield from self._relay(self._stream(prepared, run_, tracker, rows, progress, plot, preset, label),
+                gen = yield from self._relay(self._stream(prepared, run_, tracker, rows, progress, series, preset, label),
                                           4)
                 report, mp4, js, png = self._write(run_, task, gen, tag=f"_{label}")
                 metric = task_metric(gen.prepared, gen.final_event.frames)
@@ -341,7 +327,7 @@ class Studio:
             g = results["guided"]
             self._result(run_, g[2], g[1], g[3])
             run_.set_state("done")
-            yield (str(g[3]), reward_figure(series), str(results["unguided"][1]), str(g[1]), table, str(out),
+            yield (str(g[3]), reward_plot_data(series), str(results["unguided"][1]), str(g[1]), table, str(out),
                    summary_text(g[0]))
         except Cancelled:
             run_.set_state("cancelled")
@@ -389,7 +375,8 @@ def _release(preset) -> None:
     """Drop a finished run's objects. On a GPU: `release_memory` (a full collection, CUDA's cache emptied).
     On a CPU, a full collection too, but cheap: the first one freezes what is alive then (the models, the app:
     about 550 000 objects that cost 0.28 s to scan), so later ones scan only what runs made. A young-generation
-    collection alone left each run's reward figures (reference cycles) alive: RSS grew by ~1 MB per run."""
+    collection alone left objects in reference cycles alive (then each run's matplotlib reward figures): RSS grew
+    by ~1 MB per run."""
     import gc
 
     if getattr(getattr(preset, "device", None), "type", "cpu") == "cuda":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -53,6 +54,23 @@ Textbox, Slider, Number, Dropdown, Checkbox, Image, Audio = (
     _named(gr.Textbox), _named(gr.Slider), _named(gr.Number), _named(gr.Dropdown), _named(gr.Checkbox),
     _named(gr.Image), _named(gr.Audio),
 )
+
+
+class LinePlot(gr.LinePlot):
+    """Gradio's LinePlot whose cached example outputs load back: Gradio reads a cached plot as its JSON text, which
+    the page cannot draw (`Cannot read properties of undefined (reading 'indexOf')` after an example click)."""
+
+    is_template = True  # keeps LinePlot's frontend
+
+    def read_from_flag(self, payload):
+        from gradio.components.native_plot import PlotData
+
+        if isinstance(payload, str) and payload.strip().startswith("{"):
+            return PlotData(**json.loads(payload))
+        return super().read_from_flag(payload)
+
+
+LinePlot.__init__.__signature__ = inspect.signature(gr.LinePlot.__init__)
 
 
 def check_upload(payload, field: str):
