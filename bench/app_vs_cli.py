@@ -1,6 +1,6 @@
 """The app's time beside the CLI's for the same request (micro preset, t2v, seed 0, 20 steps).
 
-    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3] [--app-env KEY=VALUE ...]
+    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3] [--client gradio_client|http] [--app-env KEY=VALUE ...]
 
 app: wall time of one `/text_to_video` request through gradio_client against `python app.py` on 127.0.0.1 (the
 server warmed by one request first): streaming, previews, plot, mp4, and the client's download of the output files
@@ -36,12 +36,15 @@ def main() -> None:
     ap.add_argument("--no-download", action="store_true",
                     help="the client does not download the output files: the app's time ends when the final row "
                          "(with the files' URLs) arrives, as the CLI's ends when its files are on disk")
+    ap.add_argument("--client", choices=("gradio_client", "http"), default="gradio_client",
+                    help="http: Gradio's REST API read directly (no download, no gradio_client polling)")
     ap.add_argument("--no-pause", action="store_true",
                     help="leave the app's process running while the CLI runs (its idle queue loop then shares the CPU)")
     ap.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                     help="an environment variable for the app's process only (e.g. OMP_NUM_THREADS=1)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import httpx
     from gradio_client import Client
 
     from pipelines.presets import load_preset
@@ -59,6 +62,23 @@ def main() -> None:
         preset = load_preset("micro", device="cpu")
 
         pause = not a.no_pause and hasattr(signal, "SIGSTOP")
+        # the REST API takes every input in order: the API's defaults, with this request's values
+        params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/text_to_video"]
+        names = [q["parameter_name"] for q in params["parameters"]]
+        defaults = [q.get("parameter_default") for q in params["parameters"]]
+        http = httpx.Client(timeout=600)
+
+        def http_once(method):
+            given = {"prompt": PROMPT, "method": method, "steps": a.steps, "seed": 0}
+            data = [given.get(n, v) for n, v in zip(names, defaults)]
+            event = http.post(f"{url}/gradio_api/call/text_to_video", json={"data": data}).json()["event_id"]
+            with http.stream("GET", f"{url}/gradio_api/call/text_to_video/{event}") as r:
+                for line in r.iter_lines():
+                    if line.startswith("event: error"):
+                        raise RuntimeError(f"the app answered an error: {line}")
+                    if line.startswith("event: complete"):
+                        return
+            raise RuntimeError("the event stream ended without `complete`")
 
         def app_once(method):
             if pause:
@@ -66,7 +86,10 @@ def main() -> None:
                 time.sleep(0.2)  # outside the timing: the server's loops catch up after the pause
             try:
                 t = time.perf_counter()
-                client.predict(PROMPT, method=method, steps=a.steps, seed=0, api_name="/text_to_video")
+                if a.client == "http":
+                    http_once(method)
+                else:
+                    client.predict(PROMPT, method=method, steps=a.steps, seed=0, api_name="/text_to_video")
                 return time.perf_counter() - t
             finally:
                 if pause:
@@ -93,7 +116,7 @@ def main() -> None:
             # speed drifts during the bench
             pair = statistics.median(x / y for x, y in zip(apps, clis))
             print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
-                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "download": not a.no_download, "paused": pause, "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis], "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
+                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "client": a.client, "download": not a.no_download and a.client != "http", "paused": pause, "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis], "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         if hasattr(signal, "SIGCONT"):
             os.kill(proc.pid, signal.SIGCONT)
