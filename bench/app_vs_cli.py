@@ -116,7 +116,10 @@ def main() -> None:
             # speed drifts during the bench
             pair = statistics.median(x / y for x, y in zip(apps, clis))
             print(json.dumps({"method": method, "steps": a.steps, "app_s": round(app_s, 2), "cli_s": round(cli_s, 2),
-                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "client": a.client, "download": not a.no_download and a.client != "http", "paused": pause, "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis], "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
+                              "ratio": round(app_s / cli_s, 2), "pair_ratio": round(pair, 2), "client": a.client,
+                              "download": not a.no_download and a.client != "http", "paused": pause,
+                              "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis],
+                              "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
         if hasattr(signal, "SIGCONT"):
             os.kill(proc.pid, signal.SIGCONT)
