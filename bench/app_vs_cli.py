@@ -1,10 +1,13 @@
 """The app's time beside the CLI's for the same request (micro preset, t2v, seed 0, 20 steps).
 
-    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3] [--client gradio_client|http] [--app-env KEY=VALUE ...]
+    python bench/app_vs_cli.py [--methods none,titan] [--repeats 3] [--no-download] [--client gradio_client|http]
+                               [--no-pause] [--app-env KEY=VALUE ...]
 
 app: wall time of one `/text_to_video` request through gradio_client against `python app.py` on 127.0.0.1 (the
 server warmed by one request first): streaming, previews, plot, mp4, and the client's download of the output files
 (mp4, report, preview grid; `--no-download`: until the final row with their URLs arrives, about 0.05 s less per file).
+`--client http`: the request posted to Gradio's REST API and its event stream read until `complete` (no download,
+none of gradio_client's 50 ms message polling).
 cli: wall time of what `python -m pipelines generate` does after loading the models (validate, sample, write the
 mp4 and report), in a warm process with the same torch threads, while the app's process is paused (SIGSTOP; it is
 resumed 0.2 s before each of its own requests): an idle Gradio server polls its queue, which slowed the CLI beside it
@@ -57,16 +60,18 @@ def main() -> None:
     app_env = dict(kv.split("=", 1) for kv in a.app_env)
     proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"),
                           env_extra=app_env)
+    http = None
     try:
         client = Client(url, verbose=False, **({"download_files": False} if a.no_download else {}))
         preset = load_preset("micro", device="cpu")
 
         pause = not a.no_pause and hasattr(signal, "SIGSTOP")
-        # the REST API takes every input in order: the API's defaults, with this request's values
-        params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/text_to_video"]
-        names = [q["parameter_name"] for q in params["parameters"]]
-        defaults = [q.get("parameter_default") for q in params["parameters"]]
-        http = httpx.Client(timeout=600)
+        if a.client == "http":
+            # the REST API takes every input in order: the API's defaults, with this request's values
+            params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/text_to_video"]
+            names = [q["parameter_name"] for q in params["parameters"]]
+            defaults = [q.get("parameter_default") for q in params["parameters"]]
+            http = httpx.Client(timeout=600)
 
         def http_once(method):
             given = {"prompt": PROMPT, "method": method, "steps": a.steps, "seed": 0}
@@ -121,6 +126,8 @@ def main() -> None:
                               "app_runs": [round(x, 2) for x in apps], "cli_runs": [round(x, 2) for x in clis],
                               "app_env": app_env, "load": round(os.getloadavg()[0], 2)}), flush=True)
     finally:
+        if http is not None:
+            http.close()
         if hasattr(signal, "SIGCONT"):
             os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
