@@ -46,7 +46,7 @@ def _flag(field: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .guidance import METHODS
-    from .presets import presets_help
+    from .presets import presets_help, task_default_method
     from .tasks import TASKS
 
     p = _OneLineParser(prog="python -m pipelines", description="Guided Video Studio command line")
@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="t2v: the text the reward scores, when it should differ from --prompt (what the video model "
                         "is conditioned on); with --prompt '' the model samples unconditioned and only guidance "
                         "draws this text")
-    g.add_argument("--method", required=True, choices=list(METHODS))
+    g.add_argument("--method", default=None, choices=list(METHODS),
+                   help="guidance method (default: the task's default, the one the app's tab opens on: "
+                        + ", ".join(f"{t} {task_default_method(t)[0]}" for t in TASKS) + ")")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable), e.g. --param scale=2.0")
     g.add_argument("--mg-scale", default="0", help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
@@ -134,7 +136,13 @@ def _int_or_none(v):
 
 
 def cmd_generate(a) -> int:
+    from .presets import task_default_method
     from .request import GenerationRequest, RequestError, finalize, parse_param_strings, run, summary_text, validate
+
+    if a.method is None:  # the task's default, as the app's tab opens on it (one table: presets.TASK_DEFAULT_METHODS)
+        a.method = task_default_method(a.task)[0]
+        if not a.quiet:
+            print(f"method: {a.method} (the {a.task} task's default; --method to choose another)", file=sys.stderr)
 
     out, report = Path(a.out), Path(a.report)
     if out.suffix.lower() != ".mp4":

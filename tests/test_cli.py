@@ -79,6 +79,20 @@ def test_reward_prompt_with_an_empty_prompt(tmp_path):
     assert data["prompt"] == "" and data["reward_prompt"] == PROMPT
 
 
+def test_generate_without_method_runs_the_tasks_default(tmp_path):
+    """The CLI reads the app's table of task defaults: no --method runs the method the tab opens on."""
+    from pipelines.presets import task_default_method
+
+    rep = tmp_path / "o.json"
+    r = _cli("generate", "--preset", test_preset_name(), "--task", "t2v", "--prompt", PROMPT, "--steps", 2,
+             "--out", tmp_path / "o.mp4", "--report", rep)
+    assert r.returncode == 0, r.stderr[-2000:]
+    expected = task_default_method("t2v")[0]
+    assert expected != "none"
+    assert json.loads(rep.read_text())["method"] == expected
+    assert f"method: {expected} (the t2v task's default" in r.stderr
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pipelines.bench") is None, reason="pipelines.bench not available")
 def test_bench_prints_json_lines():
     size = "4x16" if test_preset_name() == "tiny" else "8x32"
