@@ -120,3 +120,17 @@ def test_every_gradient_method_steps_through_the_trust_region(method):
             raw.append(ev.rewards["shift_ratio_raw"])
     assert ratios and max(ratios) <= 0.01 * (1 + 1e-4)
     assert max(raw) > 0.01  # the method asked for more: the region, not the form, set the step
+
+
+@pytest.mark.parametrize("end_step, guided", [(-1, [0, 1, 2, 3]), (-2, [0, 1, 2]), (-3, [0, 1]), (2, [0, 1])])
+def test_negative_end_step_counts_from_the_end_like_a_slice(end_step, guided):
+    """end_step −1 guides all but the last of 5 steps, −2 all but the last two: each value its own range (−1 and −2
+    once guided the same steps, the final step being unguided anyway)."""
+    pipe = tiny_pipe()
+    titan = make_guidance("titan", end_step=end_step)
+    seen = []
+    is_guided = titan.guided
+    titan.guided = lambda ctx, t, i: (seen.append(i) if is_guided(ctx, t, i) else None, is_guided(ctx, t, i))[1]
+    pipe("a red circle", generator=torch.Generator().manual_seed(0), reward=TargetReward(torch.zeros(4, 3, 16, 16)),
+         guidance=titan, num_frames=4, height=16, width=16, num_inference_steps=5, output_type="pt")
+    assert sorted(set(seen)) == guided

@@ -166,8 +166,9 @@ def bound_shift(ctx, delta: torch.Tensor, t_prev: int, trust: float, record: boo
 
 
 def guided_range(total: int, start: int, end: int) -> range:
-    """Step indices `[start, end)`; negative `end` counts from the end (−1: all but the last step)."""
-    stop = end if end >= 0 else total + 1 + end
+    """Step indices `[start, end)`; a negative `end` counts from the end as a Python slice does (−1: all but the
+    last step, −2: all but the last two)."""
+    stop = end if end >= 0 else total + end
     return range(max(0, start), max(0, min(total, stop)))
 
 
