@@ -256,3 +256,20 @@ def test_update_forms_have_their_documented_size(update):
     }[update]
     assert size == pytest.approx(expected, rel=1e-4)
     assert float((u * g).sum()) > 0  # always along the estimate
+
+
+def test_random_guess_is_the_unbiased_forward_gradient():
+    """With the random guess, ĝ = (∇J·V) V averages to ∇J itself (V ~ N(0, I)); a unit V gave ∇J/n, so the `raw`
+    update stepped n times (the latent size) too short."""
+    from tests.engine_helpers import make_denoiser
+
+    pipe = tiny_pipe()
+    ctx = make_denoiser(pipe, num_frames=2, steps=2)
+    titan = make_guidance("titan", guess="random")
+    titan.num_guesses = 400  # beyond the UI bound, for a tight average
+    x = torch.zeros(1, 4, 2, 2, 2)  # n = 32
+    w = torch.linspace(-1.0, 1.0, x.numel()).reshape(x.shape)
+    titan.objective = lambda ctx_, t_prev, frames=None: (lambda z: (w * z).sum())
+    g = titan.estimate(ctx, x, int(ctx.timesteps[-1]), torch.zeros_like(x), x)
+    coef = float((g * w).sum() / (w * w).sum())  # ĝ's mean along ∇J: 1 ± 0.07 (a chi-square(1) mean over 400)
+    assert 0.75 < coef < 1.25, coef  # a unit guess gives 1/n = 0.03

@@ -4,7 +4,8 @@ Per guided step, after the unguided DDIM step gives x_{t−1}:
     J(x) = Σ_k R_k(D(x̂0_k(x)))          x̂0_k: the estimate after `depth` more deterministic DDIM steps from x
                                          (depth 0: Tweedie at t−1; depth −1: the whole remaining chain to t = 0)
     V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames, spread over the others by `fill`
-    (J, d) = jvp(J, x_{t−1}, V/‖V‖);  ĝ = d · V/‖V‖, averaged over K guesses
+    (J, d) = jvp(J, x_{t−1}, V);  ĝ = d · V, averaged over K guesses (V/‖V‖ for score and direct; the random V
+                                         unnormalised, so that E[ĝ] = ∇J: the unbiased forward gradient)
     x_{t−1} ← x_{t−1} + B(λ_t u(ĝ))      B: the trust region (`trust`), each frame's shift ≤ trust·√(1−ᾱ_{t−1}) in rms
 Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
     x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late; default)
@@ -156,8 +157,11 @@ class TitanGuidance(RangedGuidance):
         return sorted(torch.randperm(f, generator=ctx.aux_generator)[:k].tolist())
 
     def guess_direction(self, ctx, x_prev, eps, x0) -> torch.Tensor:
+        """V. A random guess is N(0, I) itself, so that E[(∇J·V) V] = ∇J (the unbiased forward gradient; a unit V
+        would give ∇J/n, n the latent size, and `raw` would step n times too short). Score and direct guesses are
+        unit vectors: ĝ is then ∇J's component along the guess."""
         if self.guess == "random":
-            v = ctx.randn_like(x_prev)
+            return ctx.randn_like(x_prev)
         elif self.guess == "score":
             v = eps.detach().clone()
         else:
