@@ -77,6 +77,8 @@ def test_reward_prompt_with_an_empty_prompt(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(rep.read_text())
     assert data["prompt"] == "" and data["reward_prompt"] == PROMPT
+    tr = data["trust_region"]  # TITAN's steps go through the trust region: the report counts the capped ones
+    assert tr["bounded"] >= 1 and 0 <= tr["capped"] <= tr["bounded"]
 
 
 def test_generate_without_method_runs_the_tasks_default(tmp_path):

@@ -250,3 +250,19 @@ def test_one_interpolation_mode_default_everywhere():
     assert GenerationRequest(prompt="a").interpolation_mode == DEFAULT_INTERPOLATION_MODE
     assert TaskInputs(prompt="a").interpolation_mode == DEFAULT_INTERPOLATION_MODE
     assert {c.inputs["interpolation_mode"] for c in micro.cases("interpolate-agree")} == {DEFAULT_INTERPOLATION_MODE}
+
+
+def test_trust_region_counts_and_summary():
+    """The report counts the guided steps the trust region cut down, and the summary says so."""
+    from pipelines.request.reports import trust_region_counts
+
+    steps = [{}, {"shift_ratio": 1.0, "shift_ratio_raw": 3.2}, {"shift_ratio": 0.4, "shift_ratio_raw": 0.4},
+             {"shift_ratio": 0.7}]  # unguided, capped, inside, Free²Guide (no bound)
+    assert trust_region_counts(steps) == {"capped": 1, "bounded": 2}
+    assert trust_region_counts([{}, {"shift_ratio": 0.5}]) is None
+    report = {"task": "t2v", "method": "titan", "preset": "micro", "device": "cpu", "seconds": 1.0,
+              "peak_memory_bytes": 0, "frames": 8, "fps": 4, "width": 32, "height": 32, "steps": 3, "seed": 0,
+              "trust_region": {"capped": 1, "bounded": 2}}
+    assert "trust region capped 1/2 guided steps" in summary_text(report)
+    del report["trust_region"]
+    assert "trust region" not in summary_text(report)

@@ -63,7 +63,21 @@ def build_report(gen: Generation) -> dict:
     extra = [{"step": i + 1, **d} for i, d in enumerate(gen.rewards_per_step) if d]
     if extra:
         report["rewards_per_step"] = extra
+    capped = trust_region_counts(gen.rewards_per_step)
+    if capped is not None:
+        report["trust_region"] = capped
     return report
+
+
+def trust_region_counts(rewards_per_step: list[dict]) -> dict | None:
+    """How many guided moves the trust region cut down (`guidance.base.bound_shift`: the step asked for more than
+    `trust` times the noise left), of how many it bounded: {"capped": k, "bounded": n}; None when no step went
+    through it (unguided, Free²Guide). Where it caps, the method's step size and update form did not set the step."""
+    bounded = [d for d in rewards_per_step if "shift_ratio_raw" in d and "shift_ratio" in d]
+    if not bounded:
+        return None
+    capped = sum(d["shift_ratio_raw"] > d["shift_ratio"] * (1 + 1e-6) for d in bounded)
+    return {"capped": int(capped), "bounded": len(bounded)}
 
 
 def finalize(gen: Generation, out, report_path=None, min_side: int = 0, x264_preset: str = "medium") -> dict:
@@ -113,5 +127,9 @@ def summary_text(report: dict) -> str:
         f"{report['frames']} frames at {report['fps']} fps, {report['width']}x{report['height']}, "
         f"{report['steps']} steps, seed {report['seed']}",
     ]
+    tr = report.get("trust_region")
+    if tr:
+        lines.append(f"trust region capped {tr['capped']}/{tr['bounded']} guided steps"
+                     + (" (the step size did not set those steps; trust 0 lifts the cap)" if tr["capped"] else ""))
     lines += [f"note: {n}" for n in report.get("notices", [])]
     return "\n".join(lines)
