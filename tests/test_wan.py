@@ -1,0 +1,69 @@
+"""GuidedWanPipeline without guidance: the parent's frames, latents, callbacks and from_pipe; bad frame counts."""
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanPipeline
+
+from pipelines import GuidedWanPipeline
+from pipelines.wan import check_frame_count
+
+from .wan_helpers import dummy_inputs, tiny_wan_components
+
+
+def unipc_flow():
+    # as diffusers' Wan example configures it: flow sigmas, flow prediction, a flow shift
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+                                   flow_shift=3.0)
+
+
+@pytest.mark.parametrize("make_scheduler", [lambda: FlowMatchEulerDiscreteScheduler(shift=7.0), unipc_flow],
+                         ids=["flow_euler", "unipc_flow"])
+@pytest.mark.parametrize("output_type", ["pt", "latent"])
+def test_unguided_equals_parent(make_scheduler, output_type):
+    comps = tiny_wan_components(make_scheduler())
+    parent = WanPipeline(**comps)
+    guided = GuidedWanPipeline(**comps)
+    a = parent(**dummy_inputs(num_inference_steps=4, output_type=output_type)).frames
+    b = guided(**dummy_inputs(num_inference_steps=4, output_type=output_type)).frames
+    assert a.shape == b.shape
+    assert torch.equal(a, b)
+
+
+def test_unguided_equals_parent_batch_no_cfg_and_callback():
+    comps = tiny_wan_components()
+    parent, guided = WanPipeline(**comps), GuidedWanPipeline(**comps)
+    seen = {"parent": [], "guided": []}
+
+    def callback(key):
+        def cb(pipe, i, t, kw):
+            seen[key].append((i, float(t), kw["latents"].clone()))
+            return {"latents": kw["latents"] * 0.9}  # the returned latents replace the loop's
+        return cb
+
+    kw = dict(num_inference_steps=3, prompt=["dance monkey", "red cat"], negative_prompt=None, guidance_scale=1.0,
+              output_type="latent")
+    a = parent(**dummy_inputs(**kw), callback_on_step_end=callback("parent")).frames
+    b = guided(**dummy_inputs(**kw), callback_on_step_end=callback("guided")).frames
+    assert a.shape[0] == 2 and torch.equal(a, b)
+    assert [(i, t) for i, t, _ in seen["parent"]] == [(i, t) for i, t, _ in seen["guided"]]
+    assert all(torch.equal(x, y) for (_, _, x), (_, _, y) in zip(seen["parent"], seen["guided"]))
+
+
+def test_from_pipe_both_ways():
+    comps = tiny_wan_components()
+    parent = WanPipeline(**comps)
+    guided = GuidedWanPipeline.from_pipe(parent)
+    assert type(guided) is GuidedWanPipeline and guided.transformer is parent.transformer
+    back = WanPipeline.from_pipe(guided)
+    assert type(back) is WanPipeline and back.vae is parent.vae
+    a = back(**dummy_inputs()).frames
+    b = guided(**dummy_inputs()).frames
+    assert torch.equal(a, b)
+
+
+def test_frame_counts_not_1_plus_4k_are_refused_with_valid_values():
+    guided = GuidedWanPipeline(**tiny_wan_components())
+    with pytest.raises(ValueError, match=r"num_frames=8.*use 5 or 9"):
+        guided(**dummy_inputs(num_frames=8))
+    with pytest.raises(ValueError, match=r"num_frames=11.*use 9 or 13"):
+        check_frame_count(11)
+    assert check_frame_count(1) == 1 and check_frame_count(81) == 81
