@@ -342,8 +342,9 @@ class Denoiser:
         xs = self.to_sched(x, t)
         eps, x0 = self._flow_split(out, xs, t)
         a = self.alpha_bar(t)
-        if self.mg_scale and float(a) > 0:  # HARIVO MG on x̂0 (off where a_t = 0: x̂0 has no noise-free part yet)
-            eps = mitigating_gradient(eps, x, a, self.mg_scale)
+        if self.mg_scale and float(a) > 0:  # HARIVO MG on x̂0 (off where a_t = 0: x̂0 has no noise-free part yet),
+            # each frame pulled at most all the way to its neighbour (`mitigating_gradient`'s max_pull)
+            eps = mitigating_gradient(eps, x, a, self.mg_scale, max_pull=1.0)
             x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         self._x0_rec = (x, eps, x0, int(t))
         if self._cur_t is not None and int(t) == self._cur_t and cfg and x.shape == self._cur_x.shape:

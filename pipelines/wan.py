@@ -149,6 +149,12 @@ class GuidedWanPipeline(WanPipeline):
             raise ValueError("guided sampling generates one video at a time (num_videos_per_prompt=1, one prompt)")
         from .sampler import is_flow_scheduler
 
+        if guidance.name == "doodl" and type(self.scheduler).__name__ != "FlowMatchEulerDiscreteScheduler":
+            raise ValueError(
+                f"doodl on GuidedWanPipeline needs FlowMatchEulerDiscreteScheduler (its optimised chain is the flow "
+                f"ODE's Euler step, which is that scheduler's own step); the pipeline's scheduler is "
+                f"{type(self.scheduler).__name__}: set pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config("
+                f"pipe.scheduler.config), or use titan / freedom / mpgd with this scheduler")
         if not is_flow_scheduler(self.scheduler):
             raise ValueError(
                 f"{guidance.name} on GuidedWanPipeline needs a flow-matching scheduler (Wan predicts a flow velocity); "

@@ -67,3 +67,21 @@ def test_frame_counts_not_1_plus_4k_are_refused_with_valid_values():
     with pytest.raises(ValueError, match=r"num_frames=11.*use 9 or 13"):
         check_frame_count(11)
     assert check_frame_count(1) == 1 and check_frame_count(81) == 81
+
+
+@pytest.mark.parametrize("variant", ["two_stage", "expand_timesteps"])
+def test_unguided_equals_parent_wan22_variants(variant):
+    """Wan 2.2's switches: a second transformer below `boundary_ratio` (with `guidance_scale_2`), and one timestep
+    per latent token (`expand_timesteps`)."""
+    comps = tiny_wan_components()
+    kw = {}
+    if variant == "two_stage":
+        comps["transformer_2"] = tiny_wan_components(layers=1)["transformer"]
+        comps["boundary_ratio"] = 0.9
+        kw["guidance_scale_2"] = 3.0
+    else:
+        comps["expand_timesteps"] = True
+    parent, guided = WanPipeline(**comps), GuidedWanPipeline(**comps)
+    a = parent(**dummy_inputs(num_inference_steps=4), **kw).frames
+    b = guided(**dummy_inputs(num_inference_steps=4), **kw).frames
+    assert torch.equal(a, b)
