@@ -130,8 +130,8 @@ class GuidedWanPipeline(WanPipeline):
     parent's arguments and returns `WanPipelineOutput`; `stream(...)` yields a `StepEvent` per step and a final one
     with the video. Guidance arguments (keyword only): `guidance` (a `pipelines.guidance.Guidance`), `reward`,
     `mg_scale` (HARIVO MG on x̂0), `cfg_schedule`, `hooks`, `preview_every`, `track_reward`, `should_stop`.
-    Differences from the parent: `num_frames` must be 1 + 4k (the parent silently rounds; here the nearest valid
-    counts are named); guided sampling makes one video at a time.
+    Differences from the parent: `num_frames` must be 1 + 4k (here the nearest valid
+    counts are named; the parent replaces n by ⌊n/4⌋·4 + 1 with a logged warning); guided sampling makes one video at a time.
     """
 
     def _check_guided_args(self, guidance, reward, batch: int) -> None:
@@ -186,12 +186,15 @@ class GuidedWanPipeline(WanPipeline):
         mg_scale: float = 0.0,
         cfg_schedule: Optional[str] = None,
         hooks: Sequence[StepHook] = (),
-        preview_every: int = 1,
+        preview_every: int = 0,
         track_reward: bool = True,
         should_stop: Optional[Callable[[], bool]] = None,
         _video_sink: Optional[list] = None,
     ) -> Iterator[StepEvent]:
-        """Generate, yielding a `StepEvent` per step and a final one with the video (arguments as `__call__`)."""
+        """Generate, yielding a `StepEvent` per step and a final one with the video (arguments as `__call__`).
+
+        `preview_every=N` (N > 0) decodes the step's x̂0 through the VAE every N steps (and at the last) for the
+        event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here."""
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(callback_on_step_end_tensor_inputs or [])

@@ -85,3 +85,25 @@ def test_unguided_equals_parent_wan22_variants(variant):
     a = parent(**dummy_inputs(num_inference_steps=4), **kw).frames
     b = guided(**dummy_inputs(num_inference_steps=4), **kw).frames
     assert torch.equal(a, b)
+
+
+def test_stream_previews_rewards_and_cancel():
+    from pipelines import Cancelled
+    from rewards.base import Reward
+
+    class Mean(Reward):
+        name = "mean"
+
+        def __call__(self, frames, frame_indices=None, num_frames=None):
+            return frames.mean(dim=(1, 2, 3))
+
+    pipe = GuidedWanPipeline(**tiny_wan_components())
+    events = list(pipe.stream(**dummy_inputs(num_inference_steps=3), reward=Mean(), preview_every=1))
+    steps, final = events[:-1], events[-1]
+    assert [e.index for e in steps] == [0, 1, 2] and final.final
+    assert all(e.preview.shape == (9, 3, 16, 16) and e.reward is not None for e in steps)
+    assert final.frames.shape == (9, 3, 16, 16) and final.reward is not None
+    calls = []
+    with pytest.raises(Cancelled):
+        for _ in pipe.stream(**dummy_inputs(num_inference_steps=3), should_stop=lambda: calls.append(1) or len(calls) > 2):
+            pass
