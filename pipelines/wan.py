@@ -130,8 +130,8 @@ class GuidedWanPipeline(WanPipeline):
     parent's arguments and returns `WanPipelineOutput`; `stream(...)` yields a `StepEvent` per step and a final one
     with the video. Guidance arguments (keyword only): `guidance` (a `pipelines.guidance.Guidance`), `reward`,
     `mg_scale` (HARIVO MG on x̂0), `cfg_schedule`, `hooks`, `preview_every`, `track_reward`, `should_stop`.
-    Differences from the parent: `num_frames` must be 1 + 4k (here the nearest valid
-    counts are named; the parent replaces n by ⌊n/4⌋·4 + 1 with a logged warning); guided sampling makes one video at a time.
+    Differences from the parent: `num_frames` must be 1 + 4k (here the nearest valid counts are named; the parent
+    replaces n by ⌊n/4⌋·4 + 1 with a logged warning); guided sampling makes one video at a time.
     """
 
     def _check_guided_args(self, guidance, reward, batch: int) -> None:

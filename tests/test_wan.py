@@ -105,5 +105,6 @@ def test_stream_previews_rewards_and_cancel():
     assert final.frames.shape == (9, 3, 16, 16) and final.reward is not None
     calls = []
     with pytest.raises(Cancelled):
-        for _ in pipe.stream(**dummy_inputs(num_inference_steps=3), should_stop=lambda: calls.append(1) or len(calls) > 2):
+        for _ in pipe.stream(**dummy_inputs(num_inference_steps=3),
+                             should_stop=lambda: calls.append(1) or len(calls) > 2):
             pass
