@@ -108,3 +108,10 @@ def test_stream_previews_rewards_and_cancel():
         for _ in pipe.stream(**dummy_inputs(num_inference_steps=3),
                              should_stop=lambda: calls.append(1) or len(calls) > 2):
             pass
+
+
+def test_single_frame_equals_parent():
+    comps = tiny_wan_components()
+    a = WanPipeline(**comps)(**dummy_inputs(num_frames=1)).frames
+    b = GuidedWanPipeline(**comps)(**dummy_inputs(num_frames=1)).frames
+    assert a.shape[1] == 1 and torch.equal(a, b)

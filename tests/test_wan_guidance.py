@@ -105,8 +105,8 @@ def bright_pipe():
     return GuidedWanPipeline(**comps)
 
 
-def run(pipe, **kw):
-    return pipe(**dummy_inputs(num_inference_steps=6), reward=Brightness(), **kw)
+def run(pipe, output_type="pt", **kw):
+    return pipe(**dummy_inputs(num_inference_steps=6, output_type=output_type), reward=Brightness(), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +165,18 @@ def test_method_raises_reward_with_unipc_in_flow_mode(name, params):
     plain = run(pipe).final_reward
     guided = run(pipe, guidance=make_guidance(name, **params)).final_reward
     assert guided > plain + 0.005, (name, guided, plain)
+
+
+@pytest.fixture(scope="module")
+def real_vae_pipe():
+    return GuidedWanPipeline(**tiny_wan_components())
+
+
+@pytest.mark.parametrize("name", ["titan", "freedom", "mpgd", "tfg", "doodl", "free2guide"])
+def test_method_runs_through_the_real_wan_vae(real_vae_pipe, name):
+    """Every method end to end through the real (causal, cached) AutoencoderKLWan: finite frames, changed by the
+    guidance (the reward gradients through this VAE are too small to steer, see `linear_decode_vae`)."""
+    plain = run(real_vae_pipe, output_type="latent").frames
+    guided = run(real_vae_pipe, output_type="latent", guidance=make_guidance(name)).frames
+    assert torch.isfinite(guided).all() and guided.shape == plain.shape
+    assert not torch.equal(guided, plain)
