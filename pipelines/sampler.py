@@ -13,7 +13,22 @@ pipeline's, bit for bit): guidance acts on ε̂, x̂0 or x_{t−1} and the sched
 variance-preserving latents x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε; for σ-space schedulers (Euler-type, whose latents are
 x0 + σ ε) the loop converts at each step (`begin_step` / `end_step`). A step can be taken only at the loop's own
 timestep (it may be retaken: the scheduler's state is restored first); a method that steps a chain of its own
-(DOODL, TITAN with depth > 0) needs `DDIMScheduler` and is refused with another scheduler (`needs_ddim`).
+(DOODL, TITAN with depth > 0) needs `DDIMScheduler` and is refused with another VP scheduler (`needs_ddim`).
+
+Flow matching (`FlowMatchEulerDiscreteScheduler`, `UniPCMultistepScheduler(use_flow_sigmas=True,
+prediction_type="flow_prediction")`, any scheduler `is_flow_scheduler` names). The scheduler's latents are
+x_t = a_t·x0 + b_t·ε with (a_t, b_t) = (1 − σ_t, σ_t) (`ab(t)`); the model predicts the velocity v̂ and the
+denoiser returns x̂0 = x − σ·v̂ and ε̂ = x + (1 − σ)·v̂ (`eps`, `x0`; at σ = 1, where a_t = 0, x̂0 comes from v̂
+directly, never from dividing by a_t). Methods see the same latents scaled to variance-preserving form,
+x_t / √(a_t² + b_t²), with ᾱ_t = a_t² / (a_t² + b_t²): x̂0 and ε̂ are unchanged by that scaling, and so is every
+ratio of a step to the noise left after it (the trust region, `base.bound_shift`), so every method written for
+√ᾱ, √(1−ᾱ) runs on flow unchanged. The loop's step is the scheduler's own `step`, fed the velocity implied by the
+method's x̂0, v = (x_t − x̂0) / σ_t. A chain a method runs on its own (TITAN's depth, DOODL) steps with the η = 0
+DDIM formula, which on flow is exactly the Euler step of the flow ODE, x' = (1 − σ')·x̂0 + σ'·ε̂
+(FlowMatchEulerDiscreteScheduler's own step; for UniPC an Euler approximation of its multistep update). With η > 0
+the same formula in the variance-preserving coordinates is the flow's stochastic step (Free²Guide's candidates):
+x' = a'·x̂0 + √(b'² − s²)·ε̂ + s·ξ, s = η·√(a'² + b'²)·√((1−ᾱ')/(1−ᾱ))·√(1 − ᾱ/ᾱ'), which keeps the marginals of
+x_t' = a'·x0 + b'·ε.
 """
 from __future__ import annotations
 
@@ -25,7 +40,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.utils.checkpoint
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from .guidance.base import Guidance
@@ -64,6 +79,13 @@ class StepHook:
     def fixed_frames(self, num_frames: int) -> list[int]:
         """Frames whose x_{t−1} this hook overwrites after every step: a guided shift of them is lost."""
         return []
+
+
+def is_flow_scheduler(scheduler) -> bool:
+    """A flow-matching scheduler: latents (1 − σ)·x0 + σ·ε and a velocity-predicting model."""
+    cfg = scheduler.config
+    return (isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or type(scheduler).__name__.startswith("FlowMatch")
+            or bool(cfg.get("use_flow_sigmas", False)) or cfg.get("prediction_type") == "flow_prediction")
 
 
 HARIVO_CFG_HIGH = 12.5
@@ -123,7 +145,7 @@ class Denoiser:
         image_embeds: Optional[list] = None,
     ):
         self.pipe = pipe
-        self.unet = pipe.unet
+        self.unet = self.denoiser_model(pipe)
         self.vae = pipe.vae
         self.scheduler = pipe.scheduler
         self.cond = prompt_embeds
@@ -143,10 +165,16 @@ class Denoiser:
         self.cross_attention_kwargs = cross_attention_kwargs
         self.device = prompt_embeds.device
         self.dtype = prompt_embeds.dtype
-        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        # DDIM/PNDM step to final_alpha_cumprod at the end; the others (DPM-Solver, Euler, UniPC, LCM) to ᾱ = 1
+        #: flow matching (module docstring): velocity prediction, latents (1 − σ)·x0 + σ·ε
+        self.flow = is_flow_scheduler(self.scheduler)
+        if not self.flow:
+            self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        # DDIM/PNDM step to final_alpha_cumprod at the end; the others (DPM-Solver, Euler, UniPC, LCM, flow) to ᾱ = 1
         self.final_alpha = torch.as_tensor(float(getattr(self.scheduler, "final_alpha_cumprod", 1.0)),
                                            device=self.device, dtype=torch.float32)
+        if self.flow:
+            self.final_alpha = self._flow_abar(float(self.scheduler.sigmas[-1]))
+        self._x0_rec = None  # (x, ε̂, x̂0, t) of the last flow model call: x̂0 from v̂ (exact where a_t = 0)
         # IP-Adapter image embeddings (the UNet's added_cond_kwargs): per adapter (cond, uncond or None)
         self.image_embeds = None
         if image_embeds is not None:
@@ -154,7 +182,7 @@ class Denoiser:
                                  for e in image_embeds]
         self._init_scheduler_path()
         self.num_train = self.scheduler.config.num_train_timesteps
-        self.prediction_type = self.scheduler.config.prediction_type
+        self.prediction_type = "flow" if self.flow else self.scheduler.config.prediction_type
         self.stats: dict = {}
         self.last_x0: Optional[torch.Tensor] = None
         #: frames the step hooks overwrite after every step (interpolation's latent replacement): set by `sample`
@@ -166,19 +194,35 @@ class Denoiser:
         seed = (int(gen0.initial_seed()) + 1_000_003) % (2**63 - 1) if gen0 is not None else 1_000_003
         self.aux_generator = torch.Generator(device="cpu").manual_seed(seed)
 
+    @staticmethod
+    def denoiser_model(pipe):
+        """The network that predicts the noise (the UNet here; a backbone's subclass returns its own)."""
+        return pipe.unet
+
     # --- schedule -------------------------------------------------------------------------------------
+    def _flow_abar(self, sigma: float) -> torch.Tensor:
+        a, b = 1.0 - sigma, sigma
+        return torch.as_tensor(a * a / (a * a + b * b), device=self.device, dtype=torch.float32)
+
     def _init_scheduler_path(self) -> None:
         sch = self.scheduler
         #: the η-DDIM formula is the scheduler's step (DDIMScheduler without thresholding); else `scheduler.step`
-        self.native_ddim = isinstance(sch, DDIMScheduler) and not sch.config.get("thresholding", False)
+        self.native_ddim = (not self.flow and isinstance(sch, DDIMScheduler)
+                            and not sch.config.get("thresholding", False))
         #: σ-space latents (Euler-type: x = x0 + σ ε, model input x / √(σ²+1))
-        self.sigma_space = (not self.native_ddim and hasattr(sch, "sigmas")
+        self.sigma_space = (not self.flow and not self.native_ddim and hasattr(sch, "sigmas")
                             and float(getattr(sch, "init_noise_sigma", 1.0)) != 1.0)
         self._abar: dict[int, torch.Tensor] = {}
+        self._sigma: dict[int, float] = {}  # flow: σ at each listed timestep
         if self.sigma_space:
             sig = sch.sigmas.to(self.device, torch.float32)
             for k, t in enumerate(self.timesteps):
                 self._abar.setdefault(t, 1.0 / (1.0 + sig[k] ** 2))
+        if self.flow:
+            sig = sch.sigmas.to(torch.float64)
+            for k, t in enumerate(self.timesteps):
+                self._sigma.setdefault(t, float(sig[k]))
+                self._abar.setdefault(t, self._flow_abar(float(sig[k])))
         self._next_t = {t: (self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1)
                         for k, t in reversed(list(enumerate(self.timesteps)))}
         self._cur_t = None  # the loop's current timestep (set by begin_step)
@@ -195,6 +239,35 @@ class Denoiser:
         if not self.native_ddim and int(t) in self._next_t:
             return self._next_t[int(t)]
         return int(t) - self.num_train // max(1, len(self.timesteps))
+
+    def ab(self, t: int) -> tuple[float, float]:
+        """(a_t, b_t) of the scheduler's own latents x_t = a_t·x0 + b_t·ε: VP (√ᾱ, √(1−ᾱ)), Euler-type (1, σ),
+        flow (1 − σ, σ); after the last step (t < 0) the end of the schedule."""
+        if self.flow:
+            s = self._sigma.get(int(t), float(self.scheduler.sigmas[-1])) if int(t) >= 0 else float(
+                self.scheduler.sigmas[-1])
+            return 1.0 - s, s
+        if self.sigma_space and int(t) in self._abar:
+            a = float(self._abar[int(t)])
+            return 1.0, ((1 - a) / a) ** 0.5
+        a = float(self.alpha_bar(t))
+        return a**0.5, (1 - a) ** 0.5
+
+    def vp_scale(self, t: int) -> float:
+        """x_vp / x_scheduler at timestep t: 1/√(a_t² + b_t²) (1 for variance-preserving schedulers)."""
+        if not (self.flow or self.sigma_space):
+            return 1.0
+        a, b = self.ab(t)
+        return (a * a + b * b) ** -0.5
+
+    def to_sched(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Latents as methods see them (variance-preserving) → the scheduler's (and the model's, on flow) at t;
+        the loop's own latents at its current step are returned as they are (bit for bit)."""
+        if not (self.flow or self.sigma_space):
+            return x
+        if self._cur_x is not None and x is self._cur_x:
+            return self._cur_xs
+        return x / self.vp_scale(t)
 
     def alpha_bar(self, t: int) -> torch.Tensor:
         if int(t) < 0:
@@ -245,6 +318,8 @@ class Denoiser:
 
     def eps(self, x: torch.Tensor, t: int, cfg: bool = True, return_parts: bool = False):
         """ε̂ at (x, t): CFG (with the optional HARIVO schedule), then HARIVO MG when mg_scale > 0."""
+        if self.flow:
+            return self._flow_eps(x, t, cfg, return_parts)
         out, cond, uncond = self.model_output(x, t, cfg)
         eps = self._to_eps(out, x, t)
         if self.mg_scale:
@@ -254,6 +329,28 @@ class Denoiser:
             self._rec = (x.detach(), out.detach(), eps.detach())
         if return_parts:
             parts = (self._to_eps(cond, x, t), None if uncond is None else self._to_eps(uncond, x, t))
+            return eps, parts
+        return eps
+
+    def _flow_split(self, v: torch.Tensor, xs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity v̂ at the scheduler's latents xs → (ε̂, x̂0) = (xs + (1 − σ)·v̂, xs − σ·v̂)."""
+        a, s = self.ab(t)
+        return xs + a * v, xs - s * v
+
+    def _flow_eps(self, x: torch.Tensor, t: int, cfg: bool, return_parts: bool):
+        out, cond, uncond = self.model_output(x, t, cfg)
+        xs = self.to_sched(x, t)
+        eps, x0 = self._flow_split(out, xs, t)
+        a = self.alpha_bar(t)
+        if self.mg_scale and float(a) > 0:  # HARIVO MG on x̂0 (off where a_t = 0: x̂0 has no noise-free part yet),
+            # each frame pulled at most all the way to its neighbour (`mitigating_gradient`'s max_pull)
+            eps = mitigating_gradient(eps, x, a, self.mg_scale, max_pull=1.0)
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        self._x0_rec = (x, eps, x0, int(t))
+        if self._cur_t is not None and int(t) == self._cur_t and cfg and x.shape == self._cur_x.shape:
+            self._rec = (x.detach(), out.detach(), eps.detach())
+        if return_parts:
+            parts = (self._flow_split(cond, xs, t)[0], None if uncond is None else self._flow_split(uncond, xs, t)[0])
             return eps, parts
         return eps
 
@@ -269,6 +366,10 @@ class Denoiser:
 
     def x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         """Tweedie: x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t (ε̂ already converted from v or x0 predictions)."""
+        rec = self._x0_rec
+        if (self.flow and rec is not None and eps is rec[1] and int(t) == rec[3]
+                and (x is rec[0] or (x.shape == rec[0].shape and torch.equal(x, rec[0])))):
+            return rec[2]  # x̂0 = x − σ·v̂ from the model call that gave this ε̂
         a = self.alpha_bar(t)
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         if self.scheduler.config.get("clip_sample", False):
@@ -316,6 +417,10 @@ class Denoiser:
     # --- any scheduler ----------------------------------------------------------------------------------
     def _c_in(self) -> float:
         """x_vp / x_sched at the scheduler's current step index (1 for variance-preserving schedulers)."""
+        if self.flow:
+            idx = self.scheduler.step_index or 0
+            s = float(self.scheduler.sigmas[min(idx, len(self.scheduler.sigmas) - 1)])
+            return ((1 - s) ** 2 + s * s) ** -0.5
         if not self.sigma_space:
             return 1.0
         idx = self.scheduler.step_index or 0
@@ -327,7 +432,10 @@ class Denoiser:
         if self.native_ddim:
             return xs
         self._cur_t, self._cur_xs, self._rec, self._snapshot, self._stepped = int(t), xs, None, None, None
-        x = self.scheduler.scale_model_input(xs, self.t_exact.get(int(t), t)) if self.sigma_space else xs
+        if self.flow:
+            x = xs * self.vp_scale(t)
+        else:
+            x = self.scheduler.scale_model_input(xs, self.t_exact.get(int(t), t)) if self.sigma_space else xs
         self._cur_x = x
         return x
 
@@ -355,8 +463,15 @@ class Denoiser:
             return x0
         raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
 
+    def step_kwargs(self) -> dict:
+        """Extra keyword arguments of `scheduler.step` (the pipeline's `prepare_extra_step_kwargs` where it has one)."""
+        prep = getattr(self.pipe, "prepare_extra_step_kwargs", None)
+        return prep(self.generator, self.eta) if prep is not None else {}
+
     def _scheduler_step(self, x0, eps, t, noise, eta) -> torch.Tensor:
         name = type(self.scheduler).__name__
+        if self.flow and (self._cur_t is None or int(t) != self._cur_t):
+            return self._ddim_formula(x0, eps, t, noise, 0.0 if eta is None else eta)  # a chain of the method's own
         if self._cur_t is None or int(t) != self._cur_t:
             raise NotImplementedError(
                 f"this guidance steps its own chain of timesteps (t={int(t)}), which needs DDIMScheduler; "
@@ -369,21 +484,26 @@ class Denoiser:
         else:
             a = self.alpha_bar(t)
             x_t, exact = a.sqrt() * x0 + (1 - a).sqrt() * eps, False
-        out = rec[1] if exact else self._implied_output(x_t, x0, t).to(self._cur_xs.dtype)
+        if exact:
+            out = rec[1]
+        elif self.flow:  # the velocity whose x̂0 at the scheduler's x_t is x0: v = (x_t − x̂0)/σ
+            out = ((self.to_sched(x_t, t) - x0) / self.ab(t)[1]).to(self._cur_xs.dtype)
+        else:
+            out = self._implied_output(x_t, x0, t).to(self._cur_xs.dtype)
         if self._snapshot is None:
             self._snapshot = copy.deepcopy({k: v for k, v in vars(self.scheduler).items() if k != "_internal_dict"})
         else:  # retaking the step (time travel, recurrences): from the state before it
             vars(self.scheduler).update(copy.deepcopy(self._snapshot))
         same_x = x_t is self._cur_x or torch.equal(x_t, self._cur_x)
         xs_t = self._cur_xs if same_x else (x_t / self._c_in()).to(self._cur_xs.dtype)
-        kwargs = self.pipe.prepare_extra_step_kwargs(self.generator, self.eta)
+        kwargs = self.step_kwargs()
         t_in = self.t_exact.get(int(t), t)
         xs_prev = self.scheduler.step(out, t_in, xs_t, **kwargs).prev_sample
         if noise is not None or (eta is not None and eta != self.eta):
             x_prev = self._ddim_formula(x0, eps, t, noise, eta)  # the scheduler only advanced
             xs_prev = (x_prev / self._c_in()).to(xs_prev.dtype)
         else:
-            x_prev = xs_prev * self._c_in() if self.sigma_space else xs_prev
+            x_prev = xs_prev * self._c_in() if (self.sigma_space or self.flow) else xs_prev
         self._stepped = (x_prev, xs_prev)
         return x_prev
 

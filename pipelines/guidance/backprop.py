@@ -196,7 +196,10 @@ class TFGGuidance(RangedGuidance):
                         (g0,) = torch.autograd.grad(self.smoothed(ctx, y, t), y)
                     delta_0 = delta_0 + mu_t * self._scale(g0)
             with torch.no_grad():
-                shift = bound_shift(ctx, delta_t / (a / ap).sqrt() + ap.sqrt() * delta_0, ctx.prev_t(t), self.trust)
+                # Δ_t moved to x_{t−1}; at a_t = 0 (flow matching's σ = 1: x_t is pure noise) it has no image there
+                ratio = (a / ap).sqrt()
+                moved = delta_t / ratio if float(ratio) > 0 else torch.zeros_like(delta_t)
+                shift = bound_shift(ctx, moved + ap.sqrt() * delta_0, ctx.prev_t(t), self.trust)
                 x_prev = ctx.ddim(x0, eps, t) + shift
             if r < self.n_recur - 1:
                 x = ctx.renoise(x_prev, t)

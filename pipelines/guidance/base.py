@@ -135,7 +135,10 @@ TRUST_HELP = ("trust region: the guided step moves each frame of x_{t−1} by at
 
 
 def noise_left(ctx, t_prev: int) -> torch.Tensor:
-    """√(1−ᾱ_{t−1}): the noise x_{t−1} still carries (0 at the end of sampling)."""
+    """√(1−ᾱ_{t−1}): the noise x_{t−1} still carries (0 at the end of sampling), in the variance-preserving
+    coordinates methods see. For a scheduler whose latents are a·x0 + b·ε (flow matching: 1 − σ, σ) it is
+    b_{t−1}/√(a_{t−1}² + b_{t−1}²): a shift's ratio to it is its ratio to b_{t−1}, the noise left after the step in the
+    scheduler's own coordinates (`Denoiser.ab`), so the trust region reads the same on every schedule."""
     return (1 - ctx.alpha_bar(t_prev)).clamp(min=0).sqrt()
 
 

@@ -12,6 +12,9 @@
   * `math`: the whole N×N matrix at once (`SDPBackend.MATH`), as before.
   `auto` (the default) picks `flash` on CUDA when the package imports, else `chunked`. The environment variable
   `GVS_JVP_ATTENTION` (auto | flash | chunked | math) overrides it for a process.
+- Wan's transformer (`WanAttention` modules: rotary embeddings on q and k, RMS norm across heads, optional image
+  keys/values) gets `WanForwardADAttnProcessor`: the same steps with the rotation written without in-place writes
+  and its attention core that of `ForwardADAttnProcessor` (flash on CUDA, chunked math on CPU).
 - GroupNorm inputs made contiguous: the VAE and UNet hand GroupNorm channel-last views, which forward AD rejects.
 - Optionally (`attention_slices > 0`) diffusers' `SlicedAttnProcessor` (N heads at a time), as before.
 Unguided sampling keeps its fast kernels: all of it is undone when the context exits.
@@ -203,12 +206,63 @@ class ForwardADAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Wan's rotary embedding on (B, N, H, D) with interleaved (even, odd) pairs, as one out-of-place expression."""
+    even, odd = x.unflatten(-1, (-1, 2)).unbind(-1)
+    c, s = cos[..., 0::2], sin[..., 1::2]
+    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2).type_as(x)
+
+
+class WanForwardADAttnProcessor:
+    """A processor for diffusers' `WanAttention` (Wan 2.1/2.2 transformers) whose attention core is forward-AD safe
+    and bounded in memory: the steps of diffusers' `WanAttnProcessor` (q/k/v projections, RMS norm of q and k, heads,
+    rotary embedding, optional image keys/values for I2V, output projection), with the core of
+    `ForwardADAttnProcessor` (`flash` / `chunked` / `math`)."""
+
+    def __init__(self, mode: str = "chunked", chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
+        self.inner = ForwardADAttnProcessor(mode, chunk_elements)
+        self.calls = self.inner.calls
+
+    def _attend(self, q, k, v, mask=None):
+        # (B, N, H, D) → the core's (B, H, N, D) and back; SDPA's default scale 1/√D (what Wan's processor uses)
+        out = self.inner.core(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), q.shape[-1] ** -0.5, mask)
+        return out.transpose(1, 2).flatten(2, 3).type_as(q)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        from diffusers.models.transformers.transformer_wan import _get_added_kv_projections, _get_qkv_projections
+
+        image_states = None
+        if attn.add_k_proj is not None:  # I2V: the first tokens are the image's (the text context is 512 long)
+            n_img = encoder_hidden_states.shape[1] - 512
+            image_states, encoder_hidden_states = encoder_hidden_states[:, :n_img], encoder_hidden_states[:, n_img:]
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        query, key, value = (t.unflatten(2, (attn.heads, -1)) for t in (query, key, value))
+        if rotary_emb is not None:
+            query, key = _rotate(query, *rotary_emb), _rotate(key, *rotary_emb)
+        mask = attention_mask
+        if mask is not None and mask.dim() == 2:
+            mask = mask[:, None, None, :]
+        out = self._attend(query, key, value, mask)
+        if image_states is not None:
+            key_img, value_img = _get_added_kv_projections(attn, image_states)
+            key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
+            out = out + self._attend(query, key_img, value_img.unflatten(2, (attn.heads, -1)))
+        out = attn.to_out[0](out)
+        return attn.to_out[1](out)
+
+
+def _has_wan_attention(root: torch.nn.Module) -> bool:
+    return any(type(m).__name__ == "WanAttention" for m in root.modules())
+
+
 @contextlib.contextmanager
 def forward_ad_safe(modules: Iterable[torch.nn.Module], attention_slices: int = 0, attention: Optional[str] = None,
                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS):
     """Make `modules` forward-AD safe for the duration of the block (see the module docstring).
 
-    `attention_slices > 0` uses diffusers' sliced processor; otherwise `attention` (auto | flash | chunked | math,
+    `attention_slices > 0` uses diffusers' sliced processor (not for Wan, whose processor is always
+    `WanForwardADAttnProcessor`, sharing the kernel choice); otherwise `attention` (auto | flash | chunked | math,
     default `GVS_JVP_ATTENTION` or auto) picks the kernel through `choose_attention`. Yields the processor used
     (None for the sliced one).
     """
@@ -220,17 +274,22 @@ def forward_ad_safe(modules: Iterable[torch.nn.Module], attention_slices: int = 
             for m in root.modules():
                 if isinstance(m, torch.nn.GroupNorm):
                     handles.append(m.register_forward_pre_hook(_contiguous_input))
+        device = next((p.device for m in modules for p in m.parameters()), torch.device("cpu"))
+        mode = choose_attention(device, attention)
         if attention_slices > 0:
             from diffusers.models.attention_processor import SlicedAttnProcessor
 
             new = SlicedAttnProcessor(attention_slices)
         else:
-            device = next((p.device for m in modules for p in m.parameters()), torch.device("cpu"))
-            new = processor = ForwardADAttnProcessor(choose_attention(device, attention), chunk_elements)
+            new = processor = ForwardADAttnProcessor(mode, chunk_elements)
         for root in modules:
             if hasattr(root, "set_attn_processor") and getattr(root, "attn_processors", None):
                 saved.append((root, dict(root.attn_processors)))
-                root.set_attn_processor(new)
+                if _has_wan_attention(root):
+                    processor = WanForwardADAttnProcessor(mode, chunk_elements)
+                    root.set_attn_processor(processor)
+                else:
+                    root.set_attn_processor(new)
         with sdpa_kernel(SDPBackend.MATH):
             yield processor
     finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -45,12 +45,16 @@ def normalized_mg_scale(alpha: float, num_frames: int, latent_hw: Union[int, Seq
 
 
 def mitigating_gradient(
-    noise_pred: torch.Tensor, latents: torch.Tensor, alpha_prod_t, scale: float, normalized: bool = False
+    noise_pred: torch.Tensor, latents: torch.Tensor, alpha_prod_t, scale: float, normalized: bool = False,
+    max_pull: Optional[float] = None,
 ) -> torch.Tensor:
     """Return `noise_pred` with HARIVO's mitigating gradient added (a new tensor; inputs are not modified).
 
     noise_pred, latents: `(b, c, f, h, w)`; alpha_prod_t: ᾱ_t (float or 0-d tensor); scale: α (0 = off);
     normalized: read `scale` as a normalised α (its effect at HARIVO's 24 × 4 × 32² latents, `normalized_mg_scale`).
+    max_pull: cap on the fraction 2αω² exp(−n_i²/S)/S by which frame i+1 of x̂0 moves toward frame i (None: the
+    paper's uncapped form). Flow matching needs it: its early steps have ω² = σ²/(1 − σ)² up to ~10⁴ (shift 7), where
+    the explicit step overshoots the neighbour and the frame differences grow instead of shrinking.
     No-ops (returns `noise_pred` unchanged) when `scale == 0`, `f < 3` (log(f−1) ≤ 0) or the median frame
     difference is 0 (a static video). Computed in fp32, returned in `noise_pred`'s dtype.
     """
@@ -78,6 +82,8 @@ def mitigating_gradient(
     omega = ((1 - a) / a).sqrt()
     weight = 2 * torch.exp(-norms.pow(2) / s_safe) / s_safe * omega  # (b, f-1)
     weight = weight * safe[:, None].to(weight.dtype)
+    if max_pull is not None and scale > 0:  # x̂0 moves by the fraction α·ω·weight of D_i
+        weight = weight.clamp(max=float(max_pull) / (float(scale) * float(omega)))
     g = diff * weight[:, None, :, None, None]
     g = torch.cat([torch.zeros_like(g[:, :, :1]), g], dim=2)
     return (eps + scale * g).to(noise_pred.dtype)

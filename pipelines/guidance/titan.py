@@ -115,7 +115,21 @@ class TitanGuidance(RangedGuidance):
 
         return J
 
+    def start(self, ctx) -> None:
+        super().start(ctx)
+        if self.per_frame and getattr(ctx, "whole_video_decode", False):
+            raise ValueError(f"titan.per_frame=True needs a VAE that decodes each frame from its own latent frame; "
+                             f"{type(ctx.pipe).__name__}'s VAE is causal over the video (use per_frame=False)")
+
     def direct_guess(self, ctx, x0: torch.Tensor) -> torch.Tensor:
+        if getattr(ctx, "whole_video_decode", False):
+            # A causal video VAE (Wan) cannot decode a subset of latent frames on its own: the guess is the gradient
+            # of the reward of the whole decoded video (decoder only; the transformer stays in forward mode)
+            self._frames = None
+            with torch.enable_grad():
+                y = x0.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(ctx.objective(y), y)
+            return g
         f = x0.shape[2]
         frames = self._frames = self.pick_frames(ctx, f)
         with torch.enable_grad():
@@ -175,8 +189,9 @@ class TitanGuidance(RangedGuidance):
             self._frames = None
             v = self.guess_direction(ctx, x_prev, eps, x0).to(x_prev.dtype)
             frames = None
-            if self.objective_subset:
-                frames = self._frames if self._frames is not None else self.pick_frames(ctx, f)
+            if self.objective_subset:  # video frame indices where the decoder is causal (`whole_video_decode`)
+                f_pick = ctx.num_frames if getattr(ctx, "whole_video_decode", False) else f
+                frames = self._frames if self._frames is not None else self.pick_frames(ctx, f_pick)
             J = self.objective(ctx, t_prev, frames)
             with forward_ad_safe([ctx.unet, ctx.vae], self.attention_slices):
                 value, d = jvp(J, (x_prev,), (v,))

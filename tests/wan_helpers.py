@@ -1,0 +1,90 @@
+"""Tiny random Wan components built in code (no hub): the stand-in for diffusers' `hf-internal-testing/tiny-random-t5`
+tokenizer and config, and the transformer / VAE / scheduler of diffusers' own Wan pipeline test."""
+from __future__ import annotations
+
+import torch
+
+#: words of the test prompts, each one token; anything else falls back to characters, then <unk>
+T5_WORDS = ("dance", "monkey", "negative", "a", "red", "bright", "dark", "video", "of", "the", "cat", "sky")
+T5_VOCAB = 1000  # ids < this; the tiny T5's embedding table
+
+
+def build_t5_tokenizer(words=T5_WORDS):
+    """A `PreTrainedTokenizerFast` in T5's shape (pad 0, eos 1, unk 2; eos appended) from a small word-level
+    vocabulary plus single characters, built in memory with `tokenizers`."""
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in list(words) + list(string.ascii_lowercase + string.digits + string.punctuation):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+
+
+def tiny_t5_config():
+    """A T5 encoder config of the tiny-random-t5 kind: d_model 32 (Wan's `text_dim` in the test)."""
+    from transformers import T5Config
+
+    return T5Config(vocab_size=T5_VOCAB, d_model=32, d_ff=37, d_kv=8, num_layers=5, num_heads=4,
+                    relative_attention_num_buckets=8, dropout_rate=0.1, feed_forward_proj="relu",
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+def tiny_wan_components(scheduler=None, layers: int = 2):
+    """diffusers' tests/pipelines/wan/test_wan.py components with the offline T5 (seeded as there)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+    from transformers import T5EncoderModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    torch.manual_seed(0)
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler(shift=7.0)
+    text_encoder = T5EncoderModel(tiny_t5_config()).eval()
+    tokenizer = build_t5_tokenizer()
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    return {"transformer": transformer, "vae": vae, "scheduler": scheduler, "text_encoder": text_encoder,
+            "tokenizer": tokenizer, "transformer_2": None}
+
+
+def dummy_inputs(seed: int = 0, **over):
+    inputs = {"prompt": "dance monkey", "negative_prompt": "negative",
+              "generator": torch.Generator("cpu").manual_seed(seed), "num_inference_steps": 2, "guidance_scale": 6.0,
+              "height": 16, "width": 16, "num_frames": 9, "max_sequence_length": 16, "output_type": "pt"}
+    inputs.update(over)
+    return inputs
+
+
+def linear_decode_vae():
+    """A tiny `AutoencoderKLWan` whose `decode` is a fixed linear map (latent channels → RGB, each latent frame → its
+    1 or 4 video frames, 8× in space): a stand-in for the guidance tests, where the random tiny VAE's decode barely
+    depends on its input (its RMS norms erase the latents' scale: d brightness / d latent ≈ 1e-5) and a reward could
+    not be steered by any method. The real VAE's gradients are checked on their own (tests/test_wan_guidance.py)."""
+    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    class LinearDecodeWanVAE(AutoencoderKLWan):
+        def decode(self, z, return_dict=True):
+            w = self.rgb.to(z.dtype)
+            x = torch.einsum("bcfhw,rc->brfhw", z, w)
+            x = torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(4, dim=2)], dim=2)
+            x = x.repeat_interleave(8, dim=-1).repeat_interleave(8, dim=-2)
+            return DecoderOutput(sample=x) if return_dict else (x,)
+
+    torch.manual_seed(0)
+    vae = LinearDecodeWanVAE(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                             temperal_downsample=[False, True, True])
+    vae.register_buffer("rgb", torch.randn(3, 16, generator=torch.Generator().manual_seed(1)) * 0.1)
+    return vae
