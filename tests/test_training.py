@@ -526,3 +526,27 @@ def test_jarque_bera_matches_scipy_and_the_closed_form():
     assert d.shape == (4, 48) and np.allclose(d[1], (v[2] - v[1]).ravel())
     s = group_stats([v, rng.random((5, 3, 4, 4))])
     assert s["norms"] == 8 and s["diffs_tested"] == 8 and 0 <= s["frac_pass_p05"] <= 1
+
+
+def test_table_a1_correlated_noise_is_gaussian_per_frame_but_not_per_video():
+    """HARIVO Table A1 as the paper runs it: PYoCo's correlated noise keeps every element and frame N(0, 1), yet far
+    fewer whole videos pass the Jarque–Bera test than i.i.d. noise does."""
+    import numpy as np
+
+    from pipelines.training.normality import correlated_noise, noise_pass_rate
+
+    rng = np.random.default_rng(0)
+    for model, alpha in (("mixed", 2.0), ("progressive", 2.0)):
+        v = np.stack([correlated_noise(rng, model, (6, 2, 8, 8), alpha) for _ in range(400)])
+        assert abs(float(v.std()) - 1.0) < 0.03 and abs(float(v.mean())) < 0.03
+        corr = float(np.mean(v[:, 1] * v[:, 0]))  # adjacent frames: α²/(1+α²) (mixed), α/√(1+α²) (progressive)
+        expected = alpha**2 / (1 + alpha**2) if model == "mixed" else alpha / np.sqrt(1 + alpha**2)
+        assert abs(corr - expected) < 0.05, (model, corr, expected)
+    shape = (8, 4, 16, 16)
+    iid = noise_pass_rate("iid", 300, shape)
+    mixed = noise_pass_rate("mixed", 300, shape, alpha=2.0)
+    assert iid["frac_pass_p05"] > 0.88  # ~95 % by construction of the test
+    assert mixed["frac_pass_p05"] < iid["frac_pass_p05"] - 0.2
+    assert min(iid["first_frame_frac_pass_p05"], mixed["first_frame_frac_pass_p05"]) > 0.85
+    with pytest.raises(ValueError, match="noise model"):
+        correlated_noise(rng, "pink", shape)
