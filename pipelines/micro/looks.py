@@ -396,20 +396,13 @@ def read_look(image, size: int = SIZE) -> LookReading:
     0..255, torch tensor), read at the world's scale: the image's centred square is averaged down (or repeated up)
     to `size` x `size`, as a 32x32 video frame sees it. Returns a `LookReading` (look, confidence, rms, phase,
     sentence); ValueError with a message naming the style image for what is not an image."""
-    a = _resize(_as_rgb_array(image), size)
+    rgb = _as_rgb_array(image)
+    a = _resize(rgb, size)
     counts = np.ones((size, size))
     res = fit_look(a, counts, float((a ** 2).sum()))
     rms = float(np.sqrt(res["sse"] / (3 * size * size)))
     conf = float(np.clip(1.0 - rms / CONFIDENCE_RMS, 0.0, 1.0))
-    h, w = (np.asarray(image).shape[:2] if not hasattr(image, "size") or callable(getattr(image, "size")) is False
-            else (None, None))
-    try:
-        from PIL import Image
-
-        if isinstance(image, Image.Image):
-            h, w = image.height, image.width
-    except ImportError:  # pragma: no cover
-        pass
+    h, w = rgb.shape[:2]
     return LookReading(res["look"], conf, rms, tuple(res["phase"]), (h, w))
 
 
