@@ -178,3 +178,49 @@ def test_world_objects_agree_with_module_functions():
     assert len(longest.split()) + 2 <= MAX_TOKENS  # every caption fits the text encoder as whole-word tokens
     assert set(" ".join(caption2(c, s, m, lk) for c, s, m in world.ALL_COMBOS[:5] for lk in ALL_LOOKS).split()) \
         <= set(WORLD2.vocabulary)
+
+
+class _RenderingPipe:
+    """A stand-in text-to-video pipeline that renders exactly what a world-2 prompt names (the rest fixed)."""
+
+    def set_progress_bar_config(self, **kw):
+        pass
+
+    def __call__(self, prompts, num_frames=8, generator=None, output_type="pt", **kw):
+        import torch
+
+        vids = []
+        for i, p in enumerate(prompts):
+            t = parse_caption2(p)
+            look = next(lk for lk in ALL_LOOKS if "look" not in t or looks.look_matches(lk, t["look"]))
+            v, _ = world.render_clip(t.get("colour", "white"), t.get("shape", "square"), t.get("motion", "bouncing"),
+                                     look, num_frames=num_frames, seed=i)
+            vids.append(v)
+        return type("Out", (), {"frames": torch.stack(vids)})()
+
+
+def test_prompt_set2_and_its_scoring():
+    from pipelines.evaluation.micro_model import evaluate_world2, table_world2
+
+    ps = world.prompt_set2(4)
+    splits = {p["split"] for p in ps}
+    assert splits == {"seen", "held-out", "partial"}
+    assert all(parse_caption2(p["prompt"]) == p["target"] for p in ps)
+    held = [p for p in ps if p["split"] == "held-out"]
+    assert len(held) == len(world.HELD_OUT)
+    partial = [p["target"] for p in ps if p["split"] == "partial"]
+    for k in ("colour", "shape", "motion", "look"):  # every attribute is left out by some partial prompt
+        assert any(k not in t for t in partial) and any(k in t for t in partial)
+    assert world.prompt_set2(4) == ps  # fixed
+    res = evaluate_world2(_RenderingPipe(), steps=1, seeds=1, n_seen=4, verbose=False)
+    assert all(r["honoured"] for r in res["rows"]), [r for r in res["rows"] if not r["honoured"]][:2]
+    assert res["summary"]["partial"]["look"] == 1.0 and res["summary"]["seen"]["motion"] == 1.0
+    assert "| partial |" in table_world2(res)
+    # a video showing something else fails exactly the attributes the prompt names
+    v, _ = world.render_clip("blue", "circle", "moving up", looks.Look("flat", ("navy",)), seed=0)
+    from pipelines.micro.detector import detect
+
+    d = detect(v, world=2)
+    assert world.honoured(d, {"colour": "red", "motion": "moving up"}) == {"colour": False, "motion": True}
+    assert world.honoured(d, {"look": {"pattern": "flat"}}) == {"look": True}
+    assert world.honoured(d, {"look": {"pattern": "stripes", "colours": ("navy",)}}) == {"look": False}

@@ -602,3 +602,55 @@ def get_world(world=1) -> World:
     if v not in (1, 2):
         raise ValueError(f"world must be 1 or 2, got {world!r}")
     return WORLD1 if v == 1 else WORLD2
+
+
+# ------------------------------------------------------------------------------------- world 2's prompt set
+#: The forms of `prompt_set2`'s partial prompts: which attributes and look parts each names.
+PARTIAL_FORMS = [
+    (("colour", "shape", "motion"), LOOK_PARTS),  # the look left to the sampler (or a style reference)
+    (("look",), LOOK_PARTS),  # only the look
+    (("colour", "look"), LOOK_PARTS),
+    (("shape", "motion"), ()),
+    (("colour", "motion", "look"), ("colours",)),  # 'a red object moving up on navy and gray stripes'
+    (("colour", "shape", "look"), ("width", "angle")),  # 'a red circle on wide vertical stripes'
+]
+
+
+def prompt_set2(n_seen: int = 12) -> list[dict]:
+    """World 2's fixed evaluation prompts (split, prompt, target = what it names in `parse_caption2`'s form):
+    `seen` (`n_seen` training combinations on training looks, everything named), `held-out` (every held-out
+    combination, on a held-out look), `partial` (each of `PARTIAL_FORMS` on `n_seen // 2` training draws)."""
+    rng = np.random.default_rng(123)
+    from .looks import HELD_OUT_LOOKS, TRAIN_LOOKS
+
+    out = []
+
+    def add(split, c, s, m, look, named=ATTRIBUTES2, parts=LOOK_PARTS):
+        a = {"colour": c, "shape": s, "motion": m, "background": look, "named": tuple(named), "look_parts": tuple(parts)}
+        out.append({"split": split, "prompt": WORLD2.caption_of(a), "target": named_target(a)})
+
+    seen = [TRAIN_COMBOS[i] for i in sorted(rng.choice(len(TRAIN_COMBOS), size=n_seen, replace=False))]
+    for c, s, m in seen:
+        add("seen", c, s, m, sample_look(rng, "train"))
+    for i, (c, s, m) in enumerate(HELD_OUT):
+        add("held-out", c, s, m, HELD_OUT_LOOKS[(7 * i) % len(HELD_OUT_LOOKS)])
+    for named, parts in PARTIAL_FORMS:
+        for _ in range(max(1, n_seen // 2)):
+            c, s, m = TRAIN_COMBOS[int(rng.integers(len(TRAIN_COMBOS)))]
+            look = sample_look(rng, "train")
+            while "look" in named and look.pattern == "flat" and "colours" not in parts:  # 'a plain background'
+                look = sample_look(rng, "train")
+            add("partial", c, s, m, look, named, parts)
+    return out
+
+
+def honoured(detection: dict, target: dict) -> dict:
+    """Per attribute a prompt names (`target`, `parse_caption2`'s form), whether a world-2 detection (`detect(...,
+    world=2)`) shows it: {"colour": bool, ..., "look": bool} for the named ones only."""
+    from .looks import look_matches
+
+    out = {k: detection.get(k) == target[k] for k in ("colour", "shape", "motion") if k in target}
+    if "look" in target:
+        look = detection.get("look")
+        out["look"] = look is not None and look_matches(look, target["look"])
+    return out
