@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.micro import looks, world  # noqa: E402
 from pipelines.micro.detector import detect  # noqa: E402
 
-LEVELS = [(0.0, 0.0), (0.6, 0.03), (0.8, 0.06)]  # (blur sigma px, noise std)
+LEVELS = [(0.0, 0.0), (0.6, 0.03), (0.8, 0.06), (1.0, 0.1)]  # (blur sigma px, noise std)
 
 
 def main(argv=None) -> int:

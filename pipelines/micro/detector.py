@@ -139,17 +139,23 @@ def shape_features(o: np.ndarray, region: np.ndarray, search: int = 3) -> dict |
     return {"corners": float(box[corners].mean()), "upper": float(box[upper].mean())}
 
 
-def match_shape(o: np.ndarray, region: np.ndarray) -> tuple[str | None, dict]:
+def match_shape(o: np.ndarray, region: np.ndarray, upper_t: float | None = None,
+                corner_t: float | None = None) -> tuple[str | None, dict]:
     f = shape_features(o, region)
     if f is None:
         return None, {}
-    if f["upper"] < UPPER_T:
+    if f["upper"] < (UPPER_T if upper_t is None else upper_t):
         return "triangle", f
-    return ("square" if f["corners"] > CORNER_T else "circle"), f
+    return ("square" if f["corners"] > (CORNER_T if corner_t is None else corner_t) else "circle"), f
 
 
 UPPER_T = 0.55
 CORNER_T = 0.72
+#: World 2's thresholds on its coverage (the mixing fraction over the look, unbiased by noise where world 1's
+#: saturation is biased up). Measured over every third look at blur sigma 0 / 0.6 / 0.8 px with noise std 0 / 0.03 /
+#: 0.06: `corners` circle <= 0.29, square >= 0.65; `upper` triangle <= 0.24, circle >= 0.57 (midpoints taken).
+UPPER_T2 = 0.4
+CORNER_T2 = 0.47
 
 
 def _majority(items):
@@ -284,7 +290,7 @@ def detect(frames, world=1) -> dict:
         colours.append(_majority(nearest_colour(pix)))
         _, fill = shape_of(m)
         o = objectness_over(a[k], bg3, colours[-1]) if version == 2 else objectness(a[k], bg)
-        s, _ = match_shape(o, m)
+        s, _ = match_shape(o, m, *((UPPER_T2, CORNER_T2) if version == 2 else (None, None)))
         shapes.append(s)
         fills.append(fill)
         ys, xs = np.nonzero(m)

@@ -257,14 +257,34 @@ def fit_look(pixels_sum: np.ndarray, counts: np.ndarray, sq_sum: float) -> dict:
     k = int(np.argmin(cost))
     pat, ang, wid, ph = keys[k]
     if pat == "flat":
-        look = Look("flat", (_PAL_NAMES[int((c0[k] + c1[k]).argmin())],))
+        ci = int((c0[k] + c1[k]).argmin())
+        return {"look": Look("flat", (_PAL_NAMES[ci],)), "phase": ph, "sse": float(max(sq_sum + cost[k], 0.0)),
+                "n": float(ntot)}
+    # The colours again from the bands' inner pixels only (all four neighbours in the same band): a blurred image
+    # mixes the colours across band edges, which pulls the band means together.
+    band = maps[k].reshape(size, size)
+    pad = np.pad(band, 1, mode="edge")
+    core = ((pad[:-2, 1:-1] == band) & (pad[2:, 1:-1] == band) & (pad[1:-1, :-2] == band)
+            & (pad[1:-1, 2:] == band)).ravel()
+    nc, sc = n * core, s * core[None]
+    m1 = maps[k] @ nc
+    m0 = nc.sum() - m1
+    k0, k1 = c0[k], c1[k]  # every pixel (for the SSE)
+    if min(m0, m1) >= 8:
+        s1c = sc @ maps[k]
+        s0c = sc.sum(1) - s1c
+        k0 = -2 * s0c @ _PAL.T + m0 * pal2
+        k1 = -2 * s1c @ _PAL.T + m1 * pal2
+    both = np.stack([k0[a] + k1[b], k0[b] + k1[a]])  # (order, pairs)
+    order, j = np.unravel_index(int(both.argmin()), both.shape)
+    pa, pb = PAIRS[int(j)]
+    ia, ib = _PAL_NAMES.index(pa), _PAL_NAMES.index(pb)
+    if order == 1:  # the second colour is on band 0: shift the phase
+        ph = _swap_phase(pat, ang, wid, ph, size)
+        sse = sq_sum + c0[k, ib] + c1[k, ia]
     else:
-        pa, pb = PAIRS[int(best_pair[k])]
-        look = Look(pat, (pa, pb), ang, wid)
-        ia, ib = _PAL_NAMES.index(pa), _PAL_NAMES.index(pb)
-        if c0[k, ia] + c1[k, ib] > c0[k, ib] + c1[k, ia]:  # the second colour is on band 0: shift the phase
-            ph = _swap_phase(pat, ang, wid, ph, size)
-    return {"look": look, "phase": ph, "sse": float(max(sq_sum + cost[k], 0.0)), "n": float(ntot)}
+        sse = sq_sum + c0[k, ia] + c1[k, ib]
+    return {"look": Look(pat, (pa, pb), ang, wid), "phase": ph, "sse": float(max(sse, 0.0)), "n": float(ntot)}
 
 
 def _swap_phase(pat, ang, wid, ph, size):
