@@ -80,6 +80,18 @@ def test_world2_stages_train_and_export(tmp_path):
     from pipelines.micro.detector import detect
 
     assert detect(video[0], world=2)["look"] in looks.ALL_LOOKS  # the reader reads any video
+    # the unguided evaluation takes the world from training.json and scores world 2's prompt set
+    from pipelines.evaluation.micro_model import main as evaluate_main
+
+    threads = torch.get_num_threads()
+    try:
+        assert evaluate_main(["--model", str(out), "--steps", "1", "--seeds", "1", "--seen", "2", "--threads", "1",
+                              "--json", str(tmp_path / "eval.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["world"] == 2 and set(res["summary"]) == {"seen", "held-out", "partial"}
+    assert res["summary"]["held-out"]["videos"] == len(world.HELD_OUT)
     # a world-1 tokenizer folder cannot be reused for world 2
     w1 = Trainer(tmp_path / "w1", tmp_path / "w1work", size="tiny", quiet=True)
     w1.tokenizer()
