@@ -6,7 +6,10 @@ Gaussian noise (std) at each level. Per condition it prints the share of clips r
 look all right) and per attribute. `read_look` is measured on each look's image at a random phase, upscaled 8x
 (256 px) with noise, as a user's reference would come.
 
-    OMP_NUM_THREADS=1 python bench/micro_world2_detector.py [--seeds 2]
+    OMP_NUM_THREADS=1 python bench/micro_world2_detector.py [--seeds 2] [--sheet sheet.png]
+
+`--sheet PATH` writes a contact sheet instead: world 1's four backgrounds and 20 random looks, each a clip's frames
+0, 3 and 7 (upscaled 3x), with the captions printed.
 """
 from __future__ import annotations
 
@@ -26,10 +29,29 @@ from pipelines.micro.detector import detect  # noqa: E402
 LEVELS = [(0.0, 0.0), (0.6, 0.03), (0.8, 0.06), (1.0, 0.1)]  # (blur sigma px, noise std)
 
 
+def sheet(path: str) -> int:
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    picks = list(looks.WORLD1_LOOKS.values()) + [looks.sample_look(rng, "all") for _ in range(20)]
+    rows = []
+    for i, lk in enumerate(picks):
+        v, meta = world.render_clip(list(world.COLOURS)[i % 6], world.SHAPES[i % 3], world.MOTIONS[i % 5], lk, rng=rng)
+        rows.append(np.concatenate(list((v.numpy()[[0, 3, 7]].transpose(0, 2, 3, 1) * 255).astype(np.uint8)), 1))
+        print(f"{i // 4}, {i % 4}: {meta['caption']}")
+    grid = np.concatenate([np.concatenate(rows[j:j + 4], 1) for j in range(0, len(rows), 4)], 0)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(path)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--sheet", default=None, help="write a contact sheet PNG here and stop")
     args = p.parse_args(argv)
+    if args.sheet:
+        return sheet(args.sheet)
     t0 = time.time()
     keys = ("colour", "shape", "motion", "look")
     stats = {lv: {k: 0 for k in (*keys, "all")} for lv in LEVELS}

@@ -76,8 +76,8 @@ def test_caption_forms_round_trip():
     look pattern and angle."""
     subsets = [s for r in range(len(ATTRIBUTES2) + 1) for s in itertools.combinations(ATTRIBUTES2, r)]
     part_sets = [s for r in range(len(LOOK_PARTS) + 1) for s in itertools.combinations(LOOK_PARTS, r)]
-    probe = [lk for lk in ALL_LOOKS if lk.pattern == "flat"][:3] + \
-            [lk for lk in ALL_LOOKS if lk.pattern == "stripes"][:8] + [lk for lk in ALL_LOOKS if lk.pattern == "checks"][:2]
+    by = {p: [lk for lk in ALL_LOOKS if lk.pattern == p] for p in looks.PATTERNS}
+    probe = by["flat"][:3] + by["stripes"][:8] + by["checks"][:2]
     n = 0
     for (c, s, m), lk in zip(itertools.cycle(world.ALL_COMBOS), probe * 6):
         for named in subsets:

@@ -47,7 +47,8 @@ def test_any_image_gets_a_reading(tmp_path):
     photo = np.clip(np.linspace(0, 1, 300)[None, :, None] * [0.9, 0.5, 0.2] + rng.normal(0, 0.1, (200, 300, 3)), 0, 1)
     inputs = [Image.new("RGB", (1, 1), (200, 30, 30)), Image.new("L", (3, 7), 128), Image.new("RGBA", (5, 5)),
               Image.new("I;16", (9, 9), 3000), Image.new("F", (4, 4), 0.5), Image.new("1", (6, 6), 1),
-              Image.new("CMYK", (8, 8), (10, 200, 30, 0)), rng.random((240, 320, 3)), photo, (photo * 255).astype(np.uint8),
+              Image.new("CMYK", (8, 8), (10, 200, 30, 0)), rng.random((240, 320, 3)), photo,
+              (photo * 255).astype(np.uint8),
               np.ones((1, 1)), np.zeros((2, 2, 4))]
     path = tmp_path / "ref.png"
     Image.fromarray((photo * 255).astype(np.uint8)).save(path)

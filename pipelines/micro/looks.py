@@ -77,7 +77,8 @@ class Look:
             raise ValueError(f"a {self.pattern} look has {n} colour(s), got {self.colours!r}")
         if n == 2 and list(PALETTE).index(self.colours[0]) >= list(PALETTE).index(self.colours[1]):
             raise ValueError(f"look colours must be two different colours in palette order, got {self.colours!r}")
-        if (self.pattern == "stripes") != (self.angle is not None) or (self.angle is not None and self.angle not in ANGLES):
+        if (self.pattern == "stripes") != (self.angle is not None) or (
+                self.angle is not None and self.angle not in ANGLES):
             raise ValueError(f"stripes (only) take an angle from {ANGLES}, got {self.pattern} at {self.angle!r}")
         if (self.pattern == "flat") != (self.width is None) or (self.width is not None and self.width not in WIDTHS):
             raise ValueError(f"stripes and checks (only) take a width from {tuple(WIDTHS)}, got {self.width!r}")
@@ -405,7 +406,8 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
         idx = (np.arange(size) * s) // size
         return a[idx][:, idx].transpose(2, 0, 1)
     edges = np.linspace(0, s, size + 1)
-    lo, hi = np.floor(edges[:-1]).astype(int), np.maximum(np.ceil(edges[1:]).astype(int), np.floor(edges[:-1]).astype(int) + 1)
+    lo = np.floor(edges[:-1]).astype(int)
+    hi = np.maximum(np.ceil(edges[1:]).astype(int), lo + 1)
     rows = np.stack([a[lo[i]:hi[i]].mean(0) for i in range(size)])  # (size, s, 3)
     cols = np.stack([rows[:, lo[j]:hi[j]].mean(1) for j in range(size)], 1)  # (size, size, 3)
     return cols.transpose(2, 0, 1)

@@ -626,7 +626,8 @@ def prompt_set2(n_seen: int = 12) -> list[dict]:
     out = []
 
     def add(split, c, s, m, look, named=ATTRIBUTES2, parts=LOOK_PARTS):
-        a = {"colour": c, "shape": s, "motion": m, "background": look, "named": tuple(named), "look_parts": tuple(parts)}
+        a = {"colour": c, "shape": s, "motion": m, "background": look, "named": tuple(named),
+             "look_parts": tuple(parts)}
         out.append({"split": split, "prompt": WORLD2.caption_of(a), "target": named_target(a)})
 
     seen = [TRAIN_COMBOS[i] for i in sorted(rng.choice(len(TRAIN_COMBOS), size=n_seen, replace=False))]

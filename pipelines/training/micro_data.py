@@ -16,9 +16,9 @@ def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
 
 def render_frames(rng: np.random.Generator, n: int, fixed: bool = False, world_version=1, dropout: float = 0.0,
                   with_attrs: bool = False):
-    """n single frames (n, 3, 32, 32) and their captions (random frame of a random training clip) of world `world_version`
-    (1 or 2; world 2's captions leave each attribute out with probability `dropout`); `with_attrs`: also the
-    attribute dicts."""
+    """n single frames (n, 3, 32, 32) and their captions (random frame of a random training clip) of world
+    `world_version` (1 or 2; world 2's captions leave each attribute out with probability `dropout`); `with_attrs`:
+    also the attribute dicts."""
     w = world.get_world(world_version)
     frames, caps, attrs = [], [], []
     for _ in range(n):
@@ -30,7 +30,8 @@ def render_frames(rng: np.random.Generator, n: int, fixed: bool = False, world_v
     return (torch.stack(frames), caps, attrs) if with_attrs else (torch.stack(frames), caps)
 
 
-def render_clips(rng: np.random.Generator, n: int, num_frames: int = world.NUM_FRAMES, world_version=1, dropout: float = 0.0):
+def render_clips(rng: np.random.Generator, n: int, num_frames: int = world.NUM_FRAMES, world_version=1,
+                 dropout: float = 0.0):
     """n clips (n, f, 3, H, W) and their captions, of world `world_version` (as `render_frames`)."""
     w = world.get_world(world_version)
     attrs = [w.sample(rng, "train", dropout) for _ in range(n)]

@@ -131,7 +131,8 @@ class Trainer:
         missing = [w for w in self.world.vocabulary if len(tok.tokenize(w)) != 1] if self.world.version == 2 else []
         if missing:
             raise ValueError(f"{folder} was built for another vocabulary: world {self.world.version}'s words "
-                             f"{missing[:6]} are not single tokens; train world {self.world.version} into a fresh --out")
+                             f"{missing[:6]} are not single tokens; train world {self.world.version} into a "
+                             "fresh --out")
         return tok
 
     def _rng(self, stage: str, step: int):
