@@ -92,6 +92,13 @@ def test_world2_stages_train_and_export(tmp_path):
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["world"] == 2 and set(res["summary"]) == {"seen", "held-out", "partial"}
     assert res["summary"]["held-out"]["videos"] == len(world.HELD_OUT)
+    # the text tower with the auxiliary heads (world 2's background head: the look's geometry)
+    tr = Trainer(out, work, size="tiny", quiet=True, world_version=2, train_text=True, text_aux_weight=1.0,
+                 text_aux_pretrain=2, init_unet=work / "unet_joint")
+    losses = tr.run("joint", 2)
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    rows = [json.loads(r) for r in (work / "text_aux_pretrain" / "log.jsonl").read_text().splitlines()]
+    assert "acc_background" in rows[-1]
     # a world-1 tokenizer folder cannot be reused for world 2
     w1 = Trainer(tmp_path / "w1", tmp_path / "w1work", size="tiny", quiet=True)
     w1.tokenizer()

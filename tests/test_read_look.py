@@ -77,3 +77,21 @@ def test_not_an_image_file(tmp_path):
     p.write_text("hello")
     with pytest.raises(ValueError, match="style image: cannot read"):
         read_look(p)
+
+
+def test_style_reading_compares_reference_and_video():
+    from pipelines.micro import world
+    from pipelines.micro.detector import style_reading
+
+    lk = Look.make("stripes", ("teal", "beige"), 45, "wide")
+    video, _ = world.render_clip("red", "circle", "moving up", lk, seed=0)
+    r = style_reading(_pil(lk).resize((300, 300), Image.NEAREST), video)
+    assert r["same"] and r["video"] == lk and r["reference"].look == lk
+    assert r["sentence"].startswith("your reference reads as teal and beige wide rising diagonal stripes (matches")
+    assert r["sentence"].endswith("the video's background reads as teal and beige wide rising diagonal stripes "
+                                  "(the same look)")
+    other, _ = world.render_clip("red", "circle", "moving up", "gray", seed=0)
+    r = style_reading(_pil(lk), other)
+    assert not r["same"] and r["sentence"].endswith("the video's background reads as a gray background")
+    with pytest.raises(ValueError, match="style image: no image given"):
+        style_reading(None, other)

@@ -333,4 +333,18 @@ def score(frames, target: dict) -> dict:
     return out
 
 
-__all__ = ["detect", "score", "object_mask", "nearest_colour", "BACKGROUNDS", "OBJ"]
+__all__ = ["detect", "score", "object_mask", "nearest_colour", "style_reading", "BACKGROUNDS", "OBJ"]
+
+
+def style_reading(reference, frames) -> dict:
+    """What a style reference and a world-2 video's background read as, side by side: {"reference": LookReading,
+    "video": Look, "same": bool, "sentence": "your reference reads as …; the video's background reads as …"}.
+    ValueError (naming the style image) for a reference that is not an image."""
+    from .looks import read_look
+
+    ref = read_look(reference)
+    d = detect(frames, world=2)
+    same = d["look"] == ref.look
+    sentence = (f"your reference reads as {ref}; the video's background reads as {d['background']}"
+                + (" (the same look)" if same else ""))
+    return {"reference": ref, "video": d["look"], "same": same, "sentence": sentence}
