@@ -102,6 +102,8 @@ def test_caption_forms_round_trip():
 def test_parser_partial_and_free_forms():
     assert parse_caption2("a red circle moving up") == {"colour": "red", "shape": "circle", "motion": "moving up"}
     assert parse_caption2("Red circle, moving up.") == {"colour": "red", "shape": "circle", "motion": "moving up"}
+    assert parse_caption2("the red circle over the black background") == {
+        "colour": "red", "shape": "circle", "look": {"pattern": "flat", "colours": ("black",)}}
     assert parse_caption2("on navy and gray diagonal stripes") == {
         "look": {"pattern": "stripes", "colours": ("gray", "navy"), "angle": "diagonal"}}
     assert parse_caption2("a cyan triangle on a Grey background")["look"] == {"pattern": "flat", "colours": ("gray",)}

@@ -425,7 +425,7 @@ def parse_look_phrase(words: list[str]) -> dict | None:
     not a look phrase. 'navy and gray wide rising diagonal stripes', 'a black background', 'stripes', 'a checkered
     background', 'a plain background'."""
     i, out = 0, {}
-    if words[i:i + 1] in (["a"], ["an"]):
+    if words[i:i + 1] in (["a"], ["an"], ["the"]):
         i += 1
     cols = []
     c, i = _take(words, i, _LOOK_COLOURS)
@@ -478,14 +478,15 @@ def parse_look_phrase(words: list[str]) -> dict | None:
 def parse_caption2(text: str) -> dict | None:
     """What a world-2 prompt names: a dict with any of `colour`, `shape`, `motion` and `look` (a dict of the look
     parts named, see `parse_look_phrase`); {} for a prompt that names nothing ('an object'); None for a prompt that
-    does not parse. World-1 captions parse too (their backgrounds as look phrases)."""
+    does not parse. Letter case, commas, a final full stop, 'the' for 'a' and 'over' for 'on' do not matter.
+    World-1 captions parse too (their backgrounds as look phrases)."""
     if not isinstance(text, str):
         return None
     words = _normalise(text)
     if not words:
         return None
     i, out = 0, {}
-    if words[0] in ("a", "an"):
+    if words[0] in ("a", "an", "the"):
         i = 1
     c, i = _take(words, i, COLOURS)
     if c:
@@ -498,13 +499,13 @@ def parse_caption2(text: str) -> dict | None:
     m, i = _take(words, i, MOTIONS)
     if m:
         out["motion"] = m
-    if words[i:i + 1] == ["on"]:
+    if words[i:i + 1] in (["on"], ["over"]):
         look = parse_look_phrase(words[i + 1:])
         if look is None:
             return None
         out["look"] = look
         i = len(words)
-    if i != len(words) or (i == 1 and words[0] in ("a", "an")):
+    if i != len(words) or (i == 1 and words[0] in ("a", "an", "the")):
         return None
     return out
 
@@ -516,7 +517,7 @@ def caption_notice2(text: str) -> str | None:
         return None
     known = {w for phrase in (*COLOURS, *SHAPES, *MOTIONS, *_SHAPE_NOUNS, *_LOOK_COLOURS, *_WIDTH_WORDS,
                               *_ANGLE_PHRASES, *_PATTERN_WORDS) for w in phrase.split()}
-    known |= {"a", "an", "on", "and", "background", "plain"}
+    known |= {"a", "an", "the", "on", "over", "and", "background", "plain"}
     words = [w for w in _normalise(text or "")]
     unknown = [w for w in dict.fromkeys(words) if w not in known]
     why = ("names nothing the world knows" if parsed == {} else "does not parse"
