@@ -50,7 +50,8 @@ def test_phase_shifted_and_uint8_looks():
     obj = frames.numpy() != looks.look_rgb(lk)[None]
     shifted = np.where(obj, frames.numpy(), bg[None])
     d = detect(shifted, world=2)
-    assert d["look"] == lk and d["colour"] == "red"
+    assert d["look"] == lk and d["colour"] == "red" and d["look_rms"] < 1e-6
+    assert np.array_equal(looks.look_rgb(d["look"], 32, d["look_phase"]), bg)  # redrawn at the read phase
     u8 = (frames.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     assert detect(u8, world=2)["look"] == lk
 

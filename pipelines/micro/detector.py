@@ -256,8 +256,8 @@ def objectness_over(frame: np.ndarray, bg: np.ndarray, colour: str | None) -> np
 
 def detect(frames, world=1) -> dict:
     """Attributes of a micro-world video: frames (f, 3, H, W) (also (f, H, W, 3), uint8 ok) in [0, 1]. `world=2`
-    reads the background as a look (`look`, `background` = its words, `look_rms`: RMS distance of the background
-    pixels from it)."""
+    reads the background as a look (`look`, `background` = its words, `look_phase`: the (x, y) shift at which
+    `looks.look_rgb(look, size, phase)` redraws it, `look_rms`: RMS distance of the background pixels from that)."""
     from .world import get_world
 
     version = get_world(world).version
@@ -272,7 +272,7 @@ def detect(frames, world=1) -> dict:
         fit = read_background(a, raw_masks)
         background = fit["look"].describe()
         bg3 = look_rgb(fit["look"], a.shape[-1], fit["phase"])
-        extra = {"look": fit["look"], "look_rms": fit["rms"]}
+        extra = {"look": fit["look"], "look_phase": tuple(fit["phase"]), "look_rms": fit["rms"]}
     else:
         background = classify_background(a, raw_masks)
         bg = background_model(background, a.shape[-1])
