@@ -379,7 +379,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
     model, opt = acc.prepare(model, opt)
     raw = acc.unwrap_model(model)
     data = open_dataset(cfg.data, cfg.data_path, cfg.num_frames, cfg.resolution, cfg.frame_stride, cfg.seed,
-                        cfg.video_root, cfg.micro_backgrounds, fps=cfg.fps, random_window=cfg.random_window)
+                        cfg.video_root, cfg.micro_backgrounds, fps=cfg.fps, random_window=cfg.random_window,
+                        micro_world=cfg.micro_world)
     batches = StepBatches(len(data), cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes, cfg.seed)
     loader = _Prefetch(data, batches, start, stop_at or cfg.steps, cfg.grad_accum, cfg.num_workers)
     T = len(base["alphas_cumprod"])
