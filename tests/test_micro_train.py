@@ -96,7 +96,8 @@ def test_resume_matches_uninterrupted(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "b_work" / "vae" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 3, 4, 6]  # the resumed log continues (first and last step of each run)
     # only the last checkpoint is kept
-    assert sorted(c.name for c in (tmp_path / "b_work" / "vae" / "checkpoints").iterdir()) == ["step_6.json", "step_6.pt"]
+    kept = sorted(c.name for c in (tmp_path / "b_work" / "vae" / "checkpoints").iterdir())
+    assert kept == ["step_6.json", "step_6.pt"]
     sa = torch.load(latest_checkpoint(tmp_path / "a_work" / "vae"), weights_only=True)["trained"]
     sb = torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=True)["trained"]
     for k in sa:
