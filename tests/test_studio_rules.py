@@ -87,3 +87,35 @@ def test_messages_are_scrubbed_and_an_unexpected_error_gets_an_id_matching_the_l
     eid = err.message.split("(id ")[1].split(")")[0]
     assert len(eid) == 8 and "/srv/secret" not in err.message and "KeyError" not in err.message
     assert f"internal error (id {eid})" in out and "Traceback" in out and "/srv/secret/thing" in out
+
+
+def test_an_unexpected_error_in_a_run_reaches_the_client_as_an_id_only(preset, tmp_path, monkeypatch, capsys):
+    """A bug inside a run (here the sampler raising with a server path in its text): the API error and the page's
+    status line carry one short message with an id; the server log has the traceback under that id; the next run
+    works."""
+    import gradio as gr
+
+    from pipelines.studio import handlers
+    from pipelines.studio.handlers import Studio
+    from pipelines.studio.runs import RunStore
+
+    studio = Studio(preset, store=RunStore(tmp_path / "runs", keep=4))
+    kw = dict(prompt=PROMPT, method="none", mg_scale=0, seed=0, steps=1, cfg=7.5, frames=8,
+              size=preset.default_size, eta=1.0)
+    real = handlers.run
+
+    def broken(*a, **k):
+        raise RuntimeError("boom in /srv/secret/weights.bin")
+
+    monkeypatch.setattr(handlers, "run", broken)
+    tok, _ = studio.begin()
+    with pytest.raises(gr.Error) as e:
+        list(studio.generate("t2v", kw, token=tok))
+    msg = e.value.message
+    assert msg.startswith("internal error (id ") and "secret" not in msg and "RuntimeError" not in msg
+    eid = msg.split("(id ")[1].split(")")[0]
+    assert studio.failure_text(tok) == f"not run: {msg}"
+    log = capsys.readouterr().out
+    assert f"internal error (id {eid})" in log and "boom in /srv/secret/weights.bin" in log and "Traceback" in log
+    monkeypatch.setattr(handlers, "run", real)
+    assert list(studio.generate("t2v", kw))[-1][2].endswith(".mp4")
