@@ -18,7 +18,6 @@ import os
 import struct
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -307,7 +306,8 @@ def _wrong_values(server, api):
             ("method", 5, "method: 5 is not one of"), ("prompt", ["x"], "prompt: expected text"),
             ("eta", "x", "eta: expected a number"), ("mg_scale", None, "mg_scale: is required"),
             ("cfg_schedule", "maybe", "cfg_schedule: expected true or false"),
-            ("seed", "1" * 400, "seed: ")]
+            ("seed", "1" * 400, "seed: "), ("prompt", "x" * 1_000_000, "prompt: is 1000000 characters"),
+            ("negative_prompt", "y " * 300_000, "negative_prompt: is 599999 characters")]
 
 
 def test_wrong_types_and_missing_values_on_every_endpoint(server):
