@@ -222,6 +222,43 @@ def test_resume_is_exact(tmp_path):
     assert straight["log"][-1]["total"] == resumed["log"][-1]["total"]
 
 
+def test_checkpoints_load_with_weights_only_and_code_in_a_file_is_refused(tmp_path):
+    """A checkpoint is tensors and numbers (`weights_only=True`) plus a JSON sidecar; one in the former format (its
+    config inside) still resumes; a pickle that would run code is refused with a clear error, never executed."""
+    from pipelines.training.loop import checkpoint_sidecar, load_checkpoint, read_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "checkpoints" / "step_3.pt"
+    save_checkpoint(path, 3, model, opt, {"stage": "x", "lr": 1e-3})
+    assert set(torch.load(path, weights_only=True)) == {"step", "trained", "opt"}
+    assert json.loads(checkpoint_sidecar(path).read_text()) == {"step": 3, "config": {"stage": "x", "lr": 1e-3}}
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters())
+    assert load_checkpoint(path, fresh, fresh_opt) == 3 and torch.equal(fresh.weight, model.weight)
+    old = tmp_path / "old.pt"  # the former format: one file, the config inside (plain data: loads weights-only)
+    torch.save({"step": 5, "trained": dict(model.named_parameters()), "opt": opt.state_dict(),
+                "config": {"stage": "x"}}, old)
+    assert load_checkpoint(old, torch.nn.Linear(3, 2)) == 5 and read_checkpoint(old)["config"] == {"stage": "x"}
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"step": 1, "trained": {}, "opt": {}, "config": _Ran()}, hostile)
+    _Ran.count = 0
+    with pytest.raises(ValueError, match="cannot be read safely.*weights_only=True"):
+        load_checkpoint(hostile, torch.nn.Linear(3, 2))
+    assert _Ran.count == 0
+
+
+class _Ran:
+    """An object whose unpickling would count: a checkpoint must never unpickle it."""
+
+    count = 0
+
+    def __setstate__(self, state):
+        type(self).count += 1
+
+
 def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown training config key"):
         load_config("tiny", {"no_such": 1})
