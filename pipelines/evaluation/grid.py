@@ -30,7 +30,7 @@ import numpy as np
 from ..presets import is_micro_world
 from . import real as er
 from .cases import Case
-from .micro import PRIMARY, SUITES, cases, metrics
+from .micro import PRIMARY, SUITES, cases, metrics, suite_cases
 from .specs import parse_spec
 
 
@@ -56,12 +56,18 @@ class Cell:
 
 def grid(suites, specs, seeds, eta, steps, frames, max_cases=None, case_fn=None, tag="") -> list[Cell]:
     """Every cell of suites × cases × specs × seeds; `case_fn(suite, frames)` gives a suite's cases (default: the
-    micro suites' `cases`)."""
+    micro suites' `cases`). `max_cases`: the first N cases of each suite, or (micro suites) case ids such as
+    `example` (`micro.suite_cases`)."""
     cells = []
     for suite in suites:
-        cs = (case_fn or cases)(suite, frames)
-        if max_cases:
-            cs = _first_cases(cs, max_cases)
+        if case_fn is None:
+            cs = suite_cases(suite, frames, max_cases)
+        else:
+            cs = case_fn(suite, frames)
+            if max_cases:
+                if not (isinstance(max_cases, int) or str(max_cases).strip().isdigit()):
+                    raise ValueError(f"--cases: {max_cases!r}: this preset's suites take a number of cases")
+                cs = _first_cases(cs, int(max_cases))
         for case in cs:
             for spec in specs:
                 for seed in seeds:
