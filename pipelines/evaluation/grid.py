@@ -224,7 +224,7 @@ def write_summary(rows: list[dict], out: Path, set_metrics=None) -> list[dict]:
 
 
 #: Columns shown right after the primary (joint) figure, in this order: the suite's effect, then fidelity.
-_LEAD = ["target", "fidelity", "content", "clean", "one_object", "residual"]
+_LEAD = ["target", "fidelity", "smooth", "content", "clean", "one_object", "residual", "halo_px"]
 _FIXED = {"suite", "method", "n", "primary", "higher_is_better", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
           "peak_memory_mib", "eta"}
 
@@ -506,7 +506,9 @@ def write_sheets(rows: list[dict], out: Path) -> list[Path]:
             m = r["metrics"]
             vids.append(np.load(path).astype(np.float32))
             labels.append(f"{r['case']} joint={_fmt(m.get('joint'))} target={_fmt(m.get('target'))} "
-                          f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} res={_fmt(m.get('residual'))}")
+                          + (f"smooth={_fmt(m.get('smooth'))} " if "smooth" in m else "")
+                          + f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} res={_fmt(m.get('residual'))}"
+                          + (f" halo={_fmt(m.get('halo_px'))}px" if "halo_px" in m else ""))
         if vids:
             paths.append(contact_sheet(vids, labels, out / "sheets" / suite / f"{_slug(method)}.png",
                                        title=f"{suite}: {method}, seed {first}"))

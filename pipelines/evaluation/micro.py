@@ -18,6 +18,9 @@ Suites (`cases()` says exactly what each contains):
               at the exact frame (chance 1/4 for a regular bounce of random phase) and within ±1 frame.
 - `mg`        plain prompts for a HARIVO MG α sweep: frame-to-frame change, one object per frame, colour kept.
 
+Each tab's example (`pipelines/studio/examples.py`) is a case of one suite (`EXAMPLE_SUITES`, `example_cases`);
+`suite_cases` picks a suite's cases by count or by id (`python -m pipelines evaluate --cases example`).
+
 Every suite's row reads its `target`, the video's `fidelity` (the prompt's content kept, one object per frame, a
 re-rendering residual, no halo of another colour) and their `joint`, the summary's primary column.
 

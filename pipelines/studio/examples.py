@@ -25,7 +25,7 @@ def example_rows(task: str, examples_dir: Path = EXAMPLES_DIR) -> list[list[Any]
             ["a yellow square moving up on a gray background", m, 40, 0],
         ],
         "style": [  # the reference is the world's striped background, so the style suite can read the effect
-            ["a white square moving right to left on a black background", str(e / "style_world_striped.png"), m, 0, 0],
+            ["a blue square moving right to left on a gray background", str(e / "style_world_striped.png"), m, 0, 0],
         ],
         "audio": [
             ["a green circle bouncing on a black background", str(e / "impacts.wav"), m, 0, 0],
