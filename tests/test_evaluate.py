@@ -270,7 +270,8 @@ def test_each_tabs_example_is_a_case_of_its_suite_and_the_grid_selects_it_by_id(
         cs = micro.example_cases(task)
         assert len(cs) == len(example_rows(task)) >= 1 and cs[0].id == "example"
         assert micro.suite_cases(suite, 8, "example") == cs[:1]
-        assert [c.case.id for c in gr.grid([suite], ["none"], [0, 1], 1.0, 3, 8, max_cases="example")] == ["example"] * 2
+        cells = gr.grid([suite], ["none"], [0, 1], 1.0, 3, 8, max_cases="example")
+        assert [c.case.id for c in cells] == ["example"] * 2
     interp = micro.example_cases("interpolate")[0]
     first = world.parse_caption(interp.prompt)
     assert first["motion"] == "moving left to right" and interp.target["last"][0] - interp.target["first"][0] > 15

@@ -507,7 +507,8 @@ def write_sheets(rows: list[dict], out: Path) -> list[Path]:
             vids.append(np.load(path).astype(np.float32))
             labels.append(f"{r['case']} joint={_fmt(m.get('joint'))} target={_fmt(m.get('target'))} "
                           + (f"smooth={_fmt(m.get('smooth'))} " if "smooth" in m else "")
-                          + f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} res={_fmt(m.get('residual'))}"
+                          + f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} "
+                          + f"res={_fmt(m.get('residual'))}"
                           + (f" halo={_fmt(m.get('halo_px'))}px" if "halo_px" in m else ""))
         if vids:
             paths.append(contact_sheet(vids, labels, out / "sheets" / suite / f"{_slug(method)}.png",

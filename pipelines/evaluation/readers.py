@@ -133,11 +133,14 @@ def residual(frames, d: Optional[dict] = None) -> list[float]:
 _HUES = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0}
 #: A pixel is of another colour than the object when its chroma (max − min channel) exceeds `HALO_LEVEL` and its
 #: hue is more than `HALO_HUE_TOL` degrees from the object's (half-way to the next palette hue); for a white
-#: object every pixel with that chroma is.
+#: object every pixel with that chroma is. The level sits above the faint complementary fringe the micro model
+#: draws beside most objects (chroma up to ~0.15–0.2).
 HALO_LEVEL = 0.2
 HALO_HUE_TOL = 30.0
-#: The most such pixels one frame of a clean video may have. Calibrated in bench/EVALUATE.md ("Interpolation",
-#: "Halo"): rendered clips have none.
+#: The most such pixels one frame of a clean video may have. Calibrated (bench/EVALUATE.md, "Interpolation, judged on
+#: its path"): rendered clips read 0; 30 of the residual's 34 unguided calibration videos read 0–6 px and the other 4
+#: 14–25 px (the two prompts whose sheets show a fringe blob of another colour); the interpolation example's
+#: cyan tails read 10–35 px.
 HALO_MAX_PX = 8
 
 

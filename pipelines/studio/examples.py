@@ -9,7 +9,8 @@ from ..presets import task_default_method
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 #: The upload fields each tab's example rows fill, in order (after the prompt).
-EXAMPLE_UPLOADS = {"t2v": [], "style": ["style_image"], "audio": ["audio"], "interpolate": ["first_frame", "last_frame"]}
+EXAMPLE_UPLOADS = {"t2v": [], "style": ["style_image"], "audio": ["audio"],
+                   "interpolate": ["first_frame", "last_frame"]}
 #: The impact times (s) of the audio tab's example clip, `impacts.wav` (`scripts/make_examples.py` writes it).
 EXAMPLE_IMPACT_TIMES = (0.5, 1.5)
 
