@@ -53,7 +53,7 @@ def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
 def _fidelity_text(prepared, frames: torch.Tensor) -> str:
     """'; a clean video of the prompt' or what is wrong with it (micro preset; empty when the prompt is not a world
     caption)."""
-    from .evaluation.readers import RESIDUAL_MAX, fidelity, target_of
+    from .evaluation.readers import HALO_MAX_PX, RESIDUAL_MAX, fidelity, target_of
 
     r = prepared.request
     target = target_of(r.prompt or r.reward_prompt or "")
@@ -70,6 +70,8 @@ def _fidelity_text(prepared, frames: torch.Tensor) -> str:
         why.append(f"one object in {f['one_object']:.0%} of frames")
     if f["residual"] > RESIDUAL_MAX:
         why.append(f"artefacts (residual {f['residual']:.3f})")
+    if f["halo_px"] > HALO_MAX_PX:
+        why.append(f"a halo of another colour ({f['halo_px']:.0f} px in a frame)")
     return "; not a clean video of the prompt (" + ", ".join(why or ["unclean"]) + ")"
 
 

@@ -3,6 +3,8 @@
     python scripts/make_examples.py [--out assets/examples]
 
 - style_stripes.png, style_checker.png, style_gradient.png: rendered style references (128 x 128);
+- style_world_striped.png, style_world_checkered.png: the micro world's own background patterns in gray (32 x 32, the
+  style suite's references), so the style tab's example is a case of the style suite;
 - impacts.wav: 2 s of impact thumps at the micro world's bounce times (16 kHz), for the audio tab;
 - impacts_long.wav: 12 s of thumps (longer than any video: shows the crop notice);
 - first_frame.png / last_frame.png: first and last frames of a rendered micro clip
@@ -40,11 +42,18 @@ def style_images(out: Path, size: int = 128) -> None:
     _save(grad, out / "style_gradient.png")
 
 
-def audio_clips(out: Path) -> None:
-    from pipelines.micro.world import BOUNCE_PERIOD, FPS, SAMPLE_RATE, synth_impacts_audio
+def world_patterns(out: Path) -> None:
+    from pipelines.evaluation.micro import reference_image
 
-    period = BOUNCE_PERIOD / FPS
-    short = synth_impacts_audio([period * (k + 0.5) for k in range(2)], 2.0, SAMPLE_RATE)
+    for pattern in ("striped", "checkered"):
+        reference_image(pattern).save(out / f"style_world_{pattern}.png", optimize=True)
+
+
+def audio_clips(out: Path) -> None:
+    from pipelines.micro.world import SAMPLE_RATE, synth_impacts_audio
+    from pipelines.studio.examples import EXAMPLE_IMPACT_TIMES
+
+    short = synth_impacts_audio(list(EXAMPLE_IMPACT_TIMES), 2.0, SAMPLE_RATE)
     sf.write(out / "impacts.wav", short, SAMPLE_RATE, subtype="PCM_16")
     long = synth_impacts_audio([0.5 * k + 0.25 for k in range(24)], 12.0, SAMPLE_RATE)
     sf.write(out / "impacts_long.wav", long, SAMPLE_RATE, subtype="PCM_16")
@@ -66,6 +75,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     style_images(out)
+    world_patterns(out)
     audio_clips(out)
     key_frames(out)
     for f in sorted(out.iterdir()):

@@ -42,9 +42,11 @@ def test_interpolation_metrics_on_straight_static_and_jumping_paths():
     # exact endpoints but a static interior that jumps at the end: what replacement alone gave
     jump = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", [line[0]] * 7 + [line[-1]]))
     assert jump["endpoint_px"] < 0.5 and jump["jerk_px"] > 2 * straight["jerk_px"]
-    # monotone, but not a path: smooth reads it (the straight line is smooth)
+    # monotone, but not a path: smooth reads it (the straight line is smooth), and the joint figure fails it
     assert jump["monotone"] == 1.0 and jump["smooth"] == 0.0 and straight["smooth"] == 1.0
     assert jump["max_step_px"] == pytest.approx(np.hypot(x1 - x0, y1 - y0), abs=1.0)
+    assert straight["target"] == straight["joint"] == 1.0
+    assert jump["fidelity"] == 1.0 and jump["target"] == jump["joint"] == 0.0
     back = micro.metrics("interpolate", case, world.render_positions(c, s, "gray", line[:4] + line[:3] + line[-1:]))
     assert back["monotone"] == 0.0
 
@@ -223,6 +225,31 @@ def test_agreeing_key_frames_are_paths_the_world_draws_and_the_prompt_names():
     clip = world.render_positions(cap["colour"], cap["shape"], "gray", [(int(x), p0[1]) for x in xs])
     m = micro.metrics("interpolate-agree", cs[0], torch.as_tensor(clip))
     assert m["endpoint_px"] < 0.5 and m["monotone"] == 1.0 and m["jerk_px"] < 1.0
+    assert m["smooth"] == m["target"] == m["joint"] == 1.0
+
+
+@pytest.mark.parametrize("suite", ["interpolate-agree", "interpolate"])
+def test_the_interpolation_joint_fails_a_path_that_holds_still_then_jumps_or_drags_a_halo(suite):
+    """The joint figure judges the path: ends on the keys, one clean object in every frame and monotone is not
+    enough when the object holds still and jumps (smooth), or carries a glow of another colour (halo)."""
+    case = micro.cases(suite)[0]
+    cap = world.parse_caption(case.prompt)
+    p0, p1 = (micro.AGREE_KEYS[0][0] if suite == "interpolate-agree" else micro.KEY_POSITIONS[0])
+    glide = [(round(p0[0] + (p1[0] - p0[0]) * k / 7), round(p0[1] + (p1[1] - p0[1]) * k / 7)) for k in range(8)]
+    render = lambda path: world.render_positions(cap["colour"], cap["shape"], "gray", path)  # noqa: E731
+    good = micro.metrics(suite, case, render(glide))
+    assert good["joint"] == 1.0 and good["smooth"] == 1.0 and good["halo_px"] == 0.0
+    # holds at the first key for 4 frames, then jumps to the glide's frame 4; holds for 6, then jumps to the last key
+    for path in ([glide[0]] * 4 + glide[4:], [glide[0]] * 6 + [glide[-1]] * 2):
+        m = micro.metrics(suite, case, render(path))
+        assert m["ends_max_px"] < 0.5 and m["fidelity"] == 1.0
+        assert m["monotone"] == 1.0 and m["smooth"] == 0.0 and m["joint"] == 0.0, m["max_step_px"]
+    from tests.test_readers import _halo
+
+    halo = micro.metrics(suite, case, _halo(render(glide), range(2, 6), "yellow" if cap["colour"] != "yellow"
+                                             else "blue"))
+    assert halo["smooth"] == 1.0 and halo["ends_max_px"] < 0.5 and halo["residual"] <= 0.05
+    assert halo["clean"] == 0.0 and halo["joint"] == 0.0
 
 
 def test_process_shares_stay_disjoint_and_complete_when_one_process_starts_late():
@@ -234,3 +261,27 @@ def test_process_shares_stay_disjoint_and_complete_when_one_process_starts_late(
     assert not {c.key for c in first} & {c.key for c in late}
     # resume: finished cells are skipped
     assert gr.shard(cells, {cells[0].key}, process_index=0, num_processes=1) == cells[1:]
+
+
+def test_each_tabs_example_is_a_case_of_its_suite_and_the_grid_selects_it_by_id(examples_dir):
+    from pipelines.studio.examples import example_rows
+
+    for task, suite in micro.EXAMPLE_SUITES.items():
+        cs = micro.example_cases(task)
+        assert len(cs) == len(example_rows(task)) >= 1 and cs[0].id == "example"
+        assert micro.suite_cases(suite, 8, "example") == cs[:1]
+        cells = gr.grid([suite], ["none"], [0, 1], 1.0, 3, 8, max_cases="example")
+        assert [c.case.id for c in cells] == ["example"] * 2
+    interp = micro.example_cases("interpolate")[0]
+    first = world.parse_caption(interp.prompt)
+    assert first["motion"] == "moving left to right" and interp.target["last"][0] - interp.target["first"][0] > 15
+    audio = micro.example_cases("audio")[0]
+    assert audio.target["impacts"] == [2, 6]  # the thumps of impacts.wav at 0.5 s and 1.5 s, 4 fps
+    # a style reference that is not one of the world's patterns is no case of the style suite
+    row = ["a white square moving up on a black background", str(examples_dir / "style_stripes.png"), "titan", 0, 0]
+    with pytest.raises(ValueError, match="not one of the world's patterns"):
+        micro.example_cases("style", rows=[row])
+    assert micro.reference_pattern(examples_dir / "style_world_checkered.png") == "checkered"
+    with pytest.raises(ValueError, match="--cases: 'k9' is not a case of the interpolate suite"):
+        micro.suite_cases("interpolate", 8, "k0,k9")
+    assert [c.id for c in micro.suite_cases("interpolate", 8, 2)] == ["k0", "k1"]

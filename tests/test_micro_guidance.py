@@ -64,7 +64,7 @@ def test_the_interpolation_tabs_example_moves_monotonically_from_key_to_key(micr
     from app import _examples_for
     from pipelines.evaluation.readers import centroids as _centroids
     from pipelines.presets import load_preset
-    from pipelines.request import Generation, GenerationRequest, validate
+    from pipelines.request import DEFAULT_INTERPOLATION_MODE, Generation, GenerationRequest, validate
     from pipelines.presets import task_default_method
 
     preset = load_preset("micro")
@@ -72,7 +72,8 @@ def test_the_interpolation_tabs_example_moves_monotonically_from_key_to_key(micr
     assert method == task_default_method("interpolate")[0]
     keys = _centroids(np.stack([np.asarray(world_image(p)) for p in (first, last)]))
     g = Generation(validate(GenerationRequest(task="interpolate", prompt=prompt, first_frame=first, last_frame=last,
-                                              method=method, mg_scale=mg, seed=seed, interpolation_mode="reward"),
+                                              method=method, mg_scale=mg, seed=seed,
+                                              interpolation_mode=DEFAULT_INTERPOLATION_MODE),
                             preset), preset, preview_every=0)
     for _ in g:
         pass

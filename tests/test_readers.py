@@ -1,9 +1,11 @@
-"""The fidelity readers: a rendered clip is a clean video of its caption; a smear, a second object, striped noise or
-another colour is caught; the contact sheet shows the videos."""
+"""The fidelity readers: a rendered clip is a clean video of its caption; a smear, a second object, striped noise,
+another colour or a halo of another colour beside the object is caught; the contact sheet shows the videos."""
 import numpy as np
 from PIL import Image
 
-from pipelines.evaluation.readers import RESIDUAL_MAX, count_objects, fidelity, residual
+from pipelines.evaluation.readers import (
+    HALO_LEVEL, HALO_MAX_PX, RESIDUAL_MAX, count_objects, fidelity, halo, hue_of, off_colour, residual,
+)
 from pipelines.evaluation.sheets import contact_sheet
 from pipelines.micro import world
 
@@ -51,6 +53,57 @@ def test_a_second_object_and_a_wrong_colour_are_read():
     f = fidelity(b, target)
     assert f["one_object"] < 1.0 and f["clean"] == 0.0
     assert fidelity(a, dict(target, colour="green"))["content"] == 0.0
+
+
+def _halo(a, frames, colour, strength=0.35):
+    """`a` with a faint glow of `colour` (chroma `strength`) on the gray beside the object's right and top edges in
+    `frames`, as the micro model's key-frame videos drew orange beside a blue triangle."""
+    b = a.copy()
+    col = np.asarray(world.COLOURS[colour], np.float32)
+    for k in frames:
+        obj = (b[k].max(0) - b[k].min(0)) > 0.5
+        ys, xs = np.nonzero(obj)
+        ring = np.zeros_like(obj)
+        ring[ys.min() - 2:ys.min(), xs.min():xs.max() + 1] = True  # two rows above
+        ring[ys.min():ys.max() + 1, xs.max() + 1:xs.max() + 3] = True  # two columns right
+        ring &= ~obj
+        b[k][:, ring] = (1 - strength) * b[k][:, ring] + strength * col[:, None]
+    return b
+
+
+def test_a_halo_of_another_colour_beside_the_object_fails_clean_where_the_residual_lets_it_through():
+    frames, _ = world.render_clip("blue", "triangle", "moving left to right", "gray", seed=0)
+    a, target = frames.numpy(), dict(colour="blue", shape="triangle", motion="moving left to right")
+    clean = fidelity(a, target)
+    assert clean["clean"] == 1.0 and clean["halo_px"] == 0.0
+    orange = _halo(a, range(2, 6), "red", 0.35)  # an orange-red glow in the middle frames
+    f = fidelity(orange, target)
+    assert f["residual"] <= RESIDUAL_MAX  # too small for the residual to see
+    assert f["one_object"] == 1.0 and f["content"] == 1.0
+    assert f["halo_px"] > HALO_MAX_PX and f["clean"] == 0.0 and f["fidelity"] == 0.0
+    assert [n > HALO_MAX_PX for n in halo(orange)] == [False, False, True, True, True, True, False, False]
+    # the same glow in the object's own colour is a soft edge, not a halo
+    assert fidelity(_halo(a, range(2, 6), "blue", 0.35), target)["halo_px"] == 0.0
+    # and a glow too faint to see is not one either
+    assert fidelity(_halo(a, range(2, 6), "red", 0.5 * HALO_LEVEL), target)["clean"] == 1.0
+
+
+def test_off_colour_reads_hue_not_channel_shifts_of_the_objects_colour():
+    assert hue_of(np.asarray(list(world.COLOURS.values()))[:5].T[:, :, None])[:, 0].round().tolist() == [
+        0, 120, 240, 60, 180]  # red, green, blue, yellow, cyan
+    px = lambda *rgb: np.asarray(rgb, np.float32)[:, None, None]  # noqa: E731
+    assert off_colour(px(0.3, 1.0, 0.0), "green")[0, 0] == 0.0  # a yellowish green object is green
+    assert off_colour(px(0.6, 0.4, 0.35), "blue")[0, 0] > HALO_LEVEL  # orange beside blue
+    assert off_colour(px(0.25, 0.25, 0.6), "red")[0, 0] > HALO_LEVEL  # a blue fringe beside red
+    assert off_colour(px(0.5, 0.5, 0.5), "red")[0, 0] == 0.0  # gray
+    assert off_colour(px(0.5, 0.3, 0.3), "white")[0, 0] > 0.0  # any hue beside a white object
+
+
+def test_rendered_clips_have_no_halo_on_any_background():
+    for bg in world.BACKGROUNDS:
+        for colour in world.COLOURS:
+            a, _ = _clip(colour=colour, shape="triangle", background=bg)
+            assert max(halo(a)) == 0, (colour, bg)
 
 
 def test_contact_sheet_has_a_row_per_video(tmp_path):

@@ -5,11 +5,13 @@
 Modules (each imports only those above it; nothing here imports `pipelines.evaluate*`):
 - `cases.py`    `Case`: one prompt, its inputs and what its metric compares with (micro and real suites alike).
 - `readers.py`  what a micro video shows, read exactly: `detect`, `count_objects` (the one definition of an object,
-                ≥ `MIN_OBJECT_PX` = 4 px), `content_kept`, `colour_kept`, `residual`, `fidelity`, `centroids`,
-                `endpoint_mse`, `match_frames`, `impacts_met`, `target_of`.
+                ≥ `MIN_OBJECT_PX` = 4 px), `content_kept`, `colour_kept`, `residual`, `halo` / `off_colour`
+                (pixels of another colour than the object's), `fidelity`, `centroids`, `endpoint_mse`,
+                `match_frames`, `impacts_met`, `target_of`.
 - `sheets.py`   contact sheets (rows: videos, columns: frames, a label per row).
 - `specs.py`    method specs such as `titan[update=rms,step_size=0.1]`.
-- `micro.py`    the micro preset's suites and exact metrics (target, fidelity, joint); the micro model's `prompt_set`.
+- `micro.py`    the micro preset's suites and exact metrics (target, fidelity, joint); each tab's example as a case
+                of its suite (`example_cases`); the micro model's `prompt_set`.
 - `real.py`     the real presets' suites, measured by `rewards.metrics.real_metrics` with non-guiding evaluators; FVD.
 - `grid.py`     suites × cases × specs × seeds: cells, run, resume, sharding (accelerate's
                 `PartialState().split_between_processes`), merge, summary (markdown + CSV), plots, contact sheets.

@@ -34,7 +34,10 @@ def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.Argume
                         "(interpolate is skipped there with a message)")
     p.add_argument("--methods", default="none,titan", help="comma list of method specs, e.g. none,titan[update=rms]")
     p.add_argument("--seeds", default="2", help="N (seeds 0..N-1) or a comma list")
-    p.add_argument("--cases", type=int, default=None, help="at most this many cases per suite")
+    p.add_argument("--cases", default=None, metavar="N|IDS",
+                   help="at most N cases per suite, or (micro suites) these case ids, e.g. `example`: the "
+                        "tab's example as a case of its suite (t2v → mg, style, audio, interpolation → "
+                        "interpolate-agree)")
     p.add_argument("--eta", type=float, default=None, help="DDIM η for every cell (default: the request default)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--frames", type=int, default=None)

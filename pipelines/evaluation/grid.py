@@ -30,7 +30,7 @@ import numpy as np
 from ..presets import is_micro_world
 from . import real as er
 from .cases import Case
-from .micro import PRIMARY, SUITES, cases, metrics
+from .micro import PRIMARY, SUITES, cases, metrics, suite_cases
 from .specs import parse_spec
 
 
@@ -56,12 +56,18 @@ class Cell:
 
 def grid(suites, specs, seeds, eta, steps, frames, max_cases=None, case_fn=None, tag="") -> list[Cell]:
     """Every cell of suites × cases × specs × seeds; `case_fn(suite, frames)` gives a suite's cases (default: the
-    micro suites' `cases`)."""
+    micro suites' `cases`). `max_cases`: the first N cases of each suite, or (micro suites) case ids such as
+    `example` (`micro.suite_cases`)."""
     cells = []
     for suite in suites:
-        cs = (case_fn or cases)(suite, frames)
-        if max_cases:
-            cs = _first_cases(cs, max_cases)
+        if case_fn is None:
+            cs = suite_cases(suite, frames, max_cases)
+        else:
+            cs = case_fn(suite, frames)
+            if max_cases:
+                if not (isinstance(max_cases, int) or str(max_cases).strip().isdigit()):
+                    raise ValueError(f"--cases: {max_cases!r}: this preset's suites take a number of cases")
+                cs = _first_cases(cs, int(max_cases))
         for case in cs:
             for spec in specs:
                 for seed in seeds:
@@ -218,7 +224,7 @@ def write_summary(rows: list[dict], out: Path, set_metrics=None) -> list[dict]:
 
 
 #: Columns shown right after the primary (joint) figure, in this order: the suite's effect, then fidelity.
-_LEAD = ["target", "fidelity", "content", "clean", "one_object", "residual"]
+_LEAD = ["target", "fidelity", "smooth", "content", "clean", "one_object", "residual", "halo_px"]
 _FIXED = {"suite", "method", "n", "primary", "higher_is_better", "delta_vs_none", "better_than_none", "worse_than_none", "seconds",
           "peak_memory_mib", "eta"}
 
@@ -500,7 +506,10 @@ def write_sheets(rows: list[dict], out: Path) -> list[Path]:
             m = r["metrics"]
             vids.append(np.load(path).astype(np.float32))
             labels.append(f"{r['case']} joint={_fmt(m.get('joint'))} target={_fmt(m.get('target'))} "
-                          f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} res={_fmt(m.get('residual'))}")
+                          + (f"smooth={_fmt(m.get('smooth'))} " if "smooth" in m else "")
+                          + f"content={_fmt(m.get('content'))} clean={_fmt(m.get('clean'))} "
+                          + f"res={_fmt(m.get('residual'))}"
+                          + (f" halo={_fmt(m.get('halo_px'))}px" if "halo_px" in m else ""))
         if vids:
             paths.append(contact_sheet(vids, labels, out / "sheets" / suite / f"{_slug(method)}.png",
                                        title=f"{suite}: {method}, seed {first}"))

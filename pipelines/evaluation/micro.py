@@ -7,18 +7,22 @@ Suites (`cases()` says exactly what each contains):
               unconditioned): only guidance can draw colour and shape; colour / shape / direction accuracy.
 - `style`     striped and checkered references on prompts asking for a black or gray background: the share of
               videos whose detected background becomes the reference's pattern.
-- `interpolate` key frames with the object where the prompt's motion does not put it (reward mode; a spec's
-              `mode=replacement|both` switches): endpoint distance (px), path jerk (second differences of the
-              centroid, px), monotone interior.
+- `interpolate` key frames with the object where the prompt's motion does not put it (the default constraint,
+              `both`; a spec's `mode=reward|replacement|both` switches): endpoint distance (px), path jerk (second
+              differences of the centroid, px), monotone interior, smooth path (`max_step_allowed`); the target
+              is the ends at the keys (≤ 3 px) on a smooth path.
 - `interpolate-agree` key frames that a straight motion of the world joins, with the prompt naming that motion
-              (the app's example is of this kind): the same metrics; whether guidance keeps the path smooth when the
-              model can draw it.
+              (the app's example is of this kind): the same metrics; the target is the ends at the keys (≤ 2 px)
+              on a smooth and monotone path: the object glides from key to key.
 - `audio`     two impacts one bounce period apart at each of the 4 phases: IoU of floor contacts with impact frames
               at the exact frame (chance 1/4 for a regular bounce of random phase) and within ±1 frame.
 - `mg`        plain prompts for a HARIVO MG α sweep: frame-to-frame change, one object per frame, colour kept.
 
+Each tab's example (`pipelines/studio/examples.py`) is a case of one suite (`EXAMPLE_SUITES`, `example_cases`);
+`suite_cases` picks a suite's cases by count or by id (`python -m pipelines evaluate --cases example`).
+
 Every suite's row reads its `target`, the video's `fidelity` (the prompt's content kept, one object per frame, a
-re-rendering residual) and their `joint`, the summary's primary column.
+re-rendering residual, no halo of another colour) and their `joint`, the summary's primary column.
 
 `prompt_set()` is the unguided micro model's fixed prompt set (seen and held-out combinations), used by
 `micro_model.py` (`python -m pipelines.evaluation.micro_model`) and the HARIVO ablation.
@@ -26,7 +30,7 @@ re-rendering residual) and their `joint`, the summary's primary column.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -136,8 +140,111 @@ def cases(suite: str, num_frames: int = 8) -> list[Case]:
 
 
 
+# ------------------------------------------------------------------------------------------ the tabs' examples
+#: The suite each tab's example (`pipelines/studio/examples.py`) is a case of, and is judged by.
+EXAMPLE_SUITES = {"t2v": "mg", "style": "style", "audio": "audio", "interpolate": "interpolate-agree"}
+
+
+def _image_array(value) -> np.ndarray:
+    """(3, H, W) in [0, 1] of an image given as a path or a PIL image."""
+    from PIL import Image
+
+    img = value if isinstance(value, Image.Image) else Image.open(value)
+    return np.asarray(img.convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
+
+
+def reference_pattern(image) -> Optional[str]:
+    """The world's background pattern (striped, checkered) a style reference shows, read by the detector at the
+    world's size; None for a reference that is not one of the world's patterns (colours, other motifs)."""
+    from PIL import Image
+
+    from ..micro import world
+    from ..micro.detector import classify_background, object_mask
+
+    img = image if isinstance(image, Image.Image) else Image.open(image)
+    a = _image_array(img.convert("RGB").resize((world.SIZE, world.SIZE), Image.NEAREST))
+    mask = object_mask(a)
+    if mask.any():  # coloured or white pixels: no background of the world has them
+        return None
+    name = classify_background(a[None], mask[None])
+    return name if name in ("striped", "checkered") else None
+
+
+def example_cases(task: str, num_frames: int = 8, rows=None) -> list[Case]:
+    """The tab's example rows (`pipelines.studio.examples.example_rows`, or `rows`) as cases of its suite
+    (`EXAMPLE_SUITES`), ids `example`, `example-1`, ...: the row's prompt, uploads and MG α; its method and seed are
+    the grid's (method spec, seed). ValueError names a row that is not a case of its suite (a style reference that
+    is not one of the world's patterns; key frames without one object each)."""
+    from ..micro import world
+    from ..request import DEFAULT_INTERPOLATION_MODE
+    from ..studio.examples import EXAMPLE_IMPACT_TIMES, EXAMPLE_UPLOADS, example_names, example_rows
+
+    rows = example_rows(task) if rows is None else rows
+    names = example_names(task, EXAMPLE_UPLOADS[task])
+    out = []
+    for i, row in enumerate(rows):
+        v = dict(zip(names, row))
+        cid = "example" if i == 0 else f"example-{i}"
+        prompt = v["prompt"]
+        attrs = target_of(prompt)
+        if not attrs:
+            raise ValueError(f"example {cid} of the {task} tab: the micro world cannot read the prompt {prompt!r}")
+        inputs = {"mg_scale": v["mg_scale"]}
+        if task == "t2v":
+            target = {k: attrs[k] for k in ("colour", "shape", "motion")}
+        elif task == "style":
+            pattern = reference_pattern(v["style_image"])
+            if pattern is None:
+                raise ValueError(f"example {cid} of the style tab: its reference {v['style_image']} is not one of "
+                                 "the world's patterns (striped, checkered), so the style suite cannot judge it")
+            inputs["style_image"] = v["style_image"]
+            target = {"background": pattern}
+        elif task == "audio":
+            inputs["audio"] = v["audio"]
+            impacts = sorted({round(t * world.FPS) for t in EXAMPLE_IMPACT_TIMES})
+            target = {"impacts": [f for f in impacts if f < num_frames]}
+        elif task == "interpolate":
+            keys = centroids(np.stack([_image_array(v["first_frame"]), _image_array(v["last_frame"])]))
+            if any(k is None for k in keys):
+                raise ValueError(f"example {cid} of the interpolate tab: a key frame shows no object")
+            inputs.update(first_frame=v["first_frame"], last_frame=v["last_frame"],
+                          interpolation_mode=DEFAULT_INTERPOLATION_MODE)
+            target = {"first": keys[0], "last": keys[1]}
+        else:
+            raise ValueError(f"task must be one of {', '.join(EXAMPLE_SUITES)}, got {task!r}")
+        out.append(Case(cid, task, prompt, inputs=inputs, target=target))
+    return out
+
+
+def suite_cases(suite: str, num_frames: int = 8, select=None) -> list[Case]:
+    """A suite's cases as the grid runs them: `select` None (the suite's own cases), an int N (its first N), or
+    case ids (a list or a comma string) among its own and its tab's examples (`example`, `example-1`, ...: see
+    `example_cases`; only the suite a tab's example belongs to has them)."""
+    own = cases(suite, num_frames)
+    if select is None:
+        return own
+    if isinstance(select, int) or (isinstance(select, str) and select.strip().isdigit()):
+        return own[: int(select)]
+    ids = [s.strip() for s in (select.split(",") if isinstance(select, str) else select) if s.strip()]
+    task = next((t for t, s in EXAMPLE_SUITES.items() if s == suite), None)
+    pool = own + (example_cases(task, num_frames) if task and any(i.startswith("example") for i in ids) else [])
+    by_id = {c.id: c for c in pool}
+    bad = [i for i in ids if i not in by_id]
+    if bad:
+        raise ValueError(f"--cases: {bad[0]!r} is not a case of the {suite} suite (its cases: "
+                         f"{', '.join(by_id) or 'none'})")
+    return [by_id[i] for i in ids]
+
+
 #: Interpolation targets: the ends within this many px of the keys (keys a motion of the world joins / conflicting keys).
 ENDS_PX = {"interpolate-agree": 2.0, "interpolate": 3.0}
+
+
+def max_step_allowed(first, last, num_frames: int) -> float:
+    """The longest frame-to-frame step (px) of a smooth path from key `first` to key `last` (centroids) over
+    `num_frames` frames: twice the even step between the keys, plus 1 px."""
+    even = float(np.linalg.norm(np.subtract(last, first))) / max(1, num_frames - 1)
+    return 2 * even + 1.0
 
 
 def _content_keys(suite: str) -> tuple[str, ...]:
@@ -193,13 +300,15 @@ def metrics(suite: str, case: Case, frames) -> dict:
         else:
             out["monotone"] = 0.0
         # smooth: no frame-to-frame step longer than twice the even step between the keys, +1 px (a path that
-        # stays at the first key and jumps to the last is monotone, not smooth); reported beside the target
+        # stays at the first key and jumps to the last is monotone, not smooth)
         steps = np.linalg.norm(np.diff(pts, axis=0), axis=1) if len(pts) >= 2 else np.zeros(0)
         out["max_step_px"] = float(steps.max()) if len(steps) else None
-        even = float(np.linalg.norm(k1 - k0)) / max(1, len(cents) - 1)
-        out["smooth"] = float(len(pts) == len(cents) and len(steps) > 0 and float(steps.max()) <= 2 * even + 1.0)
+        out["smooth"] = float(len(pts) == len(cents) and len(steps) > 0
+                              and float(steps.max()) <= max_step_allowed(k0, k1, len(cents)))
         ends_ok = out["ends_max_px"] <= ENDS_PX[suite]
-        out["target"] = float(ends_ok and (out["monotone"] == 1.0 or suite == "interpolate"))
+        # the target is the key frames joined by a gliding path: ends at the keys, a smooth path and, where a motion
+        # of the world joins the keys, a monotone one
+        out["target"] = float(ends_ok and out["smooth"] == 1.0 and (out["monotone"] == 1.0 or suite == "interpolate"))
     if suite == "audio":
         impacts = case.target["impacts"]
         contacts = list(d.get("bounce_frames") or [])
@@ -209,7 +318,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
         out["impacts_met"] = impacts_met(impacts, contacts, 1)
         out["contacts"] = contacts
         out["target"] = out["sync_iou"]
-    out.update({k: fid[k] for k in ("content", "one_object", "residual", "clean", "fidelity")})
+    out.update({k: fid[k] for k in ("content", "one_object", "residual", "halo_px", "clean", "fidelity")})
     if suite in ("t2v-hard", "t2v-reward", "mg"):  # the prompt is the target: its accuracy counts in clean videos
         out["joint"] = out["target"] * out["clean"]
     else:
@@ -236,5 +345,6 @@ def prompt_set(n_seen: int = 12) -> list[dict]:
 
 
 __all__ = ["SUITES", "PRIMARY", "cases", "metrics", "prompt_set", "reference_image", "T2V_HARD_CFG",
-           "T2V_HARD_STEPS", "KEY_POSITIONS", "AGREE_KEYS", "AUDIO_PHASES", "ENDS_PX"]
+           "T2V_HARD_STEPS", "KEY_POSITIONS", "AGREE_KEYS", "AUDIO_PHASES", "ENDS_PX", "max_step_allowed",
+           "EXAMPLE_SUITES", "example_cases", "suite_cases", "reference_pattern"]
 

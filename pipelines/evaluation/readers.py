@@ -6,8 +6,11 @@ Every score of a micro video goes through here (the exact suites, the compare vi
 - `residual` re-renders what the detector read (the background class, at its best pattern phase, plus the read
   object at its read position) and measures each frame's mean absolute difference to it: near 0 for a rendered clip,
   small for a clean generated one, large for a colour smear, striped noise or a dissolved object;
+- `halo` counts, per frame, the pixels of another colour than the object's (chroma above `HALO_LEVEL` at a hue
+  more than `HALO_HUE_TOL` from the object's): a fringe, tail or glow of another hue beside the object, too small
+  to move the residual;
 - `fidelity` joins them: the prompt's content kept (colour, shape and, where asked, motion), exactly one object in
-  every frame, and no artefacts (every frame's residual ≤ `RESIDUAL_MAX`);
+  every frame, and no artefacts (every frame's residual ≤ `RESIDUAL_MAX` and at most `HALO_MAX_PX` halo pixels);
 - `content_kept` / `colour_kept` / `target_of`: the attributes the detector read against the prompt's;
 - `centroids`, `endpoint_mse`: where the object is, and how far the end frames are from key frames;
 - `match_frames` / `impacts_met`: floor contacts against impact frames (one-to-one, within a tolerance).
@@ -126,6 +129,46 @@ def residual(frames, d: Optional[dict] = None) -> list[float]:
     return [float(v) for v in best]
 
 
+#: Hue of each palette colour (degrees on the colour wheel; white has none).
+_HUES = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0}
+#: A pixel is of another colour than the object when its chroma (max − min channel) exceeds `HALO_LEVEL` and its
+#: hue is more than `HALO_HUE_TOL` degrees from the object's (half-way to the next palette hue); for a white
+#: object every pixel with that chroma is. The level sits above the faint complementary fringe the micro model
+#: draws beside most objects (chroma up to ~0.15–0.2).
+HALO_LEVEL = 0.2
+HALO_HUE_TOL = 30.0
+#: The most such pixels one frame of a clean video may have. Calibrated (bench/EVALUATE.md, "Interpolation, judged on
+#: its path"): rendered clips read 0; 30 of the residual's 34 unguided calibration videos read 0–6 px and the other 4
+#: 14–25 px (the two prompts whose sheets show a fringe blob of another colour); the interpolation example's
+#: cyan tails read 10–35 px.
+HALO_MAX_PX = 8
+
+
+def hue_of(frame: np.ndarray) -> np.ndarray:
+    """(H, W) hue in degrees [0, 360) of each pixel of `frame` (3, H, W): red 0, yellow 60, green 120, cyan 180,
+    blue 240."""
+    r, g, b = frame.astype(np.float64)
+    return np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)) % 360.0
+
+
+def off_colour(frame: np.ndarray, colour: Optional[str]) -> np.ndarray:
+    """(H, W): each pixel's chroma (max − min channel) where its hue is not the object's colour's (more than
+    `HALO_HUE_TOL` degrees away; any hue for a white object or none read), else 0. Greys (every background of the
+    world), the object and its soft edge read 0; a fringe, tail or glow of another hue reads its strength."""
+    chroma = (frame.max(0) - frame.min(0)).astype(np.float64)
+    if colour not in _HUES:
+        return chroma
+    gap = np.abs((hue_of(frame) - _HUES[colour] + 180.0) % 360.0 - 180.0)
+    return np.where(gap > HALO_HUE_TOL, chroma, 0.0)
+
+
+def halo(frames, d: Optional[dict] = None) -> list[int]:
+    """Per frame: the pixels of another colour than the object the detector read (`off_colour` > `HALO_LEVEL`)."""
+    a = _to_numpy(frames)
+    d = detect(a) if d is None else d
+    return [int((off_colour(fr, d.get("colour")) > HALO_LEVEL).sum()) for fr in a]
+
+
 def content_kept(d: dict, target: dict, keys=("colour", "shape", "motion")) -> dict:
     """Per attribute of `target` named in `keys`: 1.0 when the detector read it, else 0.0; `content` is their AND."""
     out = {f"{k}_ok": float(d.get(k) == target[k]) for k in keys if target.get(k) is not None}
@@ -138,8 +181,8 @@ def fidelity(frames, target: dict, keys=("colour", "shape", "motion"), d: Option
     those the video must keep (a suite whose keys no motion joins asks for colour and shape only).
 
     Returns content (+ per attribute), one_object (share of frames with exactly one object), residual (the worst
-    frame's), clean (one object in every frame and every frame's residual ≤ RESIDUAL_MAX) and fidelity
-    (content and clean)."""
+    frame's), halo_px (the worst frame's pixels of another colour), clean (one object in every frame, every frame's
+    residual ≤ RESIDUAL_MAX and halo ≤ HALO_MAX_PX) and fidelity (content and clean)."""
     a = _to_numpy(frames)
     d = detect(a) if d is None else d
     out = content_kept(d, target, keys)
@@ -147,7 +190,9 @@ def fidelity(frames, target: dict, keys=("colour", "shape", "motion"), d: Option
     res = residual(a, d)
     out["one_object"] = float(np.mean([c == 1 for c in counts]))
     out["residual"] = float(max(res))
-    out["clean"] = float(out["one_object"] == 1.0 and out["residual"] <= RESIDUAL_MAX)
+    out["halo_px"] = float(max(halo(a, d)))
+    out["clean"] = float(out["one_object"] == 1.0 and out["residual"] <= RESIDUAL_MAX
+                         and out["halo_px"] <= HALO_MAX_PX)
     out["fidelity"] = float(out["content"] == 1.0 and out["clean"] == 1.0)
     return out
 
@@ -194,5 +239,6 @@ def target_of(prompt: str) -> dict:
     return dict(parsed) if parsed else {}
 
 
-__all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "count_objects", "rerender", "residual", "content_kept", "fidelity",
+__all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "HALO_LEVEL", "HALO_MAX_PX", "count_objects", "rerender", "residual",
+           "hue_of", "off_colour", "halo", "HALO_HUE_TOL", "content_kept", "fidelity",
            "target_of", "detect", "colour_kept", "centroids", "endpoint_mse", "match_frames", "impacts_met"]
