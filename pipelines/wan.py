@@ -40,6 +40,25 @@ def check_frame_count(num_frames, temporal: int = 4) -> int:
     return num_frames
 
 
+def latent_frame_of(video_frame: int, temporal: int = 4) -> int:
+    """The latent frame that holds a video frame: Wan's causal VAE encodes frame 0 alone into latent frame 0, then
+    each run of `temporal` frames into one latent frame, so latent frame k ≥ 1 holds video frames
+    temporal·k − temporal + 1 .. temporal·k (4k−3 .. 4k): frame f ≥ 1 is in latent frame ⌈f / temporal⌉."""
+    if video_frame < 0:
+        raise ValueError(f"video frame must be ≥ 0, got {video_frame}")
+    return 0 if video_frame == 0 else -(-video_frame // temporal)
+
+
+def video_frames_of(latent_frame: int, temporal: int = 4) -> list[int]:
+    """The video frames a latent frame holds (the inverse of `latent_frame_of`): [0] for latent frame 0, else
+    temporal·k − temporal + 1 .. temporal·k."""
+    if latent_frame < 0:
+        raise ValueError(f"latent frame must be ≥ 0, got {latent_frame}")
+    if latent_frame == 0:
+        return [0]
+    return list(range(temporal * latent_frame - temporal + 1, temporal * latent_frame + 1))
+
+
 def is_wan_attention(module) -> bool:
     return type(module).__name__ == "WanAttention"
 
@@ -189,12 +208,18 @@ class GuidedWanPipeline(WanPipeline):
         preview_every: int = 0,
         track_reward: bool = True,
         should_stop: Optional[Callable[[], bool]] = None,
+        eta: Optional[float] = None,
         _video_sink: Optional[list] = None,
     ) -> Iterator[StepEvent]:
         """Generate, yielding a `StepEvent` per step and a final one with the video (arguments as `__call__`).
 
         `preview_every=N` (N > 0) decodes the step's x̂0 through the VAE every N steps (and at the last) for the
-        event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here."""
+        event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here;
+        `pipe.preview_stride` (the `wan` presets set 10) raises N to at least that. `eta` is accepted for the
+        request layer's one call shape and changes nothing: the step is the flow scheduler's own (deterministic);
+        Free²Guide draws its candidates with its own η = 1 (docs/wan.md)."""
+        if preview_every > 0:
+            preview_every = max(int(preview_every), int(getattr(self, "preview_stride", 1) or 1))
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(callback_on_step_end_tensor_inputs or [])
