@@ -410,11 +410,13 @@ AUTO_FULL_GIB = 20.0  # `animatediff`: fp32 everything, room for TITAN / backpro
 AUTO_LEAN_GIB = 11.0  # `animatediff-lean`: a 12 GB card (fp16 text encoder, VAE slicing, lean decode)
 AUTO_OFFLOAD_GIB = 6.0  # `animatediff-lean` with model CPU offload: the UNet alone on the GPU while it runs
 #: Wan 2.1 1.3B: from the memory model (`python bench/wan_memory_model.py`, docs/wan.md), a model, not a measurement:
-#: `wan` holds every weight on the GPU (≈ 14 GiB, the umT5 encoder 10.6 of it) plus TITAN at 33 frames;
-#: `wan-lean` holds the transformer and VAE while sampling (the text encoder visits the GPU only to encode).
-#: GVS_AUTO_WAN_GIB / GVS_AUTO_WAN_LEAN_GIB override them.
-AUTO_WAN_GIB = 40.0
-AUTO_WAN_LEAN_GIB = 24.0
+#: TITAN's peak at 832x480 is its jvp through the VAE decode (one latent frame at a time, ≈ 11 GiB, whatever the
+#: frame count) over the weights: `wan` holds every weight (13.7 GiB, the umT5 encoder 10.6 of it), modelled peak
+#: 24.7 GiB; `wan-lean` the transformer and VAE (3.1 GiB; the text encoder visits the GPU only to encode), 14.1 GiB;
+#: each plus ≈ 2 GiB for the CUDA context and the reward model. FreeDoM, MPGD, TFG and DOODL backpropagate through
+#: the whole decode and fit neither (docs/wan.md). GVS_AUTO_WAN_GIB / GVS_AUTO_WAN_LEAN_GIB override them.
+AUTO_WAN_GIB = 27.0
+AUTO_WAN_LEAN_GIB = 16.0
 
 
 def _gib_env(name: str, default: float) -> float:
@@ -561,6 +563,10 @@ def wan_preset(pipe, name: str, device: torch.device, reason: str, *, offload: b
         set_flow_shift(pipe, flow_shift)
     pipe.set_progress_bar_config(disable=True)
     pipe.preview_stride = 1 if tiny else WAN_PREVIEW_STRIDE
+    if os.environ.get("GVS_WAN_LATENT_RGB") and not tiny:  # a map fitted by bench/fit_wan_latent_rgb.py
+        from .preview import load_latent_rgb
+
+        pipe.latent_rgb = load_latent_rgb(os.environ["GVS_WAN_LATENT_RGB"])
     if offload and torch.device(device).type == "cuda":
         pipe.enable_model_cpu_offload(device=torch.device(device))
     else:

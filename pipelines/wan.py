@@ -215,10 +215,12 @@ class GuidedWanPipeline(WanPipeline):
 
         `preview_every=N` (N > 0) decodes the step's x̂0 through the VAE every N steps (and at the last) for the
         event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here;
-        `pipe.preview_stride` (the `wan` presets set 10) raises N to at least that. `eta` is accepted for the
+        `pipe.preview_stride` (the `wan` presets set 10) raises N to at least that. With `pipe.latent_rgb` set (a
+        `pipelines.preview.LatentRGB` fitted for Wan's 16 channels, `bench/fit_wan_latent_rgb.py`) previews are that
+        map of x̂0's latent frames instead, every N steps, and the tracked reward decodes only what it needs. `eta` is accepted for the
         request layer's one call shape and changes nothing: the step is the flow scheduler's own (deterministic);
         Free²Guide draws its candidates with its own η = 1 (docs/wan.md)."""
-        if preview_every > 0:
+        if preview_every > 0 and getattr(self, "latent_rgb", None) is None:
             preview_every = max(int(preview_every), int(getattr(self, "preview_stride", 1) or 1))
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -302,8 +304,10 @@ class GuidedWanPipeline(WanPipeline):
                 _video_sink.append(video)
             return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
 
+        rgb = getattr(self, "latent_rgb", None)  # a fitted map (`GVS_WAN_LATENT_RGB`): previews without the VAE
+        fast = dict(preview_mode="fast", latent_rgb=rgb, preview_size=(height, width)) if rgb is not None else {}
         yield from sample(ctx, x, guidance, hooks=hooks, preview_every=preview_every, track_reward=track_reward,
-                          should_stop=should_stop, on_finish=finish, on_step_end=on_step_end)
+                          should_stop=should_stop, on_finish=finish, on_step_end=on_step_end, **fast)
         self._current_timestep = None
         self.maybe_free_model_hooks()
 

@@ -118,7 +118,8 @@ def test_auto_chooses_wan_by_free_memory():
     name, offload, why = choose_auto(int((AUTO_WAN_LEAN_GIB + 1) * GIB), wan=True)
     assert name == "wan-lean" and offload and "GiB" in why
     # below wan-lean: the AnimateDiff chain, as without Wan weights
-    assert choose_auto(int(21 * GIB), wan=True)[0] == choose_auto(int(21 * GIB))[0] == "animatediff"
+    below = int((AUTO_WAN_LEAN_GIB - 1) * GIB)
+    assert choose_auto(below, wan=True)[:2] == choose_auto(below)[:2] == ("animatediff-lean", False)
     assert choose_auto(int((AUTO_WAN_GIB + 1) * GIB))[0] == "animatediff"  # no Wan weights: never Wan
 
 
@@ -233,10 +234,11 @@ def test_auto_loads_wan_where_it_fits_and_falls_back(monkeypatch):
     monkeypatch.setattr(presets, "_animatediff_available", lambda: (True, "CUDA GPU found"))
     monkeypatch.setattr(presets, "_wan", fake("wan"))
     monkeypatch.setattr(presets, "_animatediff", fake("animatediff"))
+    monkeypatch.setattr(presets, "_animatediff_lean", fake("animatediff-lean"))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for i, (free, want, kw) in enumerate([(AUTO_WAN_GIB + 1, "wan", {"offload": False}),
                                           (AUTO_WAN_LEAN_GIB + 1, "wan-lean", {"offload": True}),
-                                          (21, "animatediff", {})]):
+                                          (AUTO_WAN_LEAN_GIB - 1, "animatediff-lean", {"cpu_offload": False})]):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, f=free: (int(f * GIB), 80 * GIB))
         preset = presets.load_preset("auto", device=f"cuda:{20 + i}")
         assert preset.name == want and built[-1] == (want, kw), (free, built[-1])
@@ -245,3 +247,61 @@ def test_auto_loads_wan_where_it_fits_and_falls_back(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int((AUTO_WAN_GIB + 1) * GIB), 80 * GIB))
     assert presets.load_preset("auto", device="cuda:30").name == "animatediff"
     presets._CACHE.pop(("auto", "cuda:30"), None)
+
+
+def test_aesthetic_reward_guides_wan(wan_tiny):
+    """The studio has no aesthetic tab; the aesthetic reward takes Wan's decoded frames like any other (Python API)."""
+    from rewards.aesthetic import AestheticReward
+    from rewards.testing import tiny_clip
+
+    from pipelines.guidance import make_guidance
+
+    reward = AestheticReward(clip=tiny_clip(), allow_random_head=True)
+    out = wan_tiny.pipe(PROMPT, num_frames=5, height=16, width=32, num_inference_steps=2, max_sequence_length=16,
+                        generator=torch.Generator().manual_seed(0), guidance=make_guidance("titan"), reward=reward,
+                        output_type="pt")
+    assert out.frames.shape[1:3] == (5, 3) and out.final_reward is not None
+    assert torch.isfinite(torch.as_tensor(out.final_reward)).all()
+
+
+def test_wan_latent_rgb_fit_and_fast_previews(tmp_path, wan_tiny):
+    """`fit_wan_latent_rgb` recovers a VAE whose decode is linear (exactly, up to least squares), the map survives
+    its JSON file, and with `pipe.latent_rgb` set previews come from the map: no VAE decode per step."""
+    from pipelines.preview import fit_wan_latent_rgb, load_latent_rgb, save_latent_rgb
+
+    from .wan_helpers import linear_decode_vae
+
+    vae = linear_decode_vae().eval()
+    imgs = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    m = fit_wan_latent_rgb(vae, imgs)
+    cfg = vae.config
+    with torch.no_grad():
+        mu = vae.encode(imgs[:2, :, None] * 2 - 1).latent_dist.mode()
+        dec = vae.decode(mu).sample[:, :, 0] / 2 + 0.5
+    assert dec.min() > 0 and dec.max() < 1  # no clamping: the decode is exactly affine in the latents
+    z = (mu - torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)) / torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+    pred = m(z[:, :, 0], max_side=None)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(dec, z.shape[-2:])
+    torch.testing.assert_close(pred, pooled, atol=1e-4, rtol=0)
+    save_latent_rgb(m, tmp_path / "m.json")
+    m2 = load_latent_rgb(tmp_path / "m.json")
+    torch.testing.assert_close(m2.weight, m.weight) and torch.testing.assert_close(m2.bias, m.bias)
+    with pytest.raises(ValueError, match="m.json"):
+        (tmp_path / "m.json").write_text("{}")
+        load_latent_rgb(tmp_path / "m.json")
+
+    pipe = wan_tiny.pipe
+    calls = []
+    orig = pipe.vae.decode
+    pipe.vae.decode = lambda *a, **k: calls.append(1) or orig(*a, **k)
+    try:
+        pipe.latent_rgb = m
+        events = list(pipe.stream(PROMPT, num_frames=5, height=16, width=32, num_inference_steps=3,
+                                  generator=torch.Generator().manual_seed(0), preview_every=1, track_reward=False,
+                                  max_sequence_length=16))
+    finally:
+        pipe.latent_rgb = None
+        pipe.vae.decode = orig
+    previews = [e.preview for e in events if not e.final]
+    assert all(p is not None and p.shape == (2, 3, 16, 32) for p in previews)  # one image per latent frame
+    assert len(calls) == 1  # the final video only
