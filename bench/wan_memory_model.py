@@ -41,8 +41,8 @@ GIB = 2**30
 HEIGHT, WIDTH = 480, 832
 #: Wan 2.1 T2V 1.3B's transformer config (its repo's transformer/config.json values)
 WAN13B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16, out_channels=16,
-              text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-              eps=1e-6)
+              text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+              qk_norm="rms_norm_across_heads", eps=1e-6)
 #: umT5-XXL encoder (Wan's text encoder)
 UMT5_XXL = dict(vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
                 feed_forward_proj="gated-gelu", relative_attention_num_buckets=32)

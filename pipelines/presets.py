@@ -540,7 +540,8 @@ def build_wan(model_id: str = WAN_MODEL, dtype=torch.bfloat16, **load_kwargs):
         vae = AutoencoderKLWan.from_pretrained(model_id, subfolder="vae", torch_dtype=torch.float32, **load_kwargs)
         pipe = GuidedWanPipeline.from_pretrained(model_id, vae=vae, torch_dtype=dtype, **load_kwargs)
     except Exception as e:  # noqa: BLE001 - re-raised with the id and the remedy
-        raise WeightsUnavailable(f"could not load the Wan weights {model_id!r}: {str(e).splitlines()[0][:300].rstrip('.')}. "
+        why = str(e).splitlines()[0][:300].rstrip(".")
+        raise WeightsUnavailable(f"could not load the Wan weights {model_id!r}: {why}. "
                                  f"{wan_predownload_hint(model_id)}") from e
     return pipe
 

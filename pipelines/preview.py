@@ -139,8 +139,8 @@ def latent_rgb_for(pipe) -> LatentRGB:
 def fit_wan_latent_rgb(vae, images: torch.Tensor) -> LatentRGB:
     """Fit the map of Wan's video VAE (`AutoencoderKLWan`, 16 channels) on still images (n, 3, H, W) in [0, 1]:
     each image is encoded as a one-frame video (latent frame 0, which the causal encoder computes from that frame
-    alone), normalised as `WanPipeline` normalises its latents ((μ − latents_mean) / latents_std: the sampler's x̂0),
-    decoded, and the decode pooled over each latent pixel's patch. Run it against the real VAE
+    alone), normalised as `WanPipeline` normalises its latents ((μ − latents_mean) / latents_std: the sampler's
+    x̂0), decoded, and the decode pooled over each latent pixel's patch. Run it against the real VAE
     (`bench/fit_wan_latent_rgb.py`); a preview then shows one image per latent frame."""
     cfg = vae.config
     dtype, device = next(vae.parameters()).dtype, next(vae.parameters()).device

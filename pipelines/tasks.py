@@ -89,7 +89,8 @@ class WanKeyReplacement(LatentReplacement):
     """`LatentReplacement` on Wan's latents: each key image is encoded alone, as a one-frame video, by the causal VAE
     (the latent of video frame 0 is exactly that: the encoder sees frame 0 alone), normalised as `WanPipeline`
     normalises its latents; `indices` are latent frames. Noising after each step is the parent's formula in the
-    variance-preserving coordinates the hooks see (flow's x_t = (1 − σ)·x0 + σ·ε scaled by 1/√((1 − σ)² + σ²))."""
+    variance-preserving coordinates the hooks see (flow's x_t = (1 − σ)·x0 + σ·ε scaled by
+    1/√((1 − σ)² + σ²))."""
 
     def start(self, ctx) -> None:
         vae = ctx.vae

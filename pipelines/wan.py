@@ -214,12 +214,12 @@ class GuidedWanPipeline(WanPipeline):
         """Generate, yielding a `StepEvent` per step and a final one with the video (arguments as `__call__`).
 
         `preview_every=N` (N > 0) decodes the step's x̂0 through the VAE every N steps (and at the last) for the
-        event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here;
-        `pipe.preview_stride` (the `wan` presets set 10) raises N to at least that. With `pipe.latent_rgb` set (a
-        `pipelines.preview.LatentRGB` fitted for Wan's 16 channels, `bench/fit_wan_latent_rgb.py`) previews are that
-        map of x̂0's latent frames instead, every N steps, and the tracked reward decodes only what it needs. `eta` is accepted for the
-        request layer's one call shape and changes nothing: the step is the flow scheduler's own (deterministic);
-        Free²Guide draws its candidates with its own η = 1 (docs/wan.md)."""
+        event's preview and tracked reward: a whole-video decode each time; `pipe.preview_stride` (the `wan` presets
+        set 10) raises N to at least that. With `pipe.latent_rgb` set (a `pipelines.preview.LatentRGB` fitted for
+        Wan's 16 channels, `bench/fit_wan_latent_rgb.py`) previews are that map of x̂0's latent frames instead, every
+        N steps, and the tracked reward decodes only what it needs. `eta` is accepted for the request layer's one
+        call shape and changes nothing: the step is the flow scheduler's own (deterministic); Free²Guide draws its
+        candidates with its own η = 1 (docs/wan.md)."""
         if preview_every > 0 and getattr(self, "latent_rgb", None) is None:
             preview_every = max(int(preview_every), int(getattr(self, "preview_stride", 1) or 1))
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):

@@ -185,7 +185,8 @@ def test_wan_key_replacement_ends_on_the_first_keys_latent(wan_tiny, examples_di
     x = torch.from_numpy(__import__("numpy").array(img)).permute(2, 0, 1).float()[None, :, None] / 255 * 2 - 1
     with torch.no_grad():
         mu = pipe.vae.encode(x).latent_dist.mean
-    want = (mu - torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1)) / torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1)
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1, 1) for v in (cfg.latents_mean, cfg.latents_std))
+    want = (mu - mean) / std
     torch.testing.assert_close(hook.latents.float(), want.float(), rtol=1e-3, atol=1e-3)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.wan_testing import T5_VOCAB, T5_WORDS, build_t5_tokenizer, tiny_t5_config, tiny_wan_components  # noqa: F401
+from pipelines.wan_testing import (T5_VOCAB, T5_WORDS, build_t5_tokenizer, tiny_t5_config,  # noqa: F401
+                                   tiny_wan_components)
 
 
 def dummy_inputs(seed: int = 0, **over):
