@@ -1,5 +1,6 @@
 """A memory MODEL (not a measurement) of Wan 2.1 T2V 1.3B on one GPU at 832x480: unguided, TITAN (one forward-mode
-jvp through the transformer and the VAE decode) and FreeDoM (backprop through both), at 33 and 81 frames.
+jvp through the transformer and the VAE decode; with its `direct` guess also a backward through the whole decode for
+the guess, with `score` / `random` none) and FreeDoM (backprop through both), at 33 and 81 frames.
 
     python bench/wan_memory_model.py            # prints the table (about a minute on one CPU thread)
     python bench/wan_memory_model.py --no-calibrate   # transformer and weights only, no VAE count (instant)
@@ -22,11 +23,13 @@ Where each figure comes from:
 - VAE decode (Wan's decoder runs one latent frame at a time with a causal cache), COUNTED on CPU with the real
   decoder (random weights) at three small sizes (latents 6×10, 9×15, 12×20) and extrapolated linearly in the latent
   pixels P to 60×104, the mid block's one-head spatial attention (P² fp32 scores and probabilities) added
-  analytically: (a) the bytes autograd saves for a backward (`saved_tensors_hooks`, nothing kept; weights
+  analytically: (a) the bytes autograd saves for a backward (`saved_tensors_hooks`, once per storage; weights
   excluded), for the first latent frame and each further one: FreeDoM keeps every latent frame's; (b) a forward's
   live set: the causal cache plus the largest input + output of any one layer: the unguided final decode holds it,
   TITAN's jvp holds it in primal and tangent (×2). TITAN's "2 guessed frames" still run the whole decode (the VAE is
-  causal), but the jvp's memory is one latent frame's at a time.
+  causal): its jvp's memory is one latent frame's at a time, but its `direct` guess (`pipelines/guidance/titan.py`,
+  `direct_guess` on a whole-video decode) backpropagates the reward through the whole decode first, keeping every
+  latent frame's saved activations (as FreeDoM's decode does); the `score` and `random` guesses need no backward.
 Not modelled: the allocator's fragmentation and workspace, CUDA context (~0.5 GiB), cuDNN workspaces, the reward
 model (CLIP ViT-B/16 ≈ 0.6 GiB fp32). Check it against `bench/gpu_quick.sh` on a GPU.
 """
@@ -102,11 +105,12 @@ def vae_saved_bytes(h: int, w: int, latent_frames: int) -> int:
         if key not in seen:
             seen.add(key)
             total[0] += t.untyped_storage().nbytes()
-        return None  # nothing is kept: no backward runs
+        return t  # kept (by the graph) until the decode's output is dropped, so no address is reused and recounted
 
     z = torch.randn(1, 16, latent_frames, h, w, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
-        vae.decode(z, return_dict=False)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = vae.decode(z, return_dict=False)
+    del out
     return total[0]
 
 
@@ -177,14 +181,16 @@ def table(calibrate: bool = True) -> list[dict]:
     for frames in (33, 81):
         lat = 1 + (frames - 1) // 4
         for method, attention in (("none", "flash"), ("none", "math"), ("titan", "flash"), ("titan", "chunked"),
-                                  ("freedom", "flash")):
-            act = transformer_bytes(frames, method, attention)
+                                  ("titan-direct", "flash"), ("freedom", "flash")):
+            act = transformer_bytes(frames, "titan" if method == "titan-direct" else method, attention)
             if vae is None:
                 dec = None
             elif method == "none":
                 dec = vae[2]
             elif method == "titan":
                 dec = 2 * vae[2]  # primal + tangent of the live set, one latent frame at a time
+            elif method == "titan-direct":  # the guess's backward through the whole decode dominates the jvp's
+                dec = max(2 * vae[2], vae[0] + (lat - 1) * vae[1])
             else:
                 dec = vae[0] + (lat - 1) * vae[1]
             resident = w["transformer"] + w["vae"]
@@ -206,6 +212,8 @@ def main(argv=None) -> int:
     rows = table(calibrate=not a.no_calibrate)
     g = lambda b: "-" if b is None else f"{b / GIB:.1f}"  # noqa: E731
     print("MODEL, not a measurement: Wan 2.1 T2V 1.3B, 832x480, bf16 transformer and text encoder, fp32 VAE; GiB")
+    print("titan: the score or random guess (forward mode only); titan-direct: the direct guess (+ a backward through "
+          "the whole decode)")
     print("| frames | tokens | method | attention | transformer act. | VAE decode | peak wan-lean | peak wan |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

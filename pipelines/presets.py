@@ -159,6 +159,13 @@ ANIMATEDIFF_TASK_METHOD_DEFAULTS: dict = {
 }
 
 
+#: The `wan` presets: animatediff's noise-relative defaults (Wan's latents are normalised to unit variance as well),
+#: with TITAN's `score` guess: its default `direct` guess backpropagates the reward through Wan's whole causal VAE
+#: decode (≈ 260 GiB of saved activations at 33 × 480 × 832 in the memory model, docs/wan.md), where the score
+#: guess keeps TITAN in forward mode (≈ 11 GiB at its peak). Chosen from the memory model, not measured on Wan.
+WAN_METHOD_DEFAULTS: dict = {**ANIMATEDIFF_METHOD_DEFAULTS, "titan": {"guess": "score"}}
+
+
 class DefaultsOnly:
     """A preset's guidance defaults without its models (what `resolve_params` reads), for checks and docs."""
 
@@ -201,9 +208,8 @@ PRESET_DEFAULTS = {
     "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "animatediff-lcm": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "sd15-random": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
-    # noise-relative like animatediff's (Wan's latents are normalised to unit variance too); not measured on Wan
-    "wan": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
-    "wan-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "wan": (WAN_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "wan-lean": (WAN_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "wan-tiny": (TINY_METHOD_DEFAULTS, {}),
 }
 
@@ -411,10 +417,11 @@ AUTO_LEAN_GIB = 11.0  # `animatediff-lean`: a 12 GB card (fp16 text encoder, VAE
 AUTO_OFFLOAD_GIB = 6.0  # `animatediff-lean` with model CPU offload: the UNet alone on the GPU while it runs
 #: Wan 2.1 1.3B: from the memory model (`python bench/wan_memory_model.py`, docs/wan.md), a model, not a measurement:
 #: TITAN's peak at 832x480 is its jvp through the VAE decode (one latent frame at a time, ≈ 11 GiB, whatever the
-#: frame count) over the weights: `wan` holds every weight (13.7 GiB, the umT5 encoder 10.6 of it), modelled peak
-#: 24.7 GiB; `wan-lean` the transformer and VAE (3.1 GiB; the text encoder visits the GPU only to encode), 14.1 GiB;
-#: each plus ≈ 2 GiB for the CUDA context and the reward model. FreeDoM, MPGD, TFG and DOODL backpropagate through
-#: the whole decode and fit neither (docs/wan.md). GVS_AUTO_WAN_GIB / GVS_AUTO_WAN_LEAN_GIB override them.
+#: frame count; with the presets' `score` guess, WAN_METHOD_DEFAULTS) over the weights: `wan` holds every weight
+#: (13.7 GiB, the umT5 encoder 10.6 of it), modelled peak 24.7 GiB; `wan-lean` the transformer and VAE (3.1 GiB; the
+#: text encoder visits the GPU only to encode), 14.1 GiB; each plus ≈ 2 GiB for the CUDA context and the reward
+#: model. FreeDoM, MPGD, TFG, DOODL and TITAN's direct guess backpropagate through the whole decode and fit neither
+#: (docs/wan.md). GVS_AUTO_WAN_GIB / GVS_AUTO_WAN_LEAN_GIB override them.
 AUTO_WAN_GIB = 27.0
 AUTO_WAN_LEAN_GIB = 16.0
 
@@ -581,7 +588,7 @@ def wan_preset(pipe, name: str, device: torch.device, reason: str, *, offload: b
     else:
         frames, sizes = list(WAN_FRAMES), dict(WAN_SIZES)
         kw = dict(fps=16, default_frames=33, default_steps=50, clip=CLIP_B16, audio_reward="imagebind",
-                  max_frames=max(WAN_FRAMES), method_defaults=ANIMATEDIFF_METHOD_DEFAULTS,
+                  max_frames=max(WAN_FRAMES), method_defaults=WAN_METHOD_DEFAULTS,
                   task_method_defaults=ANIMATEDIFF_TASK_METHOD_DEFAULTS)
     for n in frames:
         check_frame_count(n)

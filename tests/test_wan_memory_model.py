@@ -27,6 +27,7 @@ def test_memory_model_rows(capsys):
         assert rows[f, "titan", "chunked"]["transformer_act"] == titan + 2**30  # the chunked jvp's 1 GiB
         assert rows[f, "none", "math"]["transformer_act"] > 10 * none  # the N² term
         assert rows[f, "freedom", "flash"]["transformer_act"] > 10 * titan  # every block kept for the backward
+        assert rows[f, "titan-direct", "flash"]["transformer_act"] == titan  # its extra is the decode's backward
     assert m.main(["--no-calibrate"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("MODEL, not a measurement") and out.count("\n| 33 |") == 5 and out.count("\n| 81 |") == 5
+    assert out.startswith("MODEL, not a measurement") and out.count("\n| 33 |") == 6 and out.count("\n| 81 |") == 6

@@ -90,6 +90,9 @@ def test_wan_preset_from_a_saved_folder_takes_the_hub_path(tmp_path):
     assert all(n % 4 == 1 for n in preset.frame_choices) and preset.default_frames == 33
     assert preset.audio_reward == "imagebind" and preset.pipe.preview_stride == 10
     assert preset.reward_placement() == (torch.device("cpu"), torch.float32)
+    # TITAN stays in forward mode on the real presets (the direct guess would backprop through the whole decode)
+    assert preset.guidance_defaults("titan", "style") == {"guess": "score"}
+    assert preset.guidance_defaults("titan", "t2v")["guess"] == "score"
 
 
 def test_wan_preset_sets_unipc_flow_shift():
@@ -306,3 +309,12 @@ def test_wan_latent_rgb_fit_and_fast_previews(tmp_path, wan_tiny):
     previews = [e.preview for e in events if not e.final]
     assert all(p is not None and p.shape == (2, 3, 16, 32) for p in previews)  # one image per latent frame
     assert len(calls) == 1  # the final video only
+
+
+def test_mg_normalized_reads_wans_latent_shape(wan_tiny):
+    """HARIVO's α read at Wan's latent size: 1 + (frames − 1)/4 latent frames, 16 channels, H/8 × W/8."""
+    from pipelines.guidance.temporal import normalized_mg_scale
+    from pipelines.request import run
+
+    p = validate(GenerationRequest(task="t2v", prompt=PROMPT, mg_scale=40, mg_normalized=True), wan_tiny)
+    assert run(p, wan_tiny).mg_alpha() == pytest.approx(normalized_mg_scale(40, 3, (2, 4), 16))
