@@ -29,7 +29,7 @@ PRESET_NOTES = {
     "animatediff-lean": "AnimateDiff set up for a 12 GB GPU",
     "animatediff-lcm": "AnimateLCM, few steps (LCMScheduler)",
     "wan": "Wan 2.1 T2V 1.3B (flow matching), 832x480, bf16 transformer, fp32 VAE",
-    "wan-lean": "Wan 2.1 T2V 1.3B with model CPU offload (the 11 GB text encoder off the GPU after encoding)",
+    "wan-lean": "Wan 2.1 T2V 1.3B with its 11 GB text encoder on the GPU only while it encodes",
     "wan-tiny": "tiny random Wan components (the wan presets' code path), for tests",
     "sd15-random": "the animatediff set-up with random weights, no download",
     "tiny": "tiny random components, for tests",
@@ -563,8 +563,9 @@ def set_flow_shift(pipe, shift: float) -> None:
 
 def wan_preset(pipe, name: str, device: torch.device, reason: str, *, offload: bool = False, tiny: bool = False,
                flow_shift=WAN_FLOW_SHIFT) -> Preset:
-    """A Wan `Preset` from a loaded `GuidedWanPipeline`: the one code path of `wan`, `wan-lean` (`offload`: diffusers'
-    model CPU offload, each model on the GPU only while it runs) and `wan-tiny` (tiny random components, `tiny`)."""
+    """A Wan `Preset` from a loaded `GuidedWanPipeline`: the one code path of `wan`, `wan-lean` (`offload`: the text
+    encoder on the GPU only while it encodes, `GuidedWanPipeline.offload_text_encoder`) and `wan-tiny` (tiny random
+    components, `tiny`)."""
     from .wan import check_frame_count
 
     if flow_shift is not None:
@@ -575,8 +576,8 @@ def wan_preset(pipe, name: str, device: torch.device, reason: str, *, offload: b
         from .preview import load_latent_rgb
 
         pipe.latent_rgb = load_latent_rgb(os.environ["GVS_WAN_LATENT_RGB"])
-    if offload and torch.device(device).type == "cuda":
-        pipe.enable_model_cpu_offload(device=torch.device(device))
+    if offload:
+        pipe.offload_text_encoder(device)  # the text encoder on the GPU only while it encodes
     else:
         pipe.to(device)
     if tiny:
@@ -678,8 +679,8 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
         elif name == "wan":
             preset = _wan(dev, "wan preset requested: Wan 2.1 T2V 1.3B (flow matching), 480p")
         elif name == "wan-lean":
-            preset = _wan(dev, "wan-lean preset requested: Wan 2.1 T2V 1.3B, models offloaded to the CPU between uses",
-                          name="wan-lean", offload=True)
+            preset = _wan(dev, "wan-lean preset requested: Wan 2.1 T2V 1.3B, the text encoder on the GPU only while "
+                               "it encodes", name="wan-lean", offload=True)
         elif name == "wan-tiny":
             preset = _wan_tiny(dev, "tiny random Wan components (tests)")
         elif name == "sd15-random":

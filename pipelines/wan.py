@@ -153,6 +153,18 @@ class GuidedWanPipeline(WanPipeline):
     replaces n by ⌊n/4⌋·4 + 1 with a logged warning); guided sampling makes one video at a time.
     """
 
+    def offload_text_encoder(self, device) -> None:
+        """Keep the transformer and VAE on `device` and the text encoder on the CPU but while it encodes (`accelerate`'s
+        `cpu_offload_with_hook`; offloaded again right after each `encode_prompt` of `stream`). Unlike diffusers'
+        model CPU offload, a guided step's decode does not move the transformer off the GPU and back."""
+        from accelerate import cpu_offload_with_hook
+
+        for name in ("transformer", "transformer_2", "vae"):
+            module = getattr(self, name, None)
+            if module is not None:
+                module.to(device)
+        _, self._text_encoder_hook = cpu_offload_with_hook(self.text_encoder, execution_device=device)
+
     def _check_guided_args(self, guidance, reward, batch: int) -> None:
         if guidance is not None and not isinstance(guidance, Guidance):
             raise TypeError(f"guidance must be a pipelines.guidance.Guidance (or None), got {type(guidance).__name__}")
@@ -266,6 +278,9 @@ class GuidedWanPipeline(WanPipeline):
                 num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_prompt_embeds, max_sequence_length=max_sequence_length, device=device,
             )
+        hook = getattr(self, "_text_encoder_hook", None)
+        if hook is not None:  # offload_text_encoder: back to the CPU until the next prompt
+            hook.offload()
         cond = cond.to(model.dtype)
         uncond = uncond.to(model.dtype) if (uncond is not None and self.do_classifier_free_guidance) else None
 

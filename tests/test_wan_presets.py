@@ -318,3 +318,20 @@ def test_mg_normalized_reads_wans_latent_shape(wan_tiny):
 
     p = validate(GenerationRequest(task="t2v", prompt=PROMPT, mg_scale=40, mg_normalized=True), wan_tiny)
     assert run(p, wan_tiny).mg_alpha() == pytest.approx(normalized_mg_scale(40, 3, (2, 4), 16))
+
+
+def test_wan_lean_offloads_the_text_encoder_after_each_prompt():
+    """`offload_text_encoder`: the hook's `offload` runs right after the prompt is encoded, once per generation, and
+    the frames equal those of the plain pipeline."""
+    plain = GuidedWanPipeline(**tiny_wan_components())
+    lean = GuidedWanPipeline(**tiny_wan_components())
+    preset = wan_preset(lean, "wan-lean", torch.device("cpu"), "t", offload=True, tiny=True, flow_shift=None)
+    hook = preset.pipe._text_encoder_hook
+    calls = []
+    orig = hook.offload
+    hook.offload = lambda: calls.append(1) or orig()
+    kw = dict(num_frames=5, height=16, width=32, num_inference_steps=2, max_sequence_length=16, output_type="pt")
+    a = lean(PROMPT, generator=torch.Generator().manual_seed(0), **kw).frames
+    assert calls == [1]
+    b = plain(PROMPT, generator=torch.Generator().manual_seed(0), **kw).frames
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
