@@ -1,4 +1,5 @@
-"""Guided Video Studio: the Gradio app (`python app.py [--preset auto|micro|animatediff] [--port N] [--host H] [--share]`).
+"""Guided Video Studio: the Gradio app (`python app.py [--preset auto|micro|animatediff] [--port N] [--host H] [--share]
+[--model-dir DIR]`).
 
 Thin by design: this file lays out the widgets and wires them to a `pipelines.studio.Studio`, which owns the runs
 (a token and a folder each, `pipelines.studio.runs`), the handlers, the history and the examples.
@@ -34,6 +35,7 @@ from pipelines.studio.examples import example_fn, example_names, example_rows  #
 from pipelines.studio.gpu import gpu_decorator  # noqa: E402
 from pipelines.studio.handlers import DISPLAY_SIDE, ENDPOINTS, Studio, log  # noqa: E402
 from pipelines.studio.history import HISTORY_SIZE  # noqa: E402
+from pipelines.studio.messages import guard  # noqa: E402
 from pipelines.studio.queueing import configure_queue  # noqa: E402
 from pipelines.studio.runs import RunStore  # noqa: E402
 from pipelines.studio.widgets import (  # noqa: E402
@@ -88,12 +90,13 @@ def _range_bounds(name: str, steps: int) -> tuple[int, int]:
 
 
 def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, store=None,
-               delete_cache=None, compute=None) -> gr.Blocks:
+               delete_cache=None, compute=None, model_dir=None) -> gr.Blocks:
+    """The app. `model_dir`: the folder whose models web clients may name in the Model fields (None: off)."""
     if cache_examples is True:
         cache_examples = "eager"
     elif cache_examples in (False, None):
         cache_examples = "off"
-    studio = Studio(preset, pool, store, compute=compute)
+    studio = Studio(preset, pool, store, compute=compute, model_dir=model_dir)
     frame_choices = [int(x) for x in preset.frame_choices]
     size_choices = [int(x) for x in preset.size_choices]
     banner = (f"**Live preset: `{preset.name}`** on `{preset.device}` — {preset.reason}  \n"
@@ -108,6 +111,7 @@ def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, sto
             with gr.Tab(label, id=task, elem_id=f"tab-{task}"):
                 _build_tab(studio, task, frame_choices, size_choices, cache_examples)
     demo.studio = studio
+    guard(demo)  # every message a client gets: field-named, or a short one with an id (pipelines.studio.messages)
     return demo
 
 
@@ -188,16 +192,19 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                     m, spec, preset.guidance_defaults(m, task).get(spec.name, spec.default),
                                     preset.default_steps)
                     main_groups[m] = grp
-            with gr.Accordion("Model: trained video parts, LoRA", open=False):
+            off = "" if studio.model_dir else " — off on this server (its operator starts it with --model-dir DIR)"
+            with gr.Accordion("Model: trained video parts, LoRA" + off, open=False):
                 named["video_parts"] = Textbox(
-                    label="Trained video parts (folder on the server)", lines=1, field="video_parts",
-                    elem_id=f"{task}-video_parts", placeholder="runs/harivo-micro/final",
-                    info="the final/ folder of a `python -m pipelines.training` run: its temporal layers, mapping "
-                         "network and frame tokens go under this preset's image model (same model family only)")
+                    label="Trained video parts (a folder name in the server's model folder)", lines=1,
+                    field="video_parts", elem_id=f"{task}-video_parts", placeholder="harivo-micro/final",
+                    info="the final/ folder of a `python -m pipelines.training` run, named relative to the model "
+                         "folder: its temporal layers, mapping network and frame tokens go under this preset's "
+                         "image model (same model family only)" + off)
                 named["lora"] = Textbox(
-                    label="LoRA on the image model (PATH[:scale], several separated by commas)", lines=1,
-                    field="lora", elem_id=f"{task}-lora", placeholder="runs/striped-lora:1.0",
-                    info="diffusers-format LoRA weights (a .safetensors file or its folder); needs peft")
+                    label="LoRA on the image model (NAME[:scale], several separated by commas)", lines=1,
+                    field="lora", elem_id=f"{task}-lora", placeholder="striped-lora:1.0",
+                    info="diffusers-format LoRA weights (a .safetensors file or its folder) in the model folder; "
+                         "needs peft" + off)
             with gr.Accordion("Advanced: negative prompt, CFG, η, HARIVO, frames, size, guided steps", open=False):
                 named["negative_prompt"] = Textbox(label="Negative prompt", lines=1, max_length=MAX_PROMPT_CHARS,
                                                    field="negative_prompt")
@@ -451,6 +458,9 @@ def parse_args(argv=None):
     p.add_argument("--no-cache-examples", action="store_true", help="same as --cache-examples off (faster start)")
     p.add_argument("--keep-runs", type=int, default=int(os.environ.get("GVS_KEEP_RUNS", 64)),
                    help="finished runs kept on disk (their folders under the runs folder; older ones are deleted)")
+    p.add_argument("--model-dir", default=os.environ.get("GVS_MODEL_DIR") or None, metavar="DIR",
+                   help="let web clients load trained video parts and LoRAs found inside DIR, named relative to it "
+                        "(default: off; the CLI takes any path)")
     p.add_argument("--max-age", type=float, default=float(os.environ.get("GVS_MAX_AGE_S", 24 * 3600)),
                    help="seconds after which a run's folder and Gradio's cached files are deleted (default 1 day)")
     a = p.parse_args(argv)
@@ -475,6 +485,9 @@ def runs_root() -> Path:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.model_dir and not Path(args.model_dir).is_dir():
+        print(f"error: --model-dir: {args.model_dir} is not a folder", file=sys.stderr)
+        return 2
     _quiet_known_warnings()
     from pipelines.presets import load_preset
 
@@ -505,7 +518,9 @@ def main(argv=None):
     log(f"runs in {store.root}: keeping the last {store.keep} finished runs and nothing older than "
         f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
     demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
-                      delete_cache=delete_cache_for(args.max_age), compute=compute)
+                      delete_cache=delete_cache_for(args.max_age), compute=compute, model_dir=args.model_dir)
+    if args.model_dir:
+        log(f"model fields: names inside {Path(args.model_dir).resolve()}")
     if not configure_queue(demo, QUEUE_MAX_SIZE):
         log("this Gradio's queue has no polling intervals to set: it polls every 1 ms (slower runs on a small CPU)")
     t_ready = time.perf_counter()
@@ -515,8 +530,9 @@ def main(argv=None):
             f"serving on http://{args.host}:{args.port}")
 
     demo.extra_startup_events.append(_ready)
+    # show_error=False: no raw exception text for a client, whatever raises; messages come from guard() (build_demo)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_FILE_SIZE,
-                allowed_paths=[str(store.root)], show_error=True, footer_links=["api", "gradio"], css=CSS)
+                allowed_paths=[str(store.root)], show_error=False, footer_links=["api", "gradio"], css=CSS)
     return 0
 
 

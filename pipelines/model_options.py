@@ -6,6 +6,13 @@
 - `loras`: `PATH[:scale]` each, diffusers-format LoRA weights (a `.safetensors` file or a folder holding
   `pytorch_lora_weights.safetensors`) on the image part, through `pipe.load_lora_weights` (needs `peft`).
 
+Two callers, two rules. The CLI and the Python API (an operator on their own machine) take any path. A web client
+of the app names models only inside the folder the server was started with (`python app.py --model-dir DIR`;
+without it the fields are off): `parse_options(..., root=DIR)` takes names relative to DIR (no `..`, no absolute
+path, symlinks resolved and kept inside DIR), answers every refused name with the one `REFUSED` message whether or
+not the path exists, loads safetensors only, and reports and describes models by their names in DIR, never by a
+server path.
+
 `with_model(preset, options)` returns a new `Preset` (its own pipeline, sharing the preset's untouched modules), so
 the live preset stays as it was; the result is cached per (preset, options, files' modification times). A folder or
 file of another model family is refused with a `ModelOptionError` naming the field and the mismatch.
@@ -17,11 +24,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
+#: The one answer to a model name a web client may not use: outside the model folder, absolute, `..`, missing, a
+#: symlink leading out, or the fields off (no `--model-dir`) — the same words whether or not the path exists.
+REFUSED = ("not an available model name: give a folder or file name inside the server's model folder "
+           "(relative to it, e.g. harivo-micro/final)")
+#: Entries walked under one named model at most (a name must not make the server walk a huge tree).
+MAX_ENTRIES = 10_000
 
 
 class ModelOptionError(ValueError):
@@ -36,17 +50,33 @@ class ModelOptionError(ValueError):
 class ModelOptions:
     video_parts: str | None = None
     loras: tuple = ()  # ((path, scale), ...)
+    #: the model folder the paths were resolved in (app with `--model-dir`): names are shown relative to it
+    root: str | None = None
 
     @property
     def is_default(self) -> bool:
         return not self.video_parts and not self.loras
 
+    def name(self, path) -> str:
+        """How a path is shown (reports, messages, descriptions): relative to `root` when there is one."""
+        if self.root:
+            try:
+                return Path(path).relative_to(self.root).as_posix() or "."
+            except ValueError:
+                return Path(path).name
+        return str(path)
+
     def describe(self) -> str:
         parts = []
         if self.video_parts:
-            parts.append(f"video parts {self.video_parts}")
-        parts += [f"LoRA {p} ×{s:g}" for p, s in self.loras]
+            parts.append(f"video parts {self.name(self.video_parts)}")
+        parts += [f"LoRA {self.name(p)} ×{s:g}" for p, s in self.loras]
         return ", ".join(parts) or "the preset's own model"
+
+    def report(self) -> dict:
+        """The report's `model` entry (names relative to the model folder for a web client)."""
+        return {"video_parts": self.name(self.video_parts) if self.video_parts else None,
+                "loras": [{"path": self.name(p), "scale": s} for p, s in self.loras]}
 
 
 def parse_lora(text: str) -> tuple[str, float]:
@@ -67,32 +97,70 @@ def parse_lora(text: str) -> tuple[str, float]:
     return path, scale
 
 
-def parse_options(video_parts=None, loras=()) -> ModelOptions:
+def parse_options(video_parts=None, loras=(), root=None) -> ModelOptions:
     """Validate what a user typed (CLI flags, API arguments, app fields): paths exist, scales are numbers.
-    `loras`: a list of `PATH[:scale]` strings, or one string with several separated by commas or new lines."""
+    `loras`: a list of `PATH[:scale]` strings, or one string with several separated by commas or new lines.
+    `root`: the app's model folder: names are taken inside it only (`resolve_name`); None: any path (CLI)."""
     if isinstance(loras, str):
         loras = [x for x in loras.replace("\n", ",").split(",")]
     items = tuple(parse_lora(x) for x in (loras or ()) if str(x).strip())
     vp = str(video_parts).strip() if video_parts else None
+    base = Path(root).resolve() if root is not None else None
     if vp:
-        folder = Path(vp).expanduser()
+        folder = resolve_name(vp, base, "video_parts") if base is not None else Path(vp).expanduser()
         if not folder.is_dir():
             raise ModelOptionError("video_parts", f"folder not found: {vp}")
         if not (folder / "motion_adapter" / "config.json").is_file():
             hint = " (it looks like a training run: use its final/ folder)" if (folder / "final").is_dir() else ""
             raise ModelOptionError("video_parts", f"{vp} is not a trained video-parts folder: no "
                                                   f"motion_adapter/config.json{hint}")
+        if base is not None and not any((folder / "motion_adapter").glob("*.safetensors")):
+            raise ModelOptionError("video_parts", f"{vp}: its motion_adapter/ holds no .safetensors weights (the "
+                                                  "app loads safetensors only)")
         vp = str(folder.resolve())
     checked = []
     for path, scale in items:
-        p = Path(path).expanduser()
+        p = resolve_name(path, base, "lora") if base is not None else Path(path).expanduser()
         if p.is_dir():
             if not (p / LORA_FILE).is_file():
                 raise ModelOptionError("lora", f"folder {path} has no {LORA_FILE}")
         elif not p.is_file():
             raise ModelOptionError("lora", f"file not found: {path}")
+        elif base is not None and p.suffix != ".safetensors":
+            raise ModelOptionError("lora", f"{path} is not a .safetensors file (the app loads safetensors only)")
         checked.append((str(p.resolve()), float(scale)))
-    return ModelOptions(vp, tuple(checked))
+    return ModelOptions(vp, tuple(checked), str(base) if base is not None else None)
+
+
+def resolve_name(name: str, root: Path, field: str) -> Path:
+    """A web client's model name -> its real path inside `root` (a resolved folder), or `ModelOptionError(field,
+    REFUSED)`: the same answer for a name that is absolute, has `..`, `~` or a backslash, does not exist, or leads
+    out of `root` through a symlink (the name itself or anything under it)."""
+    text = str(name).strip()
+    pure = PurePosixPath(text)
+    win = PureWindowsPath(text)
+    if (not text or "\\" in text or "\x00" in text or text.startswith("~") or pure.is_absolute() or win.drive
+            or win.is_absolute() or any(part == ".." for part in pure.parts)):
+        raise ModelOptionError(field, REFUSED)
+    try:
+        target = (root / text).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        raise ModelOptionError(field, REFUSED) from None
+    if not _inside(target, root):
+        raise ModelOptionError(field, REFUSED)
+    if target.is_dir():  # nothing under it may lead out either
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(target, followlinks=False):
+            for entry in dirnames + filenames:
+                seen += 1
+                path = Path(dirpath) / entry
+                if seen > MAX_ENTRIES or (path.is_symlink() and not _inside(path.resolve(), root)):
+                    raise ModelOptionError(field, REFUSED)
+    return target
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 # ------------------------------------------------------------------------------------------ command lines
@@ -113,14 +181,17 @@ def model_options_of(a):
 
 
 # ------------------------------------------------------------------------------------------------ applying
-def _family_of_parts(folder: Path, pipe) -> None:
-    """ModelOptionError unless the trained parts in `folder` fit `pipe`'s image UNet and text encoder."""
+def _family_of_parts(folder: Path, pipe, shown: str | None = None) -> None:
+    """ModelOptionError unless the trained parts in `folder` fit `pipe`'s image UNet and text encoder; messages name
+    the folder as `shown` (the user's name for it)."""
+    shown = str(folder) if shown is None else shown
     unet = pipe.unet
     c = unet.config
     try:
         adapter = json.loads((folder / "motion_adapter" / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ModelOptionError("video_parts", f"{folder}/motion_adapter/config.json is unreadable: {e}") from None
+        why = getattr(e, "msg", None) or getattr(e, "strerror", None) or type(e).__name__
+        raise ModelOptionError("video_parts", f"{shown}/motion_adapter/config.json is unreadable: {why}") from None
     trained_for = ""
     try:
         trained_for = json.loads((folder / "harivo.json").read_text()).get("base", "")
@@ -131,18 +202,18 @@ def _family_of_parts(folder: Path, pipe) -> None:
     got = tuple(adapter.get("block_out_channels") or ())
     if got != want:
         raise ModelOptionError(
-            "video_parts", f"{folder} was trained for another model family{where}: its temporal layers have "
+            "video_parts", f"{shown} was trained for another model family{where}: its temporal layers have "
                            f"block_out_channels {got}, this preset's UNet has {want}")
     layers = adapter.get("motion_layers_per_block")
     if layers is not None and layers != c.layers_per_block:
         raise ModelOptionError(
-            "video_parts", f"{folder} was trained for another model family{where}: {layers} motion layers per "
+            "video_parts", f"{shown} was trained for another model family{where}: {layers} motion layers per "
                            f"block, this preset's UNet has {c.layers_per_block} layers per block")
     mp = folder / "mapping" / "config.json"
     if mp.is_file():
         ch = json.loads(mp.read_text()).get("channels")
         if ch != c.in_channels:
-            raise ModelOptionError("video_parts", f"{folder}: its mapping network takes {ch} latent channels, this "
+            raise ModelOptionError("video_parts", f"{shown}: its mapping network takes {ch} latent channels, this "
                                                   f"preset's UNet takes {c.in_channels}")
     ft = folder / "frame_tokens" / "config.json"
     if ft.is_file():
@@ -151,7 +222,7 @@ def _family_of_parts(folder: Path, pipe) -> None:
         length = getattr(pipe.tokenizer, "model_max_length", None)
         if cfg.get("dim") != hidden or cfg.get("text_length") != length:
             raise ModelOptionError(
-                "video_parts", f"{folder}: its frame tokens were trained for a text encoder of width {cfg.get('dim')} "
+                "video_parts", f"{shown}: its frame tokens were trained for a text encoder of width {cfg.get('dim')} "
                                f"and prompts of {cfg.get('text_length')} tokens; this preset's has width {hidden} and "
                                f"{length} tokens{where}")
 
@@ -171,11 +242,12 @@ def apply_to_pipe(pipe, options: ModelOptions):
         new.latent_rgb = pipe.latent_rgb
     if options.video_parts:
         folder = Path(options.video_parts)
-        _family_of_parts(folder, new)
+        shown = options.name(folder)
+        _family_of_parts(folder, new, shown)
         try:
             load_video_parts(new, folder)
         except (ValueError, FileNotFoundError) as e:
-            raise ModelOptionError("video_parts", str(e)) from None
+            raise ModelOptionError("video_parts", str(e).replace(str(folder), shown)) from None
     if options.loras:
         try:
             import peft  # noqa: F401
@@ -184,6 +256,7 @@ def apply_to_pipe(pipe, options: ModelOptions):
         names = []
         for i, (path, scale) in enumerate(options.loras):
             p = Path(path)
+            shown = options.name(p)
             name = f"lora{i}"
             try:
                 if p.is_dir():
@@ -192,10 +265,12 @@ def apply_to_pipe(pipe, options: ModelOptions):
                     new.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name=name)
             except Exception as e:  # noqa: BLE001 - diffusers/peft raise many kinds on a mismatch
                 msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-                raise ModelOptionError("lora", f"{path} does not fit this preset's image model (another model "
+                if options.root:  # a web client's LoRA: diffusers' words may name server paths
+                    msg = msg.replace(str(p.parent), ".").replace(options.root, ".")
+                raise ModelOptionError("lora", f"{shown} does not fit this preset's image model (another model "
                                                f"family?): {msg}") from None
             if not _has_adapter(new.unet, name):
-                raise ModelOptionError("lora", f"{path} has no weights for this preset's image model (no LoRA layer "
+                raise ModelOptionError("lora", f"{shown} has no weights for this preset's image model (no LoRA layer "
                                                f"matched its UNet: another model family?)")
             names.append((name, scale))
         new.set_adapters([n for n, _ in names], adapter_weights=[s for _, s in names])
@@ -241,5 +316,5 @@ def with_model(preset, options: ModelOptions | None):
         return out
 
 
-__all__ = ["ModelOptions", "ModelOptionError", "parse_lora", "parse_options", "apply_to_pipe", "with_model",
-           "add_model_arguments", "model_options_of"]
+__all__ = ["ModelOptions", "ModelOptionError", "REFUSED", "parse_lora", "parse_options", "resolve_name",
+           "apply_to_pipe", "with_model", "add_model_arguments", "model_options_of"]

@@ -111,9 +111,12 @@ def _remove_tokenizer_temp_folders():
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """One app server (the test preset, on 127.0.0.1) shared by the end-to-end and browser tests: (url, log path)."""
+    """One app server (the test preset, on 127.0.0.1) shared by the end-to-end and browser tests: (url, log path).
+    Its model folder (`--model-dir`, what web clients may name in the Model fields) is `models/` beside the log."""
     log = tmp_path_factory.mktemp("app") / "app.log"
-    proc, url = start_app(free_port(), log)
+    (log.parent / "models").mkdir()
+    proc, url = start_app(free_port(), log,
+                          extra=("--cache-examples", "lazy", "--model-dir", str(log.parent / "models")))
     yield url, log
     proc.terminate()
     try:

@@ -46,3 +46,13 @@ def test_old_runs_and_gradio_cache_are_bounded(monkeypatch, preset, tmp_path):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("GVS_RUNS_DIR", raising=False)
     assert app.runs_root() == tmp_path / "gvs-runs"  # inside Gradio's cache: served in place, never copied
+
+
+def test_model_fields_off_unless_a_model_folder_is_given(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("GVS_MODEL_DIR", raising=False)
+    assert app.parse_args([]).model_dir is None
+    assert app.parse_args(["--model-dir", str(tmp_path)]).model_dir == str(tmp_path)
+    monkeypatch.setenv("GVS_MODEL_DIR", str(tmp_path))
+    assert app.parse_args([]).model_dir == str(tmp_path)
+    assert app.main(["--model-dir", str(tmp_path / "missing")]) == 2  # before anything loads
+    assert "error: --model-dir:" in capsys.readouterr().err

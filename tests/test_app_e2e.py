@@ -170,27 +170,35 @@ def test_compare_refuses_method_none(client):
         client.predict(PROMPT, api_name="/text_to_video_compare", method="none", steps=STEPS)
 
 
-def test_text_to_video_with_trained_video_parts(client, tmp_path):
-    """The Model accordion over the API: a HARIVO run of the test preset's own base, 1 step, then its final/ folder
-    as `video_parts`; another family is refused naming the field."""
+def test_text_to_video_with_trained_video_parts(client, app_server, tmp_path):
+    """The Model accordion over the API: a HARIVO run of the test preset's own base, 1 step, written into the
+    server's model folder and named relative to it as `video_parts` (the report names it so, never by a server
+    path); another family is refused naming the field; a path outside the folder gets the one refusal."""
+    from gradio_client.exceptions import AppError
+
+    from pipelines.model_options import REFUSED
     from pipelines.training import load_config
     from pipelines.training.loop import train
 
     from .conftest import test_preset_name
 
+    models = Path(app_server[1]).parent / "models"
     base = "micro" if test_preset_name() == "micro" else "tiny"
-    cfg = load_config(base, {"out": str(tmp_path / "run"), "steps": 1, "batch_size": 1, "threads": 1,
+    cfg = load_config(base, {"out": str(models / "run"), "steps": 1, "batch_size": 1, "threads": 1,
                              "ckpt_every": 1, "w_dc": 0.0})
     final = Path(train(cfg, quiet=True)["final"])
-    job, result = _run(client, "/text_to_video", PROMPT, video_parts=str(final))
-    report = json.loads(Path(result[3]).read_text())
-    assert report["model"]["video_parts"] == str(final.resolve())
+    assert final == models / "run" / "final"
+    job, result = _run(client, "/text_to_video", PROMPT, video_parts="run/final")
+    text = Path(result[3]).read_text()
+    report = json.loads(text)
+    assert report["model"]["video_parts"] == "run/final" and str(models) not in text
     _check_video(result, report["frames"])
     other = load_config("tiny" if base == "micro" else "micro",
-                        {"out": str(tmp_path / "other"), "steps": 1, "batch_size": 1, "threads": 1, "ckpt_every": 1,
+                        {"out": str(models / "other"), "steps": 1, "batch_size": 1, "threads": 1, "ckpt_every": 1,
                          "w_dc": 0.0, "w_trs": 0.0})
-    wrong = Path(train(other, quiet=True)["final"])
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError, match="video_parts: .*another model family"):
-        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts=str(wrong))
+    train(other, quiet=True)
+    with pytest.raises(AppError, match="video_parts: other/final was trained for another model family"):
+        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts="other/final")
+    with pytest.raises(AppError) as e:
+        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts=str(final))
+    assert str(e.value) == f"video_parts: {REFUSED}"

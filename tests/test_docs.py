@@ -24,3 +24,23 @@ def test_readme_names_every_method_tab_and_command():
         assert endpoint in readme
     for command in ("python app.py", "bash .ci/run", "python -m pipelines generate", "python -m pipelines bench"):
         assert command in readme
+
+
+def test_ci_fails_when_pytest_collects_no_tests(tmp_path):
+    """`.ci/run`'s pytest step, run with a `python` that behaves like pytest: exit 5 (no tests collected) and any
+    failure make the script fail; 0 passes."""
+    import os
+    import subprocess
+
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    start = lines.index("set +e")
+    end = next(i for i in range(start, len(lines)) if lines[i] == "fi")
+    step = "\n".join(["set -euo pipefail", *lines[start:end + 1], 'exit "$rc"'])
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/bin/sh\nexit "$FAKE_PYTEST_RC"\n')
+    (fake / "python").chmod(0o755)
+    for pytest_rc, want in ((0, 0), (1, 1), (5, 5)):
+        env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", FAKE_PYTEST_RC=str(pytest_rc))
+        got = subprocess.run(["bash", "-c", step], env=env, capture_output=True, text=True, timeout=30)
+        assert got.returncode == want, (pytest_rc, got.stderr)

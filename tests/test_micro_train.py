@@ -10,6 +10,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pipelines.training import loop  # noqa: E402
 from pipelines.training.loop import latest_checkpoint  # noqa: E402
 from pipelines.training.micro_stages import Trainer, main  # noqa: E402
 
@@ -49,8 +50,9 @@ def test_logs_and_checkpoints_written(trained):
         assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in rows)
         ck_path = latest_checkpoint(root / "work" / s)
         assert ck_path.name == f"step_{STEPS[s]}.pt"
-        ck = torch.load(ck_path, weights_only=False)
-        assert ck["step"] == STEPS[s] and ck["config"]["stage"] == s
+        ck = torch.load(ck_path, weights_only=True)  # tensors and numbers only: no code in the file is run
+        side = json.loads(loop.checkpoint_sidecar(ck_path).read_text())
+        assert ck["step"] == side["step"] == STEPS[s] and side["config"]["stage"] == s
 
 
 def test_export_loads_as_animatediff(trained):
@@ -86,7 +88,7 @@ def test_resume_matches_uninterrupted(tmp_path):
     b = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=1, quiet=True, stop_at=3)
     lb1 = b.run("vae", 6)
     assert len(lb1) == 3 and not (tmp_path / "b_out" / "vae").exists()
-    assert torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=False)["step"] == 3
+    assert torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=True)["step"] == 3
     b2 = Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=1, quiet=True, resume=True)
     lb2 = b2.run("vae", 6)
     assert len(lb2) == 3
@@ -94,9 +96,10 @@ def test_resume_matches_uninterrupted(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "b_work" / "vae" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 3, 4, 6]  # the resumed log continues (first and last step of each run)
     # only the last checkpoint is kept
-    assert [c.name for c in (tmp_path / "b_work" / "vae" / "checkpoints").iterdir()] == ["step_6.pt"]
-    sa = torch.load(latest_checkpoint(tmp_path / "a_work" / "vae"), weights_only=False)["trained"]
-    sb = torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=False)["trained"]
+    kept = sorted(c.name for c in (tmp_path / "b_work" / "vae" / "checkpoints").iterdir())
+    assert kept == ["step_6.json", "step_6.pt"]
+    sa = torch.load(latest_checkpoint(tmp_path / "a_work" / "vae"), weights_only=True)["trained"]
+    sb = torch.load(latest_checkpoint(tmp_path / "b_work" / "vae"), weights_only=True)["trained"]
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-4, atol=1e-5)
 
@@ -106,7 +109,7 @@ def test_write_at_stop_writes_the_interrupted_stage(tmp_path):
     tr = Trainer(tmp_path / "out", tmp_path / "work", size="tiny", seed=1, quiet=True, stop_at=2, write_at_stop=True)
     assert len(tr.run("vae", 6)) == 2
     assert (tmp_path / "out" / "vae" / "config.json").is_file()
-    assert torch.load(latest_checkpoint(tmp_path / "work" / "vae"), weights_only=False)["step"] == 2
+    assert torch.load(latest_checkpoint(tmp_path / "work" / "vae"), weights_only=True)["step"] == 2
 
 
 def test_cli_rejects_unknown_stage(capsys):
@@ -379,12 +382,13 @@ def test_micro_stages_and_harivo_share_the_loop_and_checkpoint_format(trained, t
                                "num_frames": 3})
     loop.train(cfg, quiet=True)
     assert calls == ["harivo"]
-    harivo = torch.load(latest_checkpoint(tmp_path / "harivo"), weights_only=False)
+    harivo = torch.load(latest_checkpoint(tmp_path / "harivo"), weights_only=True)
 
     root, _ = trained
     ck = latest_checkpoint(root / "work" / "unet")
-    micro = torch.load(ck, weights_only=False)
-    assert set(micro) == set(harivo) == {"step", "trained", "opt", "config"}
+    micro = torch.load(ck, weights_only=True)
+    assert set(micro) == set(harivo) == {"step", "trained", "opt"}
+    assert loop.checkpoint_sidecar(ck).is_file() and loop.read_checkpoint(ck)["config"]["stage"] == "unet"
     fresh = build_unet2d(SIZES["tiny"], 32)
     opt = torch.optim.AdamW(fresh.parameters())
     assert loop.load_checkpoint(ck, fresh, opt) == STEPS["unet"]
@@ -400,7 +404,7 @@ def test_resume_from_a_checkpoint_in_the_former_layout(tmp_path):
     la = Trainer(tmp_path / "a_out", tmp_path / "a_work", size="tiny", seed=2, quiet=True).run("vae", 4)
     Trainer(tmp_path / "b_out", tmp_path / "b_work", size="tiny", seed=2, quiet=True, stop_at=2).run("vae", 4)
     ck_path = latest_checkpoint(tmp_path / "b_work" / "vae")
-    ck = torch.load(ck_path, weights_only=False)
+    ck = torch.load(ck_path, weights_only=True)
     (tmp_path / "b_work" / "ckpt").mkdir()
     torch.save({"step": ck["step"], "model": ck["trained"], "opt": ck["opt"], "extra": {}},
                tmp_path / "b_work" / "ckpt" / "vae.pt")

@@ -134,6 +134,8 @@ def test_lora_spec_parsing():
 
 
 def test_app_handler_generates_with_trained_parts_and_names_a_bad_folder(trained, tmp_path):
+    """The app takes names inside its model folder: the report names the model by that name, never a server path;
+    another family is refused naming the field; without a model folder the fields are off."""
     import gradio as gr
 
     from pipelines.presets import load_preset
@@ -141,17 +143,65 @@ def test_app_handler_generates_with_trained_parts_and_names_a_bad_folder(trained
     from pipelines.studio.history import settings_from_report
     from pipelines.studio.runs import RunStore
 
+    models = tmp_path / "models"
+    shutil.copytree(trained, models / "mine" / "final")
+    _other_family(trained, models)  # models/other-family
     preset = load_preset("tiny")
-    studio = Studio(preset, store=RunStore(tmp_path / "runs", keep=4))
+    studio = Studio(preset, store=RunStore(tmp_path / "runs", keep=4), model_dir=models)
     kw = dict(prompt=PROMPT, method="none", mg_scale=0, seed=0, steps=2, cfg=7.5, frames=4, size=16, eta=1.0,
-              video_parts=str(trained), lora="")
+              video_parts="mine/final", lora="")
     outs = list(studio.generate("t2v", kw))
-    report = json.loads(open(outs[-1][3]).read())
-    assert report["model"]["video_parts"] == str(trained.resolve())
-    assert settings_from_report(report)["video_parts"] == str(trained.resolve())
+    text = open(outs[-1][3]).read()
+    report = json.loads(text)
+    assert report["model"] == {"video_parts": "mine/final", "loras": []} and str(tmp_path) not in text
+    assert settings_from_report(report)["video_parts"] == "mine/final"  # a history click reloads the name
     assert studio.preset is preset and preset.pipe.frame_tokens is None
-    with pytest.raises(gr.Error, match="video_parts: .*another model family"):
-        list(studio.generate("t2v", {**kw, "video_parts": str(_other_family(trained, tmp_path))}))
+    with pytest.raises(gr.Error, match="video_parts: other-family was trained for another model family") as e:
+        list(studio.generate("t2v", {**kw, "video_parts": "other-family"}))
+    assert str(tmp_path) not in e.value.message
+    off = Studio(preset, store=RunStore(tmp_path / "runs-off", keep=4))
+    with pytest.raises(gr.Error, match="video_parts: loading models is off on this server"):
+        list(off.generate("t2v", {**kw, "video_parts": "mine/final"}))
+    with pytest.raises(gr.Error, match="lora: loading models is off"):
+        list(off.generate("t2v", {**kw, "video_parts": "", "lora": str(trained)}))
+
+
+def test_web_names_stay_inside_the_model_folder_with_one_answer(trained, lora_file, tmp_path):
+    """`parse_options(root=...)`: a name relative to the folder works; an absolute path, `..`, `~`, a missing name, a
+    symlink out (the name or anything under it) all get the same words, whether or not the target exists."""
+    from pipelines.model_options import REFUSED, ModelOptionError, parse_options
+
+    models = tmp_path / "models"
+    shutil.copytree(trained, models / "parts")
+    shutil.copy(lora_file[0], models / "style.safetensors")
+    (models / "link-out").symlink_to(trained, target_is_directory=True)  # a folder that leads out
+    leaky = models / "leaky"
+    shutil.copytree(trained, leaky)
+    (leaky / "frame_tokens" / "secret").symlink_to("/etc/hostname")  # a file under it that leads out
+    (tmp_path / "outside.safetensors").write_bytes(lora_file[0].read_bytes())
+    (models / "pickle.bin").write_bytes(b"x")
+    ok = parse_options("parts", "style.safetensors:0.5", root=models)
+    assert ok.report() == {"video_parts": "parts", "loras": [{"path": "style.safetensors", "scale": 0.5}]}
+    assert "video parts parts" in ok.describe() and str(tmp_path) not in ok.describe()
+    refused = {"video_parts": [str(models / "parts"), str(trained), "../" + trained.name, "parts/../../outside",
+                               "~/parts", "missing", "/etc", "link-out", "leaky", "C:\\x", "parts\\..\\..", ""],
+               "lora": [str(lora_file[0]), "../outside.safetensors", "/etc/passwd", "nope.safetensors",
+                        "link-out/x"]}
+    answers = set()
+    for field, names in refused.items():
+        for name in names:
+            if not name:
+                assert parse_options(None, "", root=models).is_default
+                continue
+            with pytest.raises(ModelOptionError) as e:
+                parse_options(name if field == "video_parts" else None, name if field == "lora" else "", root=models)
+            assert e.value.field == field and e.value.message == REFUSED, (name, e.value.message)
+            answers.add(e.value.message)
+    assert answers == {REFUSED}
+    with pytest.raises(ModelOptionError, match="not a .safetensors file"):  # inside, but a pickle format
+        parse_options(None, "pickle.bin", root=models)
+    # the CLI (root=None) still takes any path, and says what it found
+    assert parse_options(str(trained)).video_parts == str(trained.resolve())
 
 
 def test_evaluate_runs_with_trained_parts(trained, tmp_path, capsys):

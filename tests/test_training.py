@@ -222,6 +222,43 @@ def test_resume_is_exact(tmp_path):
     assert straight["log"][-1]["total"] == resumed["log"][-1]["total"]
 
 
+def test_checkpoints_load_with_weights_only_and_code_in_a_file_is_refused(tmp_path):
+    """A checkpoint is tensors and numbers (`weights_only=True`) plus a JSON sidecar; one in the former format (its
+    config inside) still resumes; a pickle that would run code is refused with a clear error, never executed."""
+    from pipelines.training.loop import checkpoint_sidecar, load_checkpoint, read_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "checkpoints" / "step_3.pt"
+    save_checkpoint(path, 3, model, opt, {"stage": "x", "lr": 1e-3})
+    assert set(torch.load(path, weights_only=True)) == {"step", "trained", "opt"}
+    assert json.loads(checkpoint_sidecar(path).read_text()) == {"step": 3, "config": {"stage": "x", "lr": 1e-3}}
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters())
+    assert load_checkpoint(path, fresh, fresh_opt) == 3 and torch.equal(fresh.weight, model.weight)
+    old = tmp_path / "old.pt"  # the former format: one file, the config inside (plain data: loads weights-only)
+    torch.save({"step": 5, "trained": dict(model.named_parameters()), "opt": opt.state_dict(),
+                "config": {"stage": "x"}}, old)
+    assert load_checkpoint(old, torch.nn.Linear(3, 2)) == 5 and read_checkpoint(old)["config"] == {"stage": "x"}
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"step": 1, "trained": {}, "opt": {}, "config": _Ran()}, hostile)
+    _Ran.count = 0
+    with pytest.raises(ValueError, match="cannot be read safely.*weights_only=True"):
+        load_checkpoint(hostile, torch.nn.Linear(3, 2))
+    assert _Ran.count == 0
+
+
+class _Ran:
+    """An object whose unpickling would count: a checkpoint must never unpickle it."""
+
+    count = 0
+
+    def __setstate__(self, state):
+        type(self).count += 1
+
+
 def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="unknown training config key"):
         load_config("tiny", {"no_such": 1})
@@ -526,3 +563,27 @@ def test_jarque_bera_matches_scipy_and_the_closed_form():
     assert d.shape == (4, 48) and np.allclose(d[1], (v[2] - v[1]).ravel())
     s = group_stats([v, rng.random((5, 3, 4, 4))])
     assert s["norms"] == 8 and s["diffs_tested"] == 8 and 0 <= s["frac_pass_p05"] <= 1
+
+
+def test_table_a1_correlated_noise_is_gaussian_per_frame_but_not_per_video():
+    """HARIVO Table A1 as the paper runs it: PYoCo's correlated noise keeps every element and frame N(0, 1), yet far
+    fewer whole videos pass the Jarque–Bera test than i.i.d. noise does."""
+    import numpy as np
+
+    from pipelines.training.normality import correlated_noise, noise_pass_rate
+
+    rng = np.random.default_rng(0)
+    for model, alpha in (("mixed", 2.0), ("progressive", 2.0)):
+        v = np.stack([correlated_noise(rng, model, (6, 2, 8, 8), alpha) for _ in range(400)])
+        assert abs(float(v.std()) - 1.0) < 0.03 and abs(float(v.mean())) < 0.03
+        corr = float(np.mean(v[:, 1] * v[:, 0]))  # adjacent frames: α²/(1+α²) (mixed), α/√(1+α²) (progressive)
+        expected = alpha**2 / (1 + alpha**2) if model == "mixed" else alpha / np.sqrt(1 + alpha**2)
+        assert abs(corr - expected) < 0.05, (model, corr, expected)
+    shape = (8, 4, 16, 16)
+    iid = noise_pass_rate("iid", 300, shape)
+    mixed = noise_pass_rate("mixed", 300, shape, alpha=2.0)
+    assert iid["frac_pass_p05"] > 0.88  # ~95 % by construction of the test
+    assert mixed["frac_pass_p05"] < iid["frac_pass_p05"] - 0.2
+    assert min(iid["first_frame_frac_pass_p05"], mixed["first_frame_frac_pass_p05"]) > 0.85
+    with pytest.raises(ValueError, match="noise model"):
+        correlated_noise(rng, "pink", shape)

@@ -88,3 +88,19 @@ def load_micro_pipeline(folder: str | Path | None = None, pipeline_cls=None, dev
         return pipe.to(device)
 
     return _wrap(folder, load)
+
+
+def world_of(folder: str | Path | None = None) -> int:
+    """Which micro world a weights folder was trained on: `training.json`'s `world` (written by the trainer's export),
+    1 when absent (the shipped assets/micro and assets/micro-harivo predate world 2)."""
+    folder = Path(folder) if folder is not None else _default_dir()
+    meta = folder / "training.json"
+    if not meta.is_file():
+        return 1
+    try:
+        v = json.loads(meta.read_text()).get("world", 1)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"micro weights folder {folder}: unreadable {meta}: {e}") from e
+    if v not in (1, 2):
+        raise ValueError(f"micro weights folder {folder}: {meta} names world {v!r}; known worlds are 1 and 2")
+    return int(v)

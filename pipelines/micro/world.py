@@ -6,7 +6,12 @@ Object pixels are therefore always separable from background pixels by a simple 
 brightness above any background level), which makes the detector in `detector.py` exact on rendered clips and
 robust on generated ones.
 
-Caption: ``a {colour} {shape} {motion} on a {background} background``.
+Two worlds share the objects, motions, renderer and detector (`WORLD1`, `WORLD2`, `get_world`):
+- World 1 (the shipped models' data, the default): background ∈ `BACKGROUNDS`, caption
+  ``a {colour} {shape} {motion} on a {background} background``, tokenizer vocabulary `VOCABULARY`.
+- World 2: backgrounds are *looks* (`looks.py`: flat, two-colour stripes at 0/45/90/135 degrees, checks, in dark and
+  muted tints; world 1's four backgrounds are four of them); captions describe the look in words and any attribute
+  may be left out (`caption2`, `parse_caption2`, attribute dropout in `WORLD2.sample`); vocabulary `VOCABULARY2`.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
+
+from .looks import ALL_LOOKS, ANGLE_WORDS, COLOUR_ALIASES, PALETTE, WIDTHS, Look, look_phrase, look_rgb, sample_look
 
 FPS = 4
 SIZE = 32
@@ -98,11 +105,14 @@ def parse_caption(text: str) -> dict | None:
     return d
 
 
-def caption_notice(text: str) -> str | None:
+def caption_notice(text: str, world=1) -> str | None:
     """None when `text` is a world caption; else a sentence naming what the micro world knows (and unknown words).
 
     The micro models were trained on world captions only: any other prompt gives a video unrelated to it.
+    `world=2`: world 2's notice (`caption_notice2`: prompts may leave any attribute out).
     """
+    if world not in (1, "1") and get_world(world).version == 2:
+        return caption_notice2(text)
     if parse_caption(text) is not None:
         return None
     known = {w for phrase in (*COLOURS, *SHAPES, *MOTIONS, *BACKGROUNDS) for w in phrase.split()}
@@ -154,6 +164,13 @@ def background_image(background: str, size: int = SIZE) -> np.ndarray:
     if background == "striped":
         return np.where((yy // PATTERN_CELL) % 2 == 0, lo, hi).astype(np.float32)
     raise ValueError(f"unknown background {background!r}")
+
+
+def background_rgb(background, size: int = SIZE) -> np.ndarray:
+    """(3, size, size) float32 image of a background: a world-1 name (gray levels) or a world-2 `Look`."""
+    if isinstance(background, Look):
+        return look_rgb(background, size)
+    return np.repeat(background_image(background, size)[None], 3, axis=0)
 
 
 def _rng(rng=None, seed=None) -> np.random.Generator:
@@ -253,11 +270,12 @@ def enumerate_trajectories(motion: str, num_frames: int = NUM_FRAMES, size: int 
 
 
 def render_positions(colour: str, shape: str, background: str, positions, size: int = SIZE) -> np.ndarray:
-    """Frames `(n, 3, size, size)` float32 with the object's top-left at each `(x, y)` of `positions`."""
-    bg = background_image(background, size)
+    """Frames `(n, 3, size, size)` float32 with the object's top-left at each `(x, y)` of `positions`; `background`
+    is a world-1 name or a world-2 `Look`."""
+    bg = background_rgb(background, size)
     col = np.asarray(COLOURS[colour], np.float32)
     mask = SHAPE_MASKS[shape]
-    frames = np.repeat(np.repeat(bg[None, None], 3, axis=1), len(positions), axis=0).copy()
+    frames = np.repeat(bg[None], len(positions), axis=0).copy()
     for k, (x, y) in enumerate(positions):
         region = frames[k, :, y : y + OBJ, x : x + OBJ]
         region[:, mask] = col[:, None]
@@ -275,7 +293,8 @@ def render_clip(
     seed: int | None = None,
 ):
     """Render one clip. Returns (frames (f, 3, size, size) float32 in [0, 1], meta dict)."""
-    if colour not in COLOURS or shape not in SHAPES or motion not in MOTIONS or background not in BACKGROUNDS:
+    if (colour not in COLOURS or shape not in SHAPES or motion not in MOTIONS
+            or not (isinstance(background, Look) or background in BACKGROUNDS)):
         raise ValueError(f"unknown attributes {(colour, shape, motion, background)!r}")
     g = _rng(rng, seed)
     xs, ys, impacts = trajectory(motion, num_frames, g, size)
@@ -286,7 +305,8 @@ def render_clip(
         "shape": shape,
         "motion": motion,
         "background": background,
-        "caption": caption(colour, shape, motion, background),
+        "caption": (caption2(colour, shape, motion, background) if isinstance(background, Look)
+                    else caption(colour, shape, motion, background)),
         "positions": [(int(x), int(y)) for x, y in zip(xs, ys)],  # top-left of the object box
         "centroids": [
             (float(x + np.argwhere(mask)[:, 1].mean() + 0.0), float(y + np.argwhere(mask)[:, 0].mean()))
@@ -340,3 +360,299 @@ def impact_audio(meta: dict, fps: int = FPS, sr: int = SAMPLE_RATE) -> np.ndarra
     """Audio for a rendered clip: a thump at each bounce impact frame (silence for other motions)."""
     duration = meta.get("num_frames", NUM_FRAMES) / fps
     return synth_impacts_audio([k / fps for k in meta.get("impact_frames", [])], duration, sr)
+
+
+# ------------------------------------------------------------------------------------------------- world 2
+#: The attributes a world-2 caption may name (any may be left out) and the parts of a look phrase.
+ATTRIBUTES2 = ("colour", "shape", "motion", "look")
+LOOK_PARTS = ("colours", "width", "angle")
+#: Training's attribute dropout: each attribute (and each part of a named look) is left out with this probability.
+DROPOUT = 0.25
+#: A caption that leaves the shape out names the object with this word ("a red object moving up").
+OBJECT_WORD = "object"
+_SHAPE_NOUNS = (OBJECT_WORD, "thing", "shape")
+_WIDTH_WORDS = {"narrow": "narrow", "thin": "narrow", "wide": "wide", "thick": "wide", "broad": "wide"}
+_ANGLE_PHRASES = {"horizontal": 0, "vertical": 90, "rising diagonal": 45, "falling diagonal": 135,
+                  "diagonal": "diagonal"}  # bare 'diagonal': either diagonal (`looks.look_matches`)
+_PATTERN_WORDS = {"stripes": "stripes", "striped": "stripes", "stripe": "stripes", "checks": "checks",
+                  "checkered": "checks", "checked": "checks", "checkerboard": "checks", "plaid": None}
+_LOOK_COLOURS = {**{c: c for c in PALETTE}, **COLOUR_ALIASES}
+
+VOCABULARY2: list[str] = sorted(
+    set(VOCABULARY)
+    | {"an", "and", OBJECT_WORD, "plain"}
+    | {w for c in PALETTE for w in c.split()}
+    | set(WIDTHS)
+    | {w for a in ANGLE_WORDS.values() for w in a.split()}
+    | {"stripes", "checks"}
+)
+
+
+def caption2(colour: str, shape: str, motion: str, look: Look, named=None, look_parts=None) -> str:
+    """A world-2 caption naming the attributes in `named` (default all of `ATTRIBUTES2`) and, of a named look, the
+    parts in `look_parts` (default all of `LOOK_PARTS`): 'a red circle moving up on navy and gray wide rising
+    diagonal stripes', 'a red object moving up', 'a circle on a black background', 'an object on checks'."""
+    named = set(ATTRIBUTES2 if named is None else named)
+    parts = set(LOOK_PARTS if look_parts is None else look_parts)
+    words = []
+    if "colour" in named:
+        words.append(colour)
+    words.append(shape if "shape" in named else OBJECT_WORD)
+    head = "an" if words[0][0] in "aeiou" else "a"
+    out = " ".join([head] + words)
+    if "motion" in named:
+        out += f" {motion}"
+    if "look" in named:
+        out += f" on {look_phrase(look, parts)}"
+    return out
+
+
+def _normalise(text: str) -> list[str]:
+    return " ".join(str(text).strip().lower().replace("-", " ").replace(",", " ").rstrip(".").split()).split()
+
+
+def _take(words: list[str], i: int, phrases) -> tuple[str | None, int]:
+    """The longest phrase of `phrases` (multi-word strings) starting at words[i], and the index after it."""
+    for p in sorted(phrases, key=lambda p: -len(p.split())):
+        n = len(p.split())
+        if words[i:i + n] == p.split():
+            return p, i + n
+    return None, i
+
+
+def parse_look_phrase(words: list[str]) -> dict | None:
+    """What a look phrase names (`pattern`, `colours` (palette order), `width`, `angle`), or None when the words are
+    not a look phrase. 'navy and gray wide rising diagonal stripes', 'a black background', 'stripes', 'a checkered
+    background', 'a plain background'."""
+    i, out = 0, {}
+    if words[i:i + 1] in (["a"], ["an"], ["the"]):
+        i += 1
+    cols = []
+    c, i = _take(words, i, _LOOK_COLOURS)
+    if c:
+        cols.append(_LOOK_COLOURS[c])
+        if words[i:i + 1] == ["and"]:
+            c, i = _take(words, i + 1, _LOOK_COLOURS)
+            if not c:
+                return None
+            cols.append(_LOOK_COLOURS[c])
+    if len(cols) == 2 and cols[0] == cols[1]:
+        return None
+    w, i = _take(words, i, _WIDTH_WORDS)
+    a, i = _take(words, i, _ANGLE_PHRASES)
+    plain = words[i:i + 1] == ["plain"]
+    i += plain
+    pat_word, i = _take(words, i, [p for p, v in _PATTERN_WORDS.items() if v])
+    if pat_word in ("striped", "checkered", "checked"):  # an adjective: '... background' follows
+        if words[i:i + 1] != ["background"]:
+            return None
+        i += 1
+    elif pat_word is None:
+        if words[i:i + 1] != ["background"]:
+            return None
+        i += 1
+    if i != len(words):
+        return None
+    pattern = _PATTERN_WORDS[pat_word] if pat_word else ("flat" if plain or len(cols) == 1 else None)
+    if plain and (pat_word or len(cols) > 1):
+        return None
+    if pattern == "flat" and (w or a or len(cols) > 1):
+        return None
+    if pattern == "checks" and a:
+        return None
+    if pattern is None and (w or a):  # 'wide background': a width says the look has bands
+        return None
+    if pattern:
+        out["pattern"] = pattern
+    if cols:
+        order = list(PALETTE)
+        out["colours"] = tuple(sorted(cols, key=order.index))
+    if w:
+        out["width"] = _WIDTH_WORDS[w]
+    if a:
+        out["angle"] = _ANGLE_PHRASES[a]
+        out["pattern"] = "stripes"
+    return out
+
+
+def parse_caption2(text: str) -> dict | None:
+    """What a world-2 prompt names: a dict with any of `colour`, `shape`, `motion` and `look` (a dict of the look
+    parts named, see `parse_look_phrase`); {} for a prompt that names nothing ('an object'); None for a prompt that
+    does not parse. Letter case, commas, a final full stop, 'the' for 'a' and 'over' for 'on' do not matter.
+    World-1 captions parse too (their backgrounds as look phrases)."""
+    if not isinstance(text, str):
+        return None
+    words = _normalise(text)
+    if not words:
+        return None
+    i, out = 0, {}
+    if words[0] in ("a", "an", "the"):
+        i = 1
+    c, i = _take(words, i, COLOURS)
+    if c:
+        out["colour"] = c
+    s, i = _take(words, i, (*SHAPES, *_SHAPE_NOUNS))
+    if s in SHAPES:
+        out["shape"] = s
+    if c and not s:  # 'a red moving up': a colour names an object
+        return None
+    m, i = _take(words, i, MOTIONS)
+    if m:
+        out["motion"] = m
+    if words[i:i + 1] in (["on"], ["over"]):
+        look = parse_look_phrase(words[i + 1:])
+        if look is None:
+            return None
+        out["look"] = look
+        i = len(words)
+    if i != len(words) or (i == 1 and words[0] in ("a", "an", "the")):
+        return None
+    return out
+
+
+def caption_notice2(text: str) -> str | None:
+    """None when a world-2 prompt names at least one attribute; else a sentence on what the world knows."""
+    parsed = parse_caption2(text)
+    if parsed:
+        return None
+    known = {w for phrase in (*COLOURS, *SHAPES, *MOTIONS, *_SHAPE_NOUNS, *_LOOK_COLOURS, *_WIDTH_WORDS,
+                              *_ANGLE_PHRASES, *_PATTERN_WORDS) for w in phrase.split()}
+    known |= {"a", "an", "the", "on", "over", "and", "background", "plain"}
+    words = [w for w in _normalise(text or "")]
+    unknown = [w for w in dict.fromkeys(words) if w not in known]
+    why = ("names nothing the world knows" if parsed == {} else "does not parse"
+           + (f" (unknown words: {', '.join(unknown[:8])})" if unknown else " (check the word order)"))
+    return ("the micro models know prompts like 'a {colour} {shape} {motion} on {look}', where any part may be left "
+            f"out (colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)}; motions: {', '.join(MOTIONS)}; "
+            "looks: 'a {tint} background', '{tint} and {tint} [narrow|wide] "
+            "[horizontal|vertical|rising diagonal|falling diagonal] stripes', '{tint} and {tint} [narrow|wide] checks'"
+            f", tints: {', '.join(PALETTE)}); this prompt {why}, so the video leaves everything to the sampler")
+
+
+def sample_attributes2(rng: np.random.Generator, split: str = "train", dropout: float = 0.0) -> dict:
+    """Random world-2 attributes: colour, shape, motion (split as `sample_attributes`), `background` (a `Look`, split
+    the same way over `looks.HELD_OUT_LOOKS`), and what the caption names: `named` (each attribute left out with
+    probability `dropout`) and `look_parts` (each part of a named look left out with that probability)."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    a = sample_attributes(rng, split)
+    a["background"] = sample_look(rng, split)
+    keep = rng.random(len(ATTRIBUTES2) + len(LOOK_PARTS)) >= dropout
+    a["named"] = tuple(k for k, on in zip(ATTRIBUTES2, keep) if on)
+    a["look_parts"] = tuple(k for k, on in zip(LOOK_PARTS, keep[len(ATTRIBUTES2):]) if on)
+    return a
+
+
+def named_target(attrs: dict) -> dict:
+    """What the caption of world-2 `attrs` names, in `parse_caption2`'s form (what a video of it must show)."""
+    out = {k: attrs[k] for k in ("colour", "shape", "motion") if k in attrs.get("named", ATTRIBUTES2)}
+    if "look" in attrs.get("named", ATTRIBUTES2):
+        out["look"] = parse_look_phrase(look_phrase(attrs["background"], attrs.get("look_parts", LOOK_PARTS)).split())
+    return out
+
+
+class World:
+    """One version of the micro world, as the rest of the code passes it around: its backgrounds, vocabulary,
+    caption / parse / notice functions and attribute sampler. `WORLD1` (the default, what the shipped models were
+    trained on) and `WORLD2`; `get_world(1 | 2 | World)`."""
+
+    def __init__(self, version: int):
+        self.version = version
+        self.vocabulary = VOCABULARY if version == 1 else VOCABULARY2
+        self.backgrounds = list(BACKGROUNDS) if version == 1 else list(ALL_LOOKS)
+
+    def __repr__(self):
+        return f"World({self.version})"
+
+    def caption_of(self, attrs: dict) -> str:
+        if self.version == 1:
+            return caption(attrs["colour"], attrs["shape"], attrs["motion"], attrs["background"])
+        return caption2(attrs["colour"], attrs["shape"], attrs["motion"], attrs["background"], attrs.get("named"),
+                        attrs.get("look_parts"))
+
+    def parse(self, text: str) -> dict | None:
+        return parse_caption(text) if self.version == 1 else parse_caption2(text)
+
+    def notice(self, text: str) -> str | None:
+        return caption_notice(text) if self.version == 1 else caption_notice2(text)
+
+    def sample(self, rng: np.random.Generator, split: str = "train", dropout: float = 0.0) -> dict:
+        if self.version == 1:
+            if dropout:
+                raise ValueError("world 1 captions name every attribute: attribute dropout needs world 2")
+            return sample_attributes(rng, split)
+        return sample_attributes2(rng, split, dropout)
+
+    def target(self, attrs: dict) -> dict:
+        """What a video of `attrs` must show, as the parser gives it for its caption."""
+        return self.parse(self.caption_of(attrs))
+
+
+WORLD1 = World(1)
+WORLD2 = World(2)
+
+
+def get_world(world=1) -> World:
+    """`WORLD1` or `WORLD2` from 1, 2, '1', '2' or a `World`; ValueError otherwise."""
+    if isinstance(world, World):
+        return world
+    try:
+        v = int(world)
+    except (TypeError, ValueError):
+        v = None
+    if v not in (1, 2):
+        raise ValueError(f"world must be 1 or 2, got {world!r}")
+    return WORLD1 if v == 1 else WORLD2
+
+
+# ------------------------------------------------------------------------------------- world 2's prompt set
+#: The forms of `prompt_set2`'s partial prompts: which attributes and look parts each names.
+PARTIAL_FORMS = [
+    (("colour", "shape", "motion"), LOOK_PARTS),  # the look left to the sampler (or a style reference)
+    (("look",), LOOK_PARTS),  # only the look
+    (("colour", "look"), LOOK_PARTS),
+    (("shape", "motion"), ()),
+    (("colour", "motion", "look"), ("colours",)),  # 'a red object moving up on navy and gray stripes'
+    (("colour", "shape", "look"), ("width", "angle")),  # 'a red circle on wide vertical stripes'
+]
+
+
+def prompt_set2(n_seen: int = 12) -> list[dict]:
+    """World 2's fixed evaluation prompts (split, prompt, target = what it names in `parse_caption2`'s form):
+    `seen` (`n_seen` training combinations on training looks, everything named), `held-out` (every held-out
+    combination, on a held-out look), `partial` (each of `PARTIAL_FORMS` on `n_seen // 2` training draws)."""
+    rng = np.random.default_rng(123)
+    from .looks import HELD_OUT_LOOKS, TRAIN_LOOKS
+
+    out = []
+
+    def add(split, c, s, m, look, named=ATTRIBUTES2, parts=LOOK_PARTS):
+        a = {"colour": c, "shape": s, "motion": m, "background": look, "named": tuple(named),
+             "look_parts": tuple(parts)}
+        out.append({"split": split, "prompt": WORLD2.caption_of(a), "target": named_target(a)})
+
+    seen = [TRAIN_COMBOS[i] for i in sorted(rng.choice(len(TRAIN_COMBOS), size=n_seen, replace=False))]
+    for c, s, m in seen:
+        add("seen", c, s, m, sample_look(rng, "train"))
+    for i, (c, s, m) in enumerate(HELD_OUT):
+        add("held-out", c, s, m, HELD_OUT_LOOKS[(7 * i) % len(HELD_OUT_LOOKS)])
+    for named, parts in PARTIAL_FORMS:
+        for _ in range(max(1, n_seen // 2)):
+            c, s, m = TRAIN_COMBOS[int(rng.integers(len(TRAIN_COMBOS)))]
+            look = sample_look(rng, "train")
+            while "look" in named and look.pattern == "flat" and "colours" not in parts:  # 'a plain background'
+                look = sample_look(rng, "train")
+            add("partial", c, s, m, look, named, parts)
+    return out
+
+
+def honoured(detection: dict, target: dict) -> dict:
+    """Per attribute a prompt names (`target`, `parse_caption2`'s form), whether a world-2 detection (`detect(...,
+    world=2)`) shows it: {"colour": bool, ..., "look": bool} for the named ones only."""
+    from .looks import look_matches
+
+    out = {k: detection.get(k) == target[k] for k in ("colour", "shape", "motion") if k in target}
+    if "look" in target:
+        look = detection.get("look")
+        out["look"] = look is not None and look_matches(look, target["look"])
+    return out

@@ -19,16 +19,16 @@ from .running import Generation, release_memory, run
 from .validation import (
     CFG_RANGE, DEFAULT_ETA, DEFAULT_INTERPOLATION_MODE, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED,
     MG_RANGE, MIN_STYLE_SIDE, STEPS_RANGE, TASK_NAMES, GenerationRequest, Prepared, RequestError, asdict_shallow,
-    check_prompt, check_step_range, coerce_param, parse_method_param_strings, parse_param_strings, resolve_params,
-    style_image_notice, validate,
+    check_prompt, check_step_range, coerce_param, parse_bool, parse_method_param_strings, parse_number,
+    parse_param_strings, resolve_params, style_image_notice, validate,
 )
 
 __all__ = [
     "CFG_RANGE", "DEFAULT_ETA", "DEFAULT_INTERPOLATION_MODE", "ETA_RANGE", "INTERPOLATION_MODES", "MAX_PROMPT_CHARS",
     "MAX_SEED", "MG_RANGE", "MIN_STYLE_SIDE", "STEPS_RANGE", "TASK_NAMES",
     "GenerationRequest", "Prepared", "RequestError", "asdict_shallow", "check_prompt", "check_step_range",
-    "coerce_param", "parse_method_param_strings", "parse_param_strings", "resolve_params", "style_image_notice",
-    "validate",
+    "coerce_param", "parse_bool", "parse_method_param_strings", "parse_number", "parse_param_strings",
+    "resolve_params", "style_image_notice", "validate",
     "Generation", "release_memory", "run",
     "build_report", "finalize", "summary_text",
 ]

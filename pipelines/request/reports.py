@@ -53,8 +53,7 @@ def build_report(gen: Generation) -> dict:
     }
     options = getattr(gen.preset, "model_options", None)  # `--video-parts` / `--lora` (pipelines.model_options)
     if options is not None and not options.is_default:
-        report["model"] = {"video_parts": options.video_parts,
-                           "loras": [{"path": p_, "scale": s_} for p_, s_ in options.loras]}
+        report["model"] = options.report()  # the app's: names inside its model folder, never a server path
     if r.task == "interpolate":
         report["interpolation_mode"] = r.interpolation_mode
     if r.task == "t2v":

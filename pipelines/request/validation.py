@@ -102,21 +102,56 @@ class Prepared:
         return self.frames / float(self.fps)
 
 
-def _number(value, field_name: str, kind=float, lo=None, hi=None, choices=None):
+def parse_number(value, field_name: str, kind=float):
+    """A number as any client sends it (a number, or text such as "16" or " 2.5 " from an API call) -> int or
+    float; `RequestError` naming the field otherwise: `steps: expected a whole number, got 'abc'`."""
+    what = "a whole number" if kind is int else "a number"
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RequestError(field_name, "is required")
-    if isinstance(value, bool):
-        raise RequestError(field_name, f"expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)) and not _is_numeric_scalar(value):
+        raise RequestError(field_name, f"expected {what}, got {_shown(value)}")
     try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(field_name, f"expected a number, got {value!r}") from None
+        x = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(field_name, f"expected {what}, got {_shown(value)}") from None
     if not math.isfinite(x):
-        raise RequestError(field_name, f"must be finite, got {value!r}")
+        raise RequestError(field_name, f"must be finite, got {_shown(value)}")
     if kind is int:
         if abs(x - round(x)) > 1e-9:
-            raise RequestError(field_name, f"must be a whole number, got {value!r}")
-        x = int(round(x))
+            raise RequestError(field_name, f"must be a whole number, got {_shown(value)}")
+        return int(round(x))
+    return x
+
+
+def parse_bool(value, field_name: str) -> bool:
+    """A checkbox as any client sends it: a bool, or text / 0 / 1 (`true`, `false`, `yes`, `no`, `on`, `off`)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    s = str(value).strip().lower() if isinstance(value, str) else None
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise RequestError(field_name, f"expected true or false, got {_shown(value)}")
+
+
+def _is_numeric_scalar(value) -> bool:
+    """numpy / torch scalars (what Python callers may pass)."""
+    return hasattr(value, "item") and getattr(value, "ndim", 1) == 0
+
+
+def _shown(value, limit: int = 40) -> str:
+    """A client's value as a message quotes it: its repr cut to `limit` characters (a type name for containers)."""
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "…" + text[-3:]
+
+
+def _number(value, field_name: str, kind=float, lo=None, hi=None, choices=None):
+    x = parse_number(value, field_name, kind)
     if choices is not None and x not in choices:
         raise RequestError(field_name, f"{x} is not available in this preset; choose one of {list(choices)}")
     if lo is not None and x < lo or hi is not None and x > hi:
@@ -161,14 +196,7 @@ def coerce_param(spec, value):
     if value is None:
         raise RequestError(name, "is required")
     if kind == "bool":
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off"):
-            return False
-        raise RequestError(name, f"expected true or false, got {value!r}")
+        return parse_bool(value, name)
     if kind == "choice":
         choices = list(spec.choices or [])
         if value in choices:

@@ -21,6 +21,7 @@ from ..request import (
 )
 from ..sampler import Cancelled
 from ..ui import StatusTracker, busy_notice, reward_plot_data, series_name
+from .messages import internal_error, log, scrub
 from .runs import Run, RunStore
 
 DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
@@ -57,13 +58,9 @@ def stream_every() -> float:
     return STREAM_EVERY_S
 
 
-def log(msg: str) -> None:
-    print(f"[gvs] {msg}", flush=True)
-
-
 def fail(field: str, message: str):
     """A user error: one line in the server log (no traceback), the message (field named once) in the page / API."""
-    message = str(message)
+    message = scrub(message)
     if message.startswith(f"{field}:"):
         message = message[len(field) + 1:].lstrip()
     log(f"refused: {field}: {message}")
@@ -74,7 +71,7 @@ class Studio:
     """The live preset (loaded once), the run store and the handlers shared by the four tabs."""
 
     def __init__(self, preset, pool=None, store: Optional[RunStore] = None, stream_every_s: Optional[float] = None,
-                 compute=None):
+                 compute=None, model_dir=None):
         from ..guidance import METHODS, method_params
 
         self.preset = preset
@@ -87,6 +84,8 @@ class Studio:
         self.stream_every = stream_every() if stream_every_s is None else float(stream_every_s)
         #: a `pipelines.studio.compute.TorchThread` the app runs every handler's steps on (CPU presets), or None
         self.compute = compute
+        #: the folder whose models web clients may name (`app.py --model-dir`); None: the Model fields are off
+        self.model_dir = Path(model_dir).resolve() if model_dir else None
 
     def iterate(self, rows):
         """A handler's rows, each step run on the studio's torch thread when it has one."""
@@ -117,7 +116,7 @@ class Studio:
         run_ = self.store.get(token)
         err = run_.path("error") if run_ is not None else None
         text = err.read_text().strip() if err is not None and err.exists() else ""
-        return f"not run: {text}" if text else "not run: see the message above"
+        return f"not run: {scrub(text)}" if text else "not run: see the message above"
 
     def result_video(self, token) -> Optional[str]:
         """The main video of a finished run (a Compare's guided video)."""
@@ -144,17 +143,21 @@ class Studio:
         with self.pool.get() as (_device, preset):
             yield preset
 
-    @staticmethod
-    def with_model(preset, kw: dict):
-        """The "Model" accordion: `video_parts` (a trained `final/` folder on the server) and `lora` (`PATH[:scale]`,
-        several separated by commas) under the preset's image model (`pipelines.model_options`, cached)."""
-        vp, lora = (kw.get("video_parts") or "").strip(), (kw.get("lora") or "").strip()
+    def with_model(self, preset, kw: dict):
+        """The "Model" accordion: `video_parts` (a trained `final/` folder) and `lora` (`NAME[:scale]`, several
+        separated by commas) under the preset's image model (`pipelines.model_options`, cached). Names are taken
+        inside `self.model_dir` only (`parse_options(root=...)`); without one the fields are off."""
+        vp, lora = (str(kw.get("video_parts") or "")).strip(), (str(kw.get("lora") or "")).strip()
         if not vp and not lora:
             return preset
+        if self.model_dir is None:
+            fail("video_parts" if vp else "lora", "loading models is off on this server (its operator can start it "
+                                                  "with --model-dir DIR to offer the models inside DIR); leave the "
+                                                  "field empty")
         from ..model_options import ModelOptionError, parse_options, with_model
 
         try:
-            return with_model(preset, parse_options(vp or None, lora))
+            return with_model(preset, parse_options(vp or None, lora, root=self.model_dir))
         except ModelOptionError as e:
             fail(e.field, e.message)
 
@@ -266,7 +269,7 @@ class Studio:
         if load:
             notes.append(load)
         for n in notes:
-            gr.Warning(n)
+            gr.Warning(scrub(n))
         tracker = self._track(run_, StatusTracker())
         rows: list = []
         series = {series_name(prepared.request.method): rows}  # the plot's line: "guided", or "unguided" for none
@@ -307,7 +310,7 @@ class Studio:
         guided = self.prepare(task, kw, preset=preset)
         base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
         for n in guided.notices:
-            gr.Warning(n)
+            gr.Warning(scrub(n))
         series: dict = {"unguided": [], "guided": []}  # the method is named in the table beside the plot
         results = {}
         tracker = None
@@ -355,12 +358,20 @@ class Studio:
         except GeneratorExit:
             run_.set_state("cancelled")
             raise
-        except BaseException as e:
+        except Exception as e:
             run_.set_state("failed")
+            # a refused request keeps its field-named message; anything else is logged with its traceback under an
+            # id, and the client (the API's error, the page's status line) gets the short message with that id
+            err = e if isinstance(e, gr.Error) else internal_error(e, "run")
             try:
-                run_.path("error").write_text(getattr(e, "message", None) or str(e) or type(e).__name__)
+                run_.path("error").write_text(scrub(getattr(err, "message", None) or str(err)))
             except OSError:
                 pass
+            if err is e:
+                raise
+            raise err from None
+        except BaseException:
+            run_.set_state("failed")
             raise
         finally:
             if run_.state == "running":  # left without a final state (e.g. closed before its first row)

@@ -3,23 +3,52 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
 from .. import media
-from ..request import style_image_notice
+from ..request import RequestError, parse_bool, parse_number, style_image_notice
 from .handlers import fail, log
+from .messages import scrub
 
 UPLOADS = {"style_image": "image", "audio": "audio", "first_frame": "image", "last_frame": "image"}
-_ABS_PATH = re.compile(r"(?:/[^/\s'\"]+)+/([^/\s'\"]+)")
+#: number fields whose request value is a whole number (their widgets may be sliders)
+WHOLE_NUMBERS = ("steps", "seed", "frames", "size")
+user_message = scrub  # a message safe to show a user (pipelines.studio.messages)
 
 
-def user_message(msg: str) -> str:
-    """A message safe to show a user: absolute server paths reduced to the file's name."""
-    return _ABS_PATH.sub(r"\1", str(msg))
+def parse_payload(component, payload):
+    """A value as an API client may send it, in the component's own type: numbers and choices arriving as text are
+    parsed ("16" for frames, "3" for steps), a wrong type is refused naming the field (`fail`)."""
+    field = component.field
+    try:
+        if isinstance(component, (gr.Number, gr.Slider)):
+            whole = getattr(component, "precision", None) == 0 or field in WHOLE_NUMBERS
+            if isinstance(payload, str) or isinstance(payload, bool) or not isinstance(payload, (int, float)):
+                return parse_number(payload, field, int if whole else float)
+            return payload
+        if isinstance(component, gr.Checkbox):
+            return parse_bool(payload, field)
+        if isinstance(component, gr.Dropdown) and not getattr(component, "multiselect", False):
+            values = [c[1] if isinstance(c, (tuple, list)) else c for c in (component.choices or [])]
+            if payload in values or getattr(component, "allow_custom_value", False):
+                return payload
+            if isinstance(payload, (str, int, float)) and not isinstance(payload, bool):
+                for v in values:  # "16" for the choice 16, 16 for the choice "16"
+                    if str(v) == str(payload).strip():
+                        return v
+            shown = repr(payload)[:40] if isinstance(payload, (str, int, float)) else f"a {type(payload).__name__}"
+            fail(field, f"{shown} is not one of {values}")
+        if isinstance(component, gr.Textbox):
+            if isinstance(payload, (int, float)) and not isinstance(payload, bool):
+                return str(payload)
+            if not isinstance(payload, str):
+                fail(field, f"expected text, got a {type(payload).__name__}")
+    except RequestError as e:
+        fail(e.field, e.message)
+    return payload
 
 
 def _named(base):
@@ -38,10 +67,11 @@ def _named(base):
             if getattr(self, "precision", None) == 0 and isinstance(payload, float) and not payload.is_integer():
                 # a whole-number field: refuse 1.5 as the request layer refuses steps 2.5, instead of rounding it
                 fail(self.field, f"must be a whole number, got {payload!r}")
+            payload = parse_payload(self, payload)
             try:
                 return super().preprocess(payload)
             except Exception as e:  # gr.Error, ValueError, PIL errors ...
-                msg = user_message(getattr(e, "message", None) or str(e) or type(e).__name__)
+                msg = scrub(getattr(e, "message", None) or str(e) or type(e).__name__)
                 fail(self.field, msg)
 
     Named.__name__ = Named.__qualname__ = base.__name__

@@ -40,6 +40,7 @@ class TrainConfig:
     data_path: str | None = None
     video_root: str | None = None
     micro_backgrounds: list[str] | None = None
+    micro_world: int = 1  # data micro: 1 (what assets/micro ships), or 2 (looks, captions with attribute dropout)
     num_frames: int = 8
     resolution: int = 32
     frame_stride: int = 1  # real videos without fps: every stride-th source frame
@@ -88,6 +89,7 @@ class TrainConfig:
             (0 <= self.p_uncond < 1, f"p_uncond must be in [0, 1), got {self.p_uncond}"),
             (self.fps is None or self.fps > 0, f"fps must be > 0 (or null: every frame_stride-th frame), got {self.fps}"),
             (self.tau > 0, f"tau must be > 0, got {self.tau}"),
+            (self.micro_world in (1, 2), f"micro_world must be 1 or 2, got {self.micro_world!r}"),
             (self.data != "micro" or self.resolution == 32, f"micro clips are 32×32: resolution must be 32, got {self.resolution}"),
         ]
         for ok, msg in checks:

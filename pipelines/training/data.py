@@ -1,7 +1,7 @@
 """Video + caption data for HARIVO training: map-style datasets returning `(frames (f, 3, S, S) in [-1, 1], caption)`.
 
 - `MicroClips`: clips of the micro world rendered on the fly; item `i` is always the same clip (seeded by
-  `(seed, i)`), held-out combinations never appear.
+  `(seed, i)`), held-out combinations never appear; `world_version=2`: world 2 with attribute-dropout captions.
 - Real videos are read as a random temporal window (`read_video`): `num_frames` frames `1/fps` s apart (config `fps`;
   `None`: every `frame_stride`-th source frame), starting at a time drawn from `(seed, index, stream position)`,
   decoded by seeking (PyAV when installed, else ffmpeg's `-ss`), never the whole file.
@@ -33,11 +33,21 @@ VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif")
 
 
 class MicroClips(torch.utils.data.Dataset):
-    def __init__(self, num_frames: int = 8, seed: int = 0, length: int = 1_000_000, backgrounds=None):
+    """`world_version=2`: clips of micro world 2 (backgrounds are looks) with captions that leave each attribute out
+    with probability `dropout` (default `world.DROPOUT`); `backgrounds` (world 1 names) is world 1 only."""
+
+    def __init__(self, num_frames: int = 8, seed: int = 0, length: int = 1_000_000, backgrounds=None,
+                 world_version: int = 1, dropout: float | None = None):
         from ..micro import world
 
         self.world, self.num_frames, self.seed, self.length = world, num_frames, seed, length
+        self.version = world.get_world(world_version).version
+        self.dropout = (world.DROPOUT if dropout is None else float(dropout)) if self.version == 2 else 0.0
+        if self.version == 1 and dropout:
+            raise ValueError("micro caption dropout needs world 2: world 1's captions name every attribute")
         self.backgrounds = list(backgrounds) if backgrounds else None
+        if self.backgrounds and self.version == 2:
+            raise ValueError("micro backgrounds name world 1's backgrounds; world 2 draws its looks itself")
         bad = [b for b in self.backgrounds or [] if b not in world.BACKGROUNDS]
         if bad:
             raise ValueError(f"unknown micro background(s) {bad}; choose from {world.BACKGROUNDS}")
@@ -48,6 +58,12 @@ class MicroClips(torch.utils.data.Dataset):
     def __getitem__(self, key):
         i, _ = _key(key)
         rng = np.random.default_rng([self.seed, int(i)])
+        if self.version == 2:
+            w = self.world.WORLD2
+            a = w.sample(rng, "train", self.dropout)
+            v, _ = self.world.render_clip(a["colour"], a["shape"], a["motion"], a["background"],
+                                          num_frames=self.num_frames, rng=rng)
+            return torch.as_tensor(v).float() * 2 - 1, w.caption_of(a)
         a = self.world.sample_attributes(rng, "train")
         if self.backgrounds:
             a["background"] = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
@@ -353,9 +369,9 @@ def collate(items):
 
 def open_dataset(kind: str, path: str | None, num_frames: int, size: int, stride: int = 1, seed: int = 0,
                  video_root: str | None = None, backgrounds=None, fps: float | None = None,
-                 random_window: bool = True):
+                 random_window: bool = True, micro_world: int = 1):
     if kind == "micro":
-        return MicroClips(num_frames=num_frames, seed=seed, backgrounds=backgrounds)
+        return MicroClips(num_frames=num_frames, seed=seed, backgrounds=backgrounds, world_version=micro_world)
     if kind == "csv":
         if not path:
             raise ValueError("data kind 'csv' needs data.path (the CSV file)")

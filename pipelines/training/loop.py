@@ -174,17 +174,46 @@ def _trained_state(model) -> dict:
 
 
 def save_checkpoint(path: Path, step: int, model, opt, cfg: TrainConfig | dict) -> None:
-    """`{"step", "trained" (every trainable parameter, and HARIVO's queue), "opt", "config"}`; `cfg` is a
+    """`step_N.pt`: `{"step", "trained" (every trainable parameter, and HARIVO's queue), "opt"}`, tensors and numbers
+    only, so it loads with `torch.load(weights_only=True)`; `step_N.json` beside it: `{"step", "config"}`. `cfg` is a
     `TrainConfig` (HARIVO) or a plain dict (a micro-model stage)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     config = cfg if isinstance(cfg, dict) else json.loads(cfg.to_json())
-    torch.save({"step": step, "trained": _trained_state(model), "opt": opt.state_dict(), "config": config}, tmp)
+    side = checkpoint_sidecar(path)
+    tmp, side_tmp = path.with_suffix(".tmp"), side.with_suffix(".json.tmp")
+    torch.save({"step": int(step), "trained": _trained_state(model), "opt": opt.state_dict()}, tmp)
+    side_tmp.write_text(json.dumps({"step": int(step), "config": config}, indent=2) + "\n")
+    side_tmp.replace(side)
     tmp.replace(path)
 
 
+def checkpoint_sidecar(path: Path) -> Path:
+    """The JSON beside a checkpoint (`step_N.pt` -> `step_N.json`): its step and training configuration."""
+    return Path(path).with_suffix(".json")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's tensors and step, read with `weights_only=True` (no code in the file is ever run), plus its
+    sidecar's `config` when there is one. A file that needs arbitrary unpickling (written by something else) is
+    refused with a `ValueError` that says so."""
+    import pickle
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        raise ValueError(f"checkpoint {path} cannot be read safely (torch.load with weights_only=True refused it: "
+                         f"{str(e).splitlines()[0][:200]}); only checkpoints of tensors and numbers are loaded, "
+                         "as save_checkpoint writes them") from None
+    if not isinstance(ck, dict):
+        raise ValueError(f"checkpoint {path} is not a checkpoint dict")
+    side = checkpoint_sidecar(path)
+    if "config" not in ck and side.is_file():
+        ck["config"] = json.loads(side.read_text()).get("config")
+    return ck
+
+
 def load_checkpoint(path: Path, model, opt=None) -> int:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(path)
     trained = ck["trained"] if "trained" in ck else ck["model"]  # "model": the micro trainer's former format
     missing = [k for k, p in model.named_parameters() if p.requires_grad and k not in trained]
     if missing:
@@ -354,6 +383,7 @@ def run_steps(acc, model, opt, *, out: Path, start: int, end: int, total: int, l
                 if keep_last:
                     for old in _checkpoints(out)[:-keep_last]:
                         old.unlink()
+                        checkpoint_sidecar(old).unlink(missing_ok=True)
     bar.close()
     return history
 
@@ -379,7 +409,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, qu
     model, opt = acc.prepare(model, opt)
     raw = acc.unwrap_model(model)
     data = open_dataset(cfg.data, cfg.data_path, cfg.num_frames, cfg.resolution, cfg.frame_stride, cfg.seed,
-                        cfg.video_root, cfg.micro_backgrounds, fps=cfg.fps, random_window=cfg.random_window)
+                        cfg.video_root, cfg.micro_backgrounds, fps=cfg.fps, random_window=cfg.random_window,
+                        micro_world=cfg.micro_world)
     batches = StepBatches(len(data), cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes, cfg.seed)
     loader = _Prefetch(data, batches, start, stop_at or cfg.steps, cfg.grad_accum, cfg.num_workers)
     T = len(base["alphas_cumprod"])
@@ -451,5 +482,6 @@ def loss_drop(history: list[dict], term: str = "total", k: int | None = None) ->
     return float(np.mean(vals[:k])), float(np.mean(vals[-k:]))
 
 
-__all__ = ["train", "run_steps", "make_accelerator", "start_run", "load_base", "build_objective", "export", "load_video_parts", "load_checkpoint",
-           "latest_checkpoint", "save_checkpoint", "sample_randomness", "loss_drop"]
+__all__ = ["train", "run_steps", "make_accelerator", "start_run", "load_base", "build_objective", "export",
+           "load_video_parts", "load_checkpoint", "latest_checkpoint", "save_checkpoint", "read_checkpoint",
+           "checkpoint_sidecar", "sample_randomness", "loss_drop"]

@@ -1,5 +1,5 @@
-"""Micro-world training data for the micro-model stages: seeded frames and clips rendered on the fly, and
-`WorldLatents` (exact posterior-mean denoising targets)."""
+"""Micro-world training data for the micro-model stages: seeded frames and clips rendered on the fly (world 1, or
+world 2 with attribute-dropout captions), and `WorldLatents` (exact posterior-mean denoising targets, world 1)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,21 +14,56 @@ def stage_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, STAGES.index(stage), step])
 
 
-def render_frames(rng: np.random.Generator, n: int, fixed: bool = False):
-    """n single frames (n, 3, 32, 32) and their captions (random frame of a random training clip)."""
-    frames, caps = [], []
+def render_frames(rng: np.random.Generator, n: int, fixed: bool = False, world_version=1, dropout: float = 0.0,
+                  with_attrs: bool = False):
+    """n single frames (n, 3, 32, 32) and their captions (random frame of a random training clip) of world
+    `world_version` (1 or 2; world 2's captions leave each attribute out with probability `dropout`); `with_attrs`:
+    also the attribute dicts."""
+    w = world.get_world(world_version)
+    frames, caps, attrs = [], [], []
     for _ in range(n):
-        a = world.sample_attributes(rng, "train")
+        a = w.sample(rng, "train", dropout)
         v, meta = world.render_clip(a["colour"], a["shape"], a["motion"], a["background"], rng=rng)
         frames.append(v[int(rng.integers(v.shape[0]))])
-        caps.append(meta["caption"])
-    return torch.stack(frames), caps
+        caps.append(w.caption_of(a))
+        attrs.append(a)
+    return (torch.stack(frames), caps, attrs) if with_attrs else (torch.stack(frames), caps)
 
 
-def render_clips(rng: np.random.Generator, n: int, num_frames: int = world.NUM_FRAMES):
-    attrs = [world.sample_attributes(rng, "train") for _ in range(n)]
-    vids, caps, _ = world.render_batch(attrs, num_frames=num_frames, rng=rng)
-    return vids, caps  # (n, f, 3, H, W)
+def render_clips(rng: np.random.Generator, n: int, num_frames: int = world.NUM_FRAMES, world_version=1,
+                 dropout: float = 0.0):
+    """n clips (n, f, 3, H, W) and their captions, of world `world_version` (as `render_frames`)."""
+    w = world.get_world(world_version)
+    attrs = [w.sample(rng, "train", dropout) for _ in range(n)]
+    vids, _, _ = world.render_batch(attrs, num_frames=num_frames, rng=rng)
+    return vids, [w.caption_of(a) for a in attrs]  # (n, f, 3, H, W)
+
+
+def same_content(attrs: list[dict], world_version=1) -> torch.Tensor:
+    """(n, n) float: 1 where caption j fits frame i, up to the motion words (a frame cannot show motion). World 1:
+    the same colour, shape and background; world 2: every attribute caption j names (but motion) is frame i's."""
+    w = world.get_world(world_version)
+    if w.version == 1:
+        keys = [(a["colour"], a["shape"], a["background"]) for a in attrs]
+        return torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
+    from ..micro.looks import look_matches
+
+    named = [world.named_target(a) for a in attrs]
+
+    def fits(a, t):
+        return (all(a[k] == t[k] for k in ("colour", "shape") if k in t)
+                and ("look" not in t or look_matches(a["background"], t["look"])))
+
+    return torch.tensor([[fits(a, t) for t in named] for a in attrs], dtype=torch.float32)
+
+
+def table_bytes(world_version=1, latent_floats: int = 4 * 8 * 8) -> tuple[int, int]:
+    """(keys, bytes) of `WorldLatents`' table for a world: every (colour, shape, background) x every object position,
+    one float32 frame latent each."""
+    w = world.get_world(world_version)
+    keys = len(world.COLOURS) * len(world.SHAPES) * len(w.backgrounds)
+    side = world.SIZE - world.OBJ + 1
+    return keys, keys * side * side * latent_floats * 4
 
 
 class WorldLatents:
@@ -42,6 +77,11 @@ class WorldLatents:
     log p(path) − ‖z_t − √ᾱ z0(path)‖² / (2(1 − ᾱ)). Regressing on it instead of on the one sampled clip removes
     the sampling noise of the target; that noise is what hides the direction of travel at high noise levels, where
     one sampled clip says little about the average path for a caption.
+
+    Scaling: the table is (colours x shapes x backgrounds) x 23² frame latents (`table_bytes`): 72 keys and 39 MB for
+    world 1's 4 backgrounds; world 2's 642 looks make 11 556 keys, 6.3 GB and 6.1 M VAE encodings, and its dropout
+    captions make the posterior a sum over every attribute a caption leaves out (up to every key x every path). So
+    the table is world 1 only; world-2 training regresses on the sampled clip (`--x0-target sample`).
     """
 
     def __init__(self, vae, device="cpu", chunk: int = 512):
@@ -98,4 +138,4 @@ class WorldLatents:
         return mean.permute(1, 0, 2, 3).to(zt.dtype)
 
 
-__all__ = ["STAGES", "stage_rng", "render_frames", "render_clips", "WorldLatents"]
+__all__ = ["STAGES", "stage_rng", "render_frames", "render_clips", "same_content", "table_bytes", "WorldLatents"]

@@ -40,10 +40,23 @@ def clip_normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------- model builders
-def build_tokenizer(folder: Path):
+def build_tokenizer(folder: Path, vocabulary=None):
+    """The micro CLIP tokenizer: every word of `vocabulary` (default world 1's `VOCABULARY`, what assets/micro was
+    built with) one token."""
     from ..tokenizer import build_clip_tokenizer
 
-    return build_clip_tokenizer(VOCABULARY, folder, model_max_length=MAX_TOKENS)
+    if vocabulary is None or list(vocabulary) == list(VOCABULARY):  # world 1: exactly as assets/micro was built
+        return build_clip_tokenizer(VOCABULARY, folder, model_max_length=MAX_TOKENS)
+    # Another vocabulary (world 2): a word's chain of merges can be cut by an earlier-ranked merge of another word
+    # ('an' before 'cyan'); words that do not come out whole move to the front (their merges rank first) until all do.
+    words = list(dict.fromkeys(vocabulary))
+    for _ in range(len(words)):
+        tok = build_clip_tokenizer(words, folder, model_max_length=MAX_TOKENS)
+        split = [w for w in words if len(tok.tokenize(w)) != 1]
+        if not split:
+            return tok
+        words = split + [w for w in words if w not in split]
+    raise ValueError(f"could not build a tokenizer with every word one token (still split: {split})")
 
 
 def build_clip(cfg: dict, tok):

@@ -11,10 +11,13 @@ Stages (each resumable, each with its own `--steps`), AnimateDiff-style recipe, 
   export  write the diffusers layout to --out (model_index.json, scheduler, unet, ...).
 
 Data are rendered on the fly from fixed seeds (a stage's step k always sees the same batch, `micro_data`), held-out
-(colour, shape, motion) combinations are never rendered. Each stage is a run folder `<work>/<stage>/` in the
-training package's layout: `config.json`, `log.jsonl` (rows `{"step": completed steps, "loss", ..., "lr",
-"wall_s"}`), `checkpoints/step_N.pt` (`loop.save_checkpoint`'s format, the last one kept; `--resume` continues from
-it). LR: `schedule.warmup_stable_cosine` (diffusers' `get_scheduler`: warm-up, flat, cosine to 0.1).
+(colour, shape, motion) combinations are never rendered. `--world 2` trains on micro world 2 (backgrounds are looks,
+captions leave each attribute out with probability `--dropout`, default `world.DROPOUT`; the tokenizer is built from
+world 2's vocabulary; export records the world in training.json); world 1 (what assets/micro ships) is the default.
+Each stage is a run folder `<work>/<stage>/` in the training package's layout: `config.json`, `log.jsonl` (rows
+`{"step": completed steps, "loss", ..., "lr", "wall_s"}`), `checkpoints/step_N.pt` (`loop.save_checkpoint`'s format,
+the last one kept; `--resume` continues from it). LR: `schedule.warmup_stable_cosine` (diffusers' `get_scheduler`:
+warm-up, flat, cosine to 0.1).
 
     python -m pipelines.training micro-models --stages clip,vae,unet,motion,joint,export --out assets/micro
     python -m pipelines train-micro ...          # the same (also: python -m pipelines.micro.train ...)
@@ -33,13 +36,28 @@ import torch.nn.functional as F
 
 from ..micro import world
 from .loop import latest_checkpoint, load_checkpoint, make_accelerator, run_steps, start_run
-from .micro_data import STAGES, WorldLatents, render_clips, render_frames, stage_rng
+from .micro_data import STAGES, WorldLatents, render_clips, render_frames, same_content, stage_rng, table_bytes
 from .micro_models import (CLIP_MEAN, CLIP_STD, MAX_TOKENS, SIZES, build_clip, build_motion_unet, build_tokenizer,
                            build_unet2d, build_vae, clip_normalize, make_scheduler)
 from .schedule import warmup_stable_cosine
 
 AUX_CLASSES = {"motion": list(world.MOTIONS), "colour": list(world.COLOURS), "shape": list(world.SHAPES),
                "background": list(world.BACKGROUNDS)}
+#: World 2's auxiliary background classes: the look's geometry (pattern, angle, width).
+AUX_GEOMETRIES = ["flat"] + [f"stripes-{a}-{w}" for a in (0, 45, 90, 135) for w in ("narrow", "wide")] + \
+    [f"checks-{w}" for w in ("narrow", "wide")]
+
+
+def aux_label(attrs: dict, key: str, version: int) -> int:
+    """The class index of attribute `key` of `attrs` for the text auxiliary heads (world 2's background: geometry)."""
+    if key == "background" and version == 2:
+        lk = attrs["background"]
+        name = "flat" if lk.pattern == "flat" else (f"stripes-{lk.angle}-{lk.width}" if lk.pattern == "stripes"
+                                                  else f"checks-{lk.width}")
+        return AUX_GEOMETRIES.index(name)
+    return AUX_CLASSES[key].index(attrs[key])
+
+
 AUX_WEIGHTS = {"motion": 1.0, "colour": 0.25, "shape": 0.25, "background": 0.25}
 DEFAULT_STEPS = {"clip": 800, "vae": 1000, "unet": 2000, "motion": 800, "joint": 800}
 
@@ -54,8 +72,21 @@ class Trainer:
                  text_lr_scale: float = 1.0, t_sampling: str = "uniform", frame_tokens: int = 0,
                  x0_target: str = "sample", prediction: str = "epsilon",
                  init_frame_tokens: str | Path | None = None, write_at_stop: bool = False,
-                 freeze_image: bool = False, freeze_unet: bool = False):
+                 freeze_image: bool = False, freeze_unet: bool = False, world_version: int = 1,
+                 dropout: float | None = None):
         self.out, self.work = Path(out), Path(work)
+        self.world = world.get_world(world_version)
+        # world 2: each caption attribute (and each part of a named look) left out with this probability
+        self.dropout = (world.DROPOUT if dropout is None else float(dropout)) if self.world.version == 2 else 0.0
+        if self.world.version == 1 and dropout:
+            raise ValueError("--dropout needs --world 2: world 1's captions name every attribute")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {dropout!r}")
+        if self.world.version == 2 and x0_target == "posterior":
+            keys, nbytes = table_bytes(2)
+            raise ValueError(f"--x0-target posterior needs world 1: world 2's table of frame latents would hold {keys} "
+                             f"(colour, shape, look) keys, {nbytes / 2**30:.1f} GiB, and its dropout captions make the "
+                             "posterior a sum over every attribute left out; use --x0-target sample")
         self.size, self.cfg = size, SIZES[size]
         self.seed, self.device, self.resume, self.quiet = seed, torch.device(device), resume, quiet
         self.fixed_batch, self.ckpt_every, self.log_every = fixed_batch, ckpt_every, log_every
@@ -94,8 +125,15 @@ class Trainer:
 
         folder = self.out / "tokenizer"
         if not (folder / "vocab.json").exists():
-            build_tokenizer(folder)
-        return CLIPTokenizer.from_pretrained(str(folder))
+            build_tokenizer(folder, self.world.vocabulary)
+        tok = CLIPTokenizer.from_pretrained(str(folder))
+        # world 2's tokenizer has every word one token (`build_tokenizer`); world 1's is kept as assets/micro built it
+        missing = [w for w in self.world.vocabulary if len(tok.tokenize(w)) != 1] if self.world.version == 2 else []
+        if missing:
+            raise ValueError(f"{folder} was built for another vocabulary: world {self.world.version}'s words "
+                             f"{missing[:6]} are not single tokens; train world {self.world.version} into a "
+                             "fresh --out")
+        return tok
 
     def _rng(self, stage: str, step: int):
         return stage_rng(self.seed, stage, 0 if self.fixed_batch else step)
@@ -160,18 +198,19 @@ class Trainer:
         B = self.cfg["batch_clip"]
 
         def loss_fn(rng):
-            x, caps = render_frames(rng, B)
+            x, caps, attrs = render_frames(rng, B, world_version=self.world.version, dropout=self.dropout,
+                                           with_attrs=True)
             ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
             out = model(input_ids=ids.input_ids.to(self.device), attention_mask=ids.attention_mask.to(self.device),
                         pixel_values=clip_normalize(x).to(self.device))
             # Frames cannot show motion and several captions of a batch may describe the same frame content:
-            # targets spread over every caption identical to the positive up to the motion words.
-            keys = [world.parse_caption(c) for c in caps]
-            keys = [(k["colour"], k["shape"], k["background"]) for k in keys]
-            same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32, device=self.device)
+            # targets spread over every caption that fits the frame up to the motion words (world 1: identical up to
+            # them; world 2: a caption that leaves attributes out fits every frame that has what it names).
+            same = same_content(attrs, self.world.version).to(self.device)  # (image i, caption j)
             tgt = same / same.sum(1, keepdim=True)
+            tgt_t = same.t() / same.t().sum(1, keepdim=True)  # = tgt for world 1 (symmetric)
             li = out.logits_per_image
-            loss = 0.5 * (-(tgt * li.log_softmax(1)).sum(1).mean() - (tgt * li.t().log_softmax(1)).sum(1).mean())
+            loss = 0.5 * (-(tgt * li.log_softmax(1)).sum(1).mean() - (tgt_t * li.t().log_softmax(1)).sum(1).mean())
             acc = float((same.gather(1, li.argmax(1, keepdim=True)) > 0).float().mean())
             return loss, {"acc": round(acc, 3)}
 
@@ -212,7 +251,7 @@ class Trainer:
         B = self.cfg["batch_vae"]
 
         def loss_fn(rng):
-            x, _ = render_frames(rng, B)
+            x, _ = render_frames(rng, B, world_version=self.world.version)
             x = x.to(self.device)
             post = vae.encode(x * 2 - 1).latent_dist
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -227,7 +266,7 @@ class Trainer:
 
         def save():
             with torch.no_grad():
-                x, _ = render_frames(stage_rng(self.seed + 1, "vae", 0), 256)
+                x, _ = render_frames(stage_rng(self.seed + 1, "vae", 0), 256, world_version=self.world.version)
                 z = vae.encode(x.to(self.device) * 2 - 1).latent_dist.sample()
                 std = float(z.std())
             vae.register_to_config(scaling_factor=1.0 / std)
@@ -248,6 +287,8 @@ class Trainer:
         @torch.no_grad()
         def embed(caps: list[str]) -> torch.Tensor:
             missing = [c for c in dict.fromkeys(caps) if c not in cache]
+            if len(cache) + len(missing) > 20000:  # world 2's dropout captions are many: bound the memory
+                cache.clear()
             if missing:
                 ids = tok(missing, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
                 hs = text(ids.input_ids.to(self.device))[0]
@@ -313,7 +354,7 @@ class Trainer:
         B = self.cfg["batch_unet"]
 
         def loss_fn(rng):
-            x, caps = render_frames(rng, B)
+            x, caps = render_frames(rng, B, world_version=self.world.version, dropout=self.dropout)
             caps = ["" if rng.random() < p_uncond else c for c in caps]
             return self._eps_loss(unet, sched, encode(x, rng), embed(caps), rng), {}
 
@@ -361,7 +402,9 @@ class Trainer:
             if aux:
                 h = text.config.hidden_size
                 torch.manual_seed(self.seed + 11)
-                heads = torch.nn.ModuleDict({k: torch.nn.Linear(h, len(v)) for k, v in AUX_CLASSES.items()})
+                n_cls = {**{k: len(v) for k, v in AUX_CLASSES.items()},
+                         **({"background": len(AUX_GEOMETRIES)} if self.world.version == 2 else {})}
+                heads = torch.nn.ModuleDict({k: torch.nn.Linear(h, n_cls[k]) for k in AUX_CLASSES})
                 modules["heads"] = heads.to(self.device)
 
             def embed(caps):  # noqa: F811  (with gradients, no cache)
@@ -372,15 +415,15 @@ class Trainer:
                 # random training captions; a linear head per attribute on the masked token mean of the final
                 # hidden states (what the UNet cross-attends to); motion is the point, the others keep their
                 # separation while the text moves.
-                attrs = [world.sample_attributes(rng, "train") for _ in range(n)]
-                caps = [world.caption(a["colour"], a["shape"], a["motion"], a["background"]) for a in attrs]
+                attrs = [self.world.sample(rng, "train") for _ in range(n)]  # full captions: every head has a label
+                caps = [self.world.caption_of(a) for a in attrs]
                 ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
                 hs = text(ids.input_ids.to(self.device))[0]
                 m = ids.attention_mask.to(self.device).unsqueeze(-1).to(hs.dtype)
                 pooled = (hs * m).sum(1) / m.sum(1)
                 loss, info = 0.0, {}
                 for k, classes in AUX_CLASSES.items():
-                    y = torch.tensor([classes.index(a[k]) for a in attrs], device=self.device)
+                    y = torch.tensor([aux_label(a, k, self.world.version) for a in attrs], device=self.device)
                     logits = modules["heads"][k](pooled)
                     loss = loss + AUX_WEIGHTS[k] * F.cross_entropy(logits, y)
                     info[f"acc_{k}"] = round(float((logits.argmax(1) == y).float().mean()), 3)
@@ -440,7 +483,8 @@ class Trainer:
                                         for i, (a, c) in enumerate(zip(attrs, caps))])
                     return mean, used
             else:
-                vids, caps = render_clips(rng, max(1, (B * 8) // f), num_frames=f)
+                vids, caps = render_clips(rng, max(1, (B * 8) // f), num_frames=f, world_version=self.world.version,
+                                          dropout=self.dropout)
                 b, f = vids.shape[:2]
                 caps = ["" if rng.random() < p_uncond else c for c in caps]
                 z = encode(vids.flatten(0, 1), rng)  # (b f) c h w
@@ -536,7 +580,10 @@ class Trainer:
         if ft_class is not None:
             index["frame_tokens"] = ["pipelines.frame_tokens", ft_class]
         (self.out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        meta = {"unet_source": src.name, "size": [k for k, v in SIZES.items() if v is self.cfg][:1], "seed": self.seed}
+        meta = {"unet_source": src.name, "size": [k for k, v in SIZES.items() if v is self.cfg][:1], "seed": self.seed,
+                "world": self.world.version}
+        if self.world.version == 2:
+            meta["caption_dropout"] = self.dropout
         (self.out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
         return []
 
@@ -594,6 +641,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="with --frame-tokens: continue this trained frame-token generator folder")
     p.add_argument("--frame-tokens", type=int, default=0,
                    help="joint stage: train HARIVO frame-wise tokens, this many per frame (0 = none; HARIVO uses 3)")
+    p.add_argument("--world", type=int, default=1, choices=[1, 2],
+                   help="the micro world to train on: 1 (what assets/micro ships: 4 gray backgrounds, full captions) "
+                        "or 2 (backgrounds are looks, captions with attribute dropout, world 2's vocabulary)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help=f"with --world 2: probability that a caption leaves out each attribute and each part of a "
+                        f"named look (default {world.DROPOUT})")
     for s in STAGES[:-1]:
         p.add_argument(f"--{s}-steps", type=int, default=DEFAULT_STEPS[s], help=f"steps of stage {s}")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage run")
@@ -618,15 +671,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else MICRO_DIR
     work = Path(args.work) if args.work else Path("runs/micro-train")
-    tr = Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
-                 quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
-                 init_unet=args.init_unet, train_text=args.train_text,
-                 reset_motion_words=args.reset_motion_words, lr=args.lr, text_aux_weight=args.text_aux_weight,
-                 text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
-                 t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target,
-                 prediction=args.prediction, init_frame_tokens=args.init_frame_tokens,
-                 write_at_stop=args.write_at_stop, freeze_image=args.freeze_image,
-                 freeze_unet=args.freeze_unet)
+    try:
+        tr = _trainer(args, out, work)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     timings = {}
     for s in stages:
         t0 = time.time()
@@ -642,6 +691,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     with (work / "timings.jsonl").open("a") as f:
         f.write(json.dumps(timings) + "\n")
     return 0
+
+
+def _trainer(args, out: Path, work: Path) -> "Trainer":
+    return Trainer(out, work, size=args.size, seed=args.seed, device=args.device, resume=args.resume,
+                   quiet=args.quiet, ckpt_every=args.ckpt_every, stop_at=args.stop_at, loss_weight=args.loss_weight,
+                   init_unet=args.init_unet, train_text=args.train_text,
+                   reset_motion_words=args.reset_motion_words, lr=args.lr, text_aux_weight=args.text_aux_weight,
+                   text_aux_pretrain=args.text_aux_pretrain, text_lr_scale=args.text_lr_scale,
+                   t_sampling=args.t_sampling, frame_tokens=args.frame_tokens, x0_target=args.x0_target,
+                   prediction=args.prediction, init_frame_tokens=args.init_frame_tokens,
+                   write_at_stop=args.write_at_stop, freeze_image=args.freeze_image,
+                   freeze_unet=args.freeze_unet, world_version=args.world, dropout=args.dropout)
 
 
 if __name__ == "__main__":
