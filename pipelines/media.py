@@ -153,6 +153,19 @@ def _too_big(w: int, h: int, max_pixels: int) -> str:
             "downscale it and try again")
 
 
+def fit_size(img: Image.Image, width: int, height: int) -> Image.Image:
+    """Centre-crop to the aspect ratio width:height and resize to `width` x `height` (Lanczos)."""
+    w, h = img.size
+    if (w, h) == (width, height):
+        return img
+    if w * height > h * width:  # too wide: crop the sides
+        cw, ch = max(1, round(h * width / height)), h
+    else:
+        cw, ch = w, max(1, round(w * height / width))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch)).resize((width, height), Image.Resampling.LANCZOS)
+
+
 def fit_square(img: Image.Image, size: int) -> Image.Image:
     """Centre-crop to a square and resize to `size` x `size` (Lanczos)."""
     w, h = img.size

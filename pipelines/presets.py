@@ -9,6 +9,7 @@ sizes) and a `reason` the app shows in its banner (which preset is live and why)
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -20,12 +21,16 @@ import torch
 #: Every name `load_preset` accepts, with a few words on each: the one list that `PRESETS`, `load_preset`'s error
 #: and the `--preset` help of the command lines (`pipelines.cli`, `pipelines.evaluation.cli`) come from.
 PRESET_NOTES = {
-    "auto": "animatediff or animatediff-lean on a CUDA GPU that can get the weights, else micro",
+    "auto": "wan, wan-lean, animatediff or animatediff-lean by a CUDA GPU's free memory and the weights it can get, "
+            "else micro",
     "micro": "built-in models, offline, CPU",
     "micro-harivo": "the micro image model with HARIVO-trained video parts (assets/micro-harivo), offline, CPU",
     "animatediff": "Stable Diffusion 1.5 + AnimateDiff motion adapter",
     "animatediff-lean": "AnimateDiff set up for a 12 GB GPU",
     "animatediff-lcm": "AnimateLCM, few steps (LCMScheduler)",
+    "wan": "Wan 2.1 T2V 1.3B (flow matching), 832x480, bf16 transformer, fp32 VAE",
+    "wan-lean": "Wan 2.1 T2V 1.3B with its 11 GB text encoder on the GPU only while it encodes",
+    "wan-tiny": "tiny random Wan components (the wan presets' code path), for tests",
     "sd15-random": "the animatediff set-up with random weights, no download",
     "tiny": "tiny random components, for tests",
 }
@@ -70,6 +75,12 @@ class Preset:
     max_frames: int = 16
     #: Per task and method, where the exact tables (bench/EVALUATE.md) chose other values: {task: {method: {...}}}.
     task_method_defaults: dict = field(default_factory=dict)
+    #: Frame width per size where the frames are not square ({size (the height): width}; Wan's 480p is 480x832).
+    widths: dict = field(default_factory=dict)
+
+    def dims(self, size: int) -> tuple[int, int]:
+        """(height, width) of the frames of a size choice: square unless `widths` names another width."""
+        return int(size), int(self.widths.get(int(size), size))
 
     def reward_placement(self) -> tuple[torch.device, torch.dtype]:
         """Where every reward model of a generation lives: the pipeline's execution device (the GPU under CPU
@@ -84,12 +95,20 @@ class Preset:
 
 
 def pipeline_placement(pipe, fallback=None) -> tuple[torch.device, torch.dtype]:
-    """(device, dtype) a pipeline computes on: `_execution_device` (offload-aware), the UNet's dtype."""
+    """(device, dtype) a pipeline computes on: `_execution_device` (offload-aware), the UNet's dtype (Wan: its VAE's,
+    the dtype of the decoded frames every reward reads; the transformer may be bf16)."""
     try:
         device = torch.device(pipe._execution_device)
     except Exception:  # noqa: BLE001 - a pipeline without modules registered yet
         device = torch.device(fallback or "cpu")
-    return device, pipe.unet.dtype
+    unet = getattr(pipe, "unet", None)
+    return device, (unet.dtype if unet is not None else pipe.vae.dtype)
+
+
+def preset_dims(preset, size: int) -> tuple[int, int]:
+    """(height, width) of a preset's size choice (square for a preset-like object without `dims`)."""
+    dims = getattr(preset, "dims", None)
+    return dims(size) if callable(dims) else (int(size), int(size))
 
 
 #: Where the micro preset departs from METHODS.md's defaults (tuned for real CLIP / SD scales), and why:
@@ -140,6 +159,13 @@ ANIMATEDIFF_TASK_METHOD_DEFAULTS: dict = {
 }
 
 
+#: The `wan` presets: animatediff's noise-relative defaults (Wan's latents are normalised to unit variance as well),
+#: with TITAN's `score` guess: its default `direct` guess backpropagates the reward through Wan's whole causal VAE
+#: decode (≈ 260 GiB of saved activations at 33 × 480 × 832 in the memory model, docs/wan.md), where the score
+#: guess keeps TITAN in forward mode (≈ 11 GiB at its peak). Chosen from the memory model, not measured on Wan.
+WAN_METHOD_DEFAULTS: dict = {**ANIMATEDIFF_METHOD_DEFAULTS, "titan": {"guess": "score"}}
+
+
 class DefaultsOnly:
     """A preset's guidance defaults without its models (what `resolve_params` reads), for checks and docs."""
 
@@ -182,6 +208,9 @@ PRESET_DEFAULTS = {
     "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "animatediff-lcm": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "sd15-random": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "wan": (WAN_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "wan-lean": (WAN_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
+    "wan-tiny": (TINY_METHOD_DEFAULTS, {}),
 }
 
 
@@ -386,6 +415,15 @@ def _animatediff_lcm(device: torch.device, reason: str) -> Preset:
 AUTO_FULL_GIB = 20.0  # `animatediff`: fp32 everything, room for TITAN / backprop activations at 16×512²
 AUTO_LEAN_GIB = 11.0  # `animatediff-lean`: a 12 GB card (fp16 text encoder, VAE slicing, lean decode)
 AUTO_OFFLOAD_GIB = 6.0  # `animatediff-lean` with model CPU offload: the UNet alone on the GPU while it runs
+#: Wan 2.1 1.3B: from the memory model (`python bench/wan_memory_model.py`, docs/wan.md), a model, not a measurement:
+#: TITAN's peak at 832x480 is its jvp through the VAE decode (one latent frame at a time, ≈ 11 GiB, whatever the
+#: frame count; with the presets' `score` guess, WAN_METHOD_DEFAULTS) over the weights: `wan` holds every weight
+#: (13.7 GiB, the umT5 encoder 10.6 of it), modelled peak 24.7 GiB; `wan-lean` the transformer and VAE (3.1 GiB; the
+#: text encoder visits the GPU only to encode), 14.1 GiB; each plus ≈ 2 GiB for the CUDA context and the reward
+#: model. FreeDoM, MPGD, TFG, DOODL and TITAN's direct guess backpropagate through the whole decode and fit neither
+#: (docs/wan.md). GVS_AUTO_WAN_GIB / GVS_AUTO_WAN_LEAN_GIB override them.
+AUTO_WAN_GIB = 27.0
+AUTO_WAN_LEAN_GIB = 16.0
 
 
 def _gib_env(name: str, default: float) -> float:
@@ -395,11 +433,20 @@ def _gib_env(name: str, default: float) -> float:
         return default
 
 
-def choose_auto(free_bytes: int, total_bytes: int | None = None) -> tuple[str, bool, str]:
-    """(preset, cpu_offload, why) for a CUDA GPU with `free_bytes` free: `animatediff` when it fits,
-    `animatediff-lean` on a 12 GB card, lean with CPU offload below that, the micro preset when even that won't fit."""
+def choose_auto(free_bytes: int, total_bytes: int | None = None, wan: bool = False) -> tuple[str, bool, str]:
+    """(preset, cpu_offload, why) for a CUDA GPU with `free_bytes` free: with `wan` (its weights can be had) `wan`
+    or `wan-lean` where they fit; else `animatediff` when it fits, `animatediff-lean` on a 12 GB card, lean with CPU
+    offload below that, the micro preset when even that won't fit."""
     free = free_bytes / 2**30
     of = f"{free:.1f} GiB free" + (f" of {total_bytes / 2**30:.1f} GiB" if total_bytes else "") + " on the GPU"
+    if wan:
+        wan_full, wan_lean = _gib_env("GVS_AUTO_WAN_GIB", AUTO_WAN_GIB), _gib_env("GVS_AUTO_WAN_LEAN_GIB",
+                                                                                 AUTO_WAN_LEAN_GIB)
+        if free >= wan_full:
+            return "wan", False, f"{of} (≥ {wan_full:g} GiB): Wan 2.1 1.3B with every model on the GPU"
+        if free >= wan_lean:
+            return "wan-lean", True, (f"{of} (< {wan_full:g} GiB for the full Wan set-up): Wan 2.1 1.3B with its "
+                                      "text encoder off the GPU between prompts")
     full, lean, off = (_gib_env("GVS_AUTO_FULL_GIB", AUTO_FULL_GIB), _gib_env("GVS_AUTO_LEAN_GIB", AUTO_LEAN_GIB),
                        _gib_env("GVS_AUTO_OFFLOAD_GIB", AUTO_OFFLOAD_GIB))
     if free >= full:
@@ -468,6 +515,118 @@ def _sd15_random(device: torch.device, reason: str) -> Preset:
     )
 
 
+#: Wan 2.1 text-to-video 1.3B in diffusers' layout (hub id). Its repo ships `UniPCMultistepScheduler` in flow mode
+#: (flow_prediction, use_flow_sigmas); the flow shift is set to Wan's 480p value. fp32 VAE (diffusers' advice for
+#: Wan), bf16 transformer and umT5 text encoder. About 30 GB to download (the umT5-XXL encoder is most of it).
+WAN_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+WAN_FLOW_SHIFT = 3.0  # Wan's shift at 480p (5.0 is its 720p value)
+WAN_SIZES = {480: 832}  # height: width (480p, 16:9-ish, both multiples of 16)
+WAN_FRAMES = [17, 33, 49, 81]  # 1 + 4k (Wan's VAE), 81 = 5 s at 16 fps
+WAN_PREVIEW_STRIDE = 10  # a whole-video VAE decode per preview: one every 10 steps (no fitted latent→RGB map yet)
+
+
+class WeightsUnavailable(RuntimeError, ValueError):
+    """A preset's weights cannot be had (offline, not cached, no access): the message names the id and how to
+    pre-download it. A RuntimeError like the other presets' load errors (`auto` falls back on it) and a ValueError,
+    so the command lines report it as bad `--preset` input (exit 2) rather than a crash."""
+
+
+def wan_predownload_hint(model_id: str = WAN_MODEL) -> str:
+    return (f"pre-download it once with `hf download {model_id}` (huggingface_hub's CLI; internet needed once), "
+            "then it runs from the cache, offline too (HF_HUB_OFFLINE=1)")
+
+
+def build_wan(model_id: str = WAN_MODEL, dtype=torch.bfloat16, **load_kwargs):
+    """A `GuidedWanPipeline` from a hub id or a local folder in diffusers' layout: the fp32 VAE, the rest in `dtype`,
+    the shipped scheduler. A RuntimeError names the id and how to pre-download it when the weights cannot be had."""
+    from diffusers import AutoencoderKLWan
+
+    from .wan import GuidedWanPipeline
+
+    try:
+        vae = AutoencoderKLWan.from_pretrained(model_id, subfolder="vae", torch_dtype=torch.float32, **load_kwargs)
+        pipe = GuidedWanPipeline.from_pretrained(model_id, vae=vae, torch_dtype=dtype, **load_kwargs)
+    except Exception as e:  # noqa: BLE001 - re-raised with the id and the remedy
+        why = str(e).splitlines()[0][:300].rstrip(".")
+        raise WeightsUnavailable(f"could not load the Wan weights {model_id!r}: {why}. "
+                                 f"{wan_predownload_hint(model_id)}") from e
+    return pipe
+
+
+def set_flow_shift(pipe, shift: float) -> None:
+    """The pipeline's own scheduler class and config with another flow shift (UniPC's `flow_shift`, FlowMatch's
+    `shift`)."""
+    sch = pipe.scheduler
+    key = "flow_shift" if "flow_shift" in sch.config else "shift"
+    pipe.scheduler = type(sch).from_config(sch.config, **{key: float(shift)})
+
+
+def wan_preset(pipe, name: str, device: torch.device, reason: str, *, offload: bool = False, tiny: bool = False,
+               flow_shift=WAN_FLOW_SHIFT) -> Preset:
+    """A Wan `Preset` from a loaded `GuidedWanPipeline`: the one code path of `wan`, `wan-lean` (`offload`: the text
+    encoder on the GPU only while it encodes, `GuidedWanPipeline.offload_text_encoder`) and `wan-tiny` (tiny random
+    components, `tiny`)."""
+    from .wan import check_frame_count
+
+    if flow_shift is not None:
+        set_flow_shift(pipe, flow_shift)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.preview_stride = 1 if tiny else WAN_PREVIEW_STRIDE
+    if os.environ.get("GVS_WAN_LATENT_RGB") and not tiny:  # a map fitted by bench/fit_wan_latent_rgb.py
+        from .preview import load_latent_rgb
+
+        pipe.latent_rgb = load_latent_rgb(os.environ["GVS_WAN_LATENT_RGB"])
+    if offload:
+        pipe.offload_text_encoder(device)  # the text encoder on the GPU only while it encodes
+    else:
+        pipe.to(device)
+    if tiny:
+        from rewards.testing import tiny_clip
+
+        frames, sizes = [5, 9], {16: 32}
+        kw = dict(fps=4, default_frames=9, default_steps=3, clip=tiny_clip(), audio_reward="avsync", max_frames=9,
+                  method_defaults=TINY_METHOD_DEFAULTS)
+    else:
+        frames, sizes = list(WAN_FRAMES), dict(WAN_SIZES)
+        kw = dict(fps=16, default_frames=33, default_steps=50, clip=CLIP_B16, audio_reward="imagebind",
+                  max_frames=max(WAN_FRAMES), method_defaults=WAN_METHOD_DEFAULTS,
+                  task_method_defaults=ANIMATEDIFF_TASK_METHOD_DEFAULTS)
+    for n in frames:
+        check_frame_count(n)
+    return Preset(name=name, reason=reason, pipe=pipe, device=device, frame_choices=frames,
+                  size_choices=list(sizes), default_size=next(iter(sizes)), default_cfg=5.0, widths=sizes, **kw)
+
+
+def _wan(device: torch.device, reason: str, name: str = "wan", offload: bool = False) -> Preset:
+    try:
+        pipe = build_wan()
+    except WeightsUnavailable as e:
+        raise WeightsUnavailable(f"could not load the {name} preset: {e}") from e
+    return wan_preset(pipe, name, device, reason, offload=offload)
+
+
+def _wan_tiny(device: torch.device, reason: str) -> Preset:
+    from .wan import GuidedWanPipeline
+    from .wan_testing import tiny_wan_components
+
+    return wan_preset(GuidedWanPipeline(**tiny_wan_components()), "wan-tiny", device, reason, tiny=True,
+                      flow_shift=None)
+
+
+def _wan_available() -> tuple[bool, str]:
+    """Whether `auto` may try Wan: a CUDA GPU and, offline, the weights in the cache."""
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU found"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(WAN_MODEL, local_files_only=True)
+        except Exception:  # noqa: BLE001
+            return False, f"offline (HF_HUB_OFFLINE=1) and the Wan weights ({WAN_MODEL}) are not cached"
+    return True, "CUDA GPU found"
+
+
 def _animatediff_available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA GPU found"
@@ -517,6 +676,13 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
             preset = _animatediff_lcm(dev, "animatediff-lcm preset requested: AnimateLCM, few-step (LCMScheduler)")
 
 
+        elif name == "wan":
+            preset = _wan(dev, "wan preset requested: Wan 2.1 T2V 1.3B (flow matching), 480p")
+        elif name == "wan-lean":
+            preset = _wan(dev, "wan-lean preset requested: Wan 2.1 T2V 1.3B, the text encoder on the GPU only while "
+                               "it encodes", name="wan-lean", offload=True)
+        elif name == "wan-tiny":
+            preset = _wan_tiny(dev, "tiny random Wan components (tests)")
         elif name == "sd15-random":
             preset = _sd15_random(dev, "sd15-random preset: the animatediff set-up with random weights (no download)")
         elif name == "animatediff-lean":
@@ -524,9 +690,19 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
         elif name == "animatediff":
             preset = _animatediff(dev, "animatediff preset requested: Stable Diffusion 1.5 + AnimateDiff motion adapter")
         else:
-            ok, why = _animatediff_available()
             preset = None
-            if ok:
+            wan_ok, wan_why = _wan_available()
+            if wan_ok:
+                free, total = gpu_memory(dev if dev.type == "cuda" else "cuda")
+                choice, _, mem_why = choose_auto(free, total, wan=True)
+                if choice in ("wan", "wan-lean"):
+                    try:
+                        preset = _wan(dev, f"auto: {wan_why}, {mem_why}", name=choice, offload=choice == "wan-lean")
+                    except RuntimeError as e:
+                        logging.getLogger(__name__).warning("auto: Wan could not be loaded (%s)",
+                                                            str(e).splitlines()[0][:200])
+            ok, why = _animatediff_available()
+            if preset is None and ok:
                 free, total = gpu_memory(dev if dev.type == "cuda" else "cuda")
                 choice, offload, mem_why = choose_auto(free, total)
                 try:

@@ -133,3 +133,48 @@ def latent_rgb_for(pipe) -> LatentRGB:
     if c != 4:
         raise ValueError(f"no latent→RGB map for a VAE with {c} latent channels; use preview='decode'")
     return LatentRGB.sd15()
+
+
+@torch.no_grad()
+def fit_wan_latent_rgb(vae, images: torch.Tensor) -> LatentRGB:
+    """Fit the map of Wan's video VAE (`AutoencoderKLWan`, 16 channels) on still images (n, 3, H, W) in [0, 1]:
+    each image is encoded as a one-frame video (latent frame 0, which the causal encoder computes from that frame
+    alone), normalised as `WanPipeline` normalises its latents ((μ − latents_mean) / latents_std: the sampler's
+    x̂0), decoded, and the decode pooled over each latent pixel's patch. Run it against the real VAE
+    (`bench/fit_wan_latent_rgb.py`); a preview then shows one image per latent frame."""
+    cfg = vae.config
+    dtype, device = next(vae.parameters()).dtype, next(vae.parameters()).device
+    mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1).to(device, torch.float32)
+    std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(device, torch.float32)
+    zs, pooled = [], []
+    for img in images:
+        x = (img.to(device, dtype) * 2 - 1)[None, :, None]
+        mu = vae.encode(x).latent_dist.mode()
+        dec = vae.decode(mu).sample[:, :, 0].float() / 2 + 0.5  # (1, 3, H, W)
+        zs.append(((mu.float() - mean) / std)[:, :, 0].cpu())
+        pooled.append(F.adaptive_avg_pool2d(dec.clamp(0, 1), mu.shape[-2:]).cpu())
+    return fit_latent_rgb(torch.cat(zs), torch.cat(pooled))
+
+
+def save_latent_rgb(m: LatentRGB, path) -> None:
+    """Write a map as JSON ({"weight": c×3, "bias": 3})."""
+    import json
+
+    with open(path, "w") as f:
+        json.dump({"weight": m.weight.tolist(), "bias": m.bias.tolist()}, f)
+
+
+def load_latent_rgb(path) -> LatentRGB:
+    """Read a map written by `save_latent_rgb` (a ValueError naming the file when it is not one)."""
+    import json
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        w, b = torch.tensor(data["weight"], dtype=torch.float32), torch.tensor(data["bias"], dtype=torch.float32)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"latent→RGB map {str(path)!r} could not be read: {e}") from None
+    if w.ndim != 2 or w.shape[1] != 3 or b.shape != (3,):
+        raise ValueError(f"latent→RGB map {str(path)!r}: weight must be c×3 and bias 3, got {tuple(w.shape)}, "
+                         f"{tuple(b.shape)}")
+    return LatentRGB(w, b)

@@ -85,6 +85,41 @@ class LatentReplacement(StepHook):
         return [k + num_frames if k < 0 else k for k in self.indices]
 
 
+class WanKeyReplacement(LatentReplacement):
+    """`LatentReplacement` on Wan's latents: each key image is encoded alone, as a one-frame video, by the causal VAE
+    (the latent of video frame 0 is exactly that: the encoder sees frame 0 alone), normalised as `WanPipeline`
+    normalises its latents; `indices` are latent frames. Noising after each step is the parent's formula in the
+    variance-preserving coordinates the hooks see (flow's x_t = (1 − σ)·x0 + σ·ε scaled by
+    1/√((1 − σ)² + σ²))."""
+
+    def start(self, ctx) -> None:
+        vae = ctx.vae
+        cfg = vae.config
+        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1)
+        with torch.no_grad():
+            encs = []
+            for img in self.images:
+                x = (img.to(ctx.device, vae.dtype) * 2 - 1)[None, :, None]  # (1, 3, 1, H, W)
+                mu = vae.encode(x).latent_dist.mean.float()
+                encs.append((mu - mean.to(mu)) / std.to(mu))
+        self.latents = torch.cat(encs, dim=2)  # (1, c, k, h, w)
+
+
+#: Why `replacement` alone cannot run on Wan (the field is `interpolation_mode`).
+WAN_REPLACEMENT_REFUSED = (
+    "replacement is not available on a Wan preset: Wan's causal VAE puts video frame 0 alone in latent frame 0, "
+    "but the last key (video frame n−1 = 4K) shares latent frame K with the 3 video frames before it, so no latent "
+    "can be set to the last key alone; use 'both' (latent frame 0 replaced by the first key, the reward guiding "
+    "towards both keys) or 'reward'")
+
+
+def is_wan_preset(preset) -> bool:
+    """Whether a preset's pipeline is Wan's (flow matching, causal video VAE)."""
+    pipe = getattr(preset, "pipe", None)
+    return type(pipe).__name__ == "GuidedWanPipeline" or hasattr(pipe, "transformer") and not hasattr(pipe, "unet")
+
+
 def text_reward(preset, prompt: str, kind: str = "clip", policy: Optional[str] = None):
     """The t2v task's reward: CLIP, the LVLM judge (configured by GVS_LVLM_* variables), or their ensemble."""
     from rewards.text import TextAlignmentReward
@@ -187,5 +222,17 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
     indices = [0, num_frames - 1]
     device, dtype = _placement(preset)
     reward = InterpolationReward(known, indices=indices).to(device, dtype)
+    if is_wan_preset(preset):  # latent frame 0 = video frame 0; latent k ≥ 1 = video frames 4k−3..4k (docs/wan.md)
+        if inputs.interpolation_mode == "replacement":
+            from .request.validation import RequestError
+
+            raise RequestError("interpolation_mode", WAN_REPLACEMENT_REFUSED)
+        hooks = []
+        if inputs.interpolation_mode == "both":
+            hooks = [WanKeyReplacement(first[None], [0])]
+            notices.append("interpolation on Wan: latent frame 0 (video frame 0) is replaced by the first key after "
+                           "every step; the last key shares its latent frame with 3 other video frames, so the "
+                           "reward alone guides the video towards it")
+        return TaskSetup(task, reward, hooks=hooks, notices=notices)
     hooks = [LatentReplacement(known, indices)] if inputs.interpolation_mode in ("both", "replacement") else []
     return TaskSetup(task, reward, hooks=hooks, notices=notices)

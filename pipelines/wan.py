@@ -40,6 +40,25 @@ def check_frame_count(num_frames, temporal: int = 4) -> int:
     return num_frames
 
 
+def latent_frame_of(video_frame: int, temporal: int = 4) -> int:
+    """The latent frame that holds a video frame: Wan's causal VAE encodes frame 0 alone into latent frame 0, then
+    each run of `temporal` frames into one latent frame, so latent frame k ≥ 1 holds video frames
+    temporal·k − temporal + 1 .. temporal·k (4k−3 .. 4k): frame f ≥ 1 is in latent frame ⌈f / temporal⌉."""
+    if video_frame < 0:
+        raise ValueError(f"video frame must be ≥ 0, got {video_frame}")
+    return 0 if video_frame == 0 else -(-video_frame // temporal)
+
+
+def video_frames_of(latent_frame: int, temporal: int = 4) -> list[int]:
+    """The video frames a latent frame holds (the inverse of `latent_frame_of`): [0] for latent frame 0, else
+    temporal·k − temporal + 1 .. temporal·k."""
+    if latent_frame < 0:
+        raise ValueError(f"latent frame must be ≥ 0, got {latent_frame}")
+    if latent_frame == 0:
+        return [0]
+    return list(range(temporal * latent_frame - temporal + 1, temporal * latent_frame + 1))
+
+
 def is_wan_attention(module) -> bool:
     return type(module).__name__ == "WanAttention"
 
@@ -134,6 +153,18 @@ class GuidedWanPipeline(WanPipeline):
     replaces n by ⌊n/4⌋·4 + 1 with a logged warning); guided sampling makes one video at a time.
     """
 
+    def offload_text_encoder(self, device) -> None:
+        """Keep the transformer and VAE on `device` and the text encoder on the CPU but while it encodes (`accelerate`'s
+        `cpu_offload_with_hook`; offloaded again right after each `encode_prompt` of `stream`). Unlike diffusers'
+        model CPU offload, a guided step's decode does not move the transformer off the GPU and back."""
+        from accelerate import cpu_offload_with_hook
+
+        for name in ("transformer", "transformer_2", "vae"):
+            module = getattr(self, name, None)
+            if module is not None:
+                module.to(device)
+        _, self._text_encoder_hook = cpu_offload_with_hook(self.text_encoder, execution_device=device)
+
     def _check_guided_args(self, guidance, reward, batch: int) -> None:
         if guidance is not None and not isinstance(guidance, Guidance):
             raise TypeError(f"guidance must be a pipelines.guidance.Guidance (or None), got {type(guidance).__name__}")
@@ -189,12 +220,20 @@ class GuidedWanPipeline(WanPipeline):
         preview_every: int = 0,
         track_reward: bool = True,
         should_stop: Optional[Callable[[], bool]] = None,
+        eta: Optional[float] = None,
         _video_sink: Optional[list] = None,
     ) -> Iterator[StepEvent]:
         """Generate, yielding a `StepEvent` per step and a final one with the video (arguments as `__call__`).
 
         `preview_every=N` (N > 0) decodes the step's x̂0 through the VAE every N steps (and at the last) for the
-        event's preview and tracked reward: a whole-video decode each time, as Wan has no latent-to-RGB map here."""
+        event's preview and tracked reward: a whole-video decode each time; `pipe.preview_stride` (the `wan` presets
+        set 10) raises N to at least that. With `pipe.latent_rgb` set (a `pipelines.preview.LatentRGB` fitted for
+        Wan's 16 channels, `bench/fit_wan_latent_rgb.py`) previews are that map of x̂0's latent frames instead, every
+        N steps, and the tracked reward decodes only what it needs. `eta` is accepted for the request layer's one
+        call shape and changes nothing: the step is the flow scheduler's own (deterministic); Free²Guide draws its
+        candidates with its own η = 1 (docs/wan.md)."""
+        if preview_every > 0 and getattr(self, "latent_rgb", None) is None:
+            preview_every = max(int(preview_every), int(getattr(self, "preview_stride", 1) or 1))
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = list(callback_on_step_end_tensor_inputs or [])
@@ -239,6 +278,9 @@ class GuidedWanPipeline(WanPipeline):
                 num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_prompt_embeds, max_sequence_length=max_sequence_length, device=device,
             )
+        hook = getattr(self, "_text_encoder_hook", None)
+        if hook is not None:  # offload_text_encoder: back to the CPU until the next prompt
+            hook.offload()
         cond = cond.to(model.dtype)
         uncond = uncond.to(model.dtype) if (uncond is not None and self.do_classifier_free_guidance) else None
 
@@ -277,8 +319,10 @@ class GuidedWanPipeline(WanPipeline):
                 _video_sink.append(video)
             return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
 
+        rgb = getattr(self, "latent_rgb", None)  # a fitted map (`GVS_WAN_LATENT_RGB`): previews without the VAE
+        fast = dict(preview_mode="fast", latent_rgb=rgb, preview_size=(height, width)) if rgb is not None else {}
         yield from sample(ctx, x, guidance, hooks=hooks, preview_every=preview_every, track_reward=track_reward,
-                          should_stop=should_stop, on_finish=finish, on_step_end=on_step_end)
+                          should_stop=should_stop, on_finish=finish, on_step_end=on_step_end, **fast)
         self._current_timestep = None
         self.maybe_free_model_hooks()
 

@@ -32,8 +32,8 @@ def build_report(gen: Generation) -> dict:
         "reward_after": final if final is not None else (rewards[-1] if rewards else None),
         "frames": p.frames,
         "fps": p.fps,
-        "height": p.size,
-        "width": p.size,
+        "height": p.height or p.size,
+        "width": p.width or p.size,
         "steps": p.steps,
         "cfg": p.cfg,
         "cfg_schedule": bool(r.cfg_schedule),  # HARIVO's CFG schedule on or off

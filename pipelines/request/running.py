@@ -38,6 +38,11 @@ class Generation:
         from ..guidance.temporal import normalized_mg_scale
 
         pipe = self.preset.pipe
+        if getattr(pipe, "unet", None) is None:  # Wan: 1 + (frames − 1)/4 latent frames, 8× smaller in space
+            h, w = p.height or p.size, p.width or p.size
+            st, ss = pipe.vae_scale_factor_temporal, pipe.vae_scale_factor_spatial
+            return normalized_mg_scale(float(r.mg_scale), (p.frames - 1) // st + 1, (h // ss, w // ss),
+                                       int(pipe.transformer.config.in_channels))
         return normalized_mg_scale(float(r.mg_scale), p.frames, p.size // pipe.vae_scale_factor,
                                    int(pipe.unet.config.in_channels))
 
@@ -50,7 +55,8 @@ class Generation:
         self.started = time.perf_counter()
         gen = torch.Generator(device="cpu").manual_seed(int(p.seed))
         stream = self.preset.pipe.stream(
-            r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.size, width=p.size,
+            r.prompt, negative_prompt=r.negative_prompt or None, num_frames=p.frames, height=p.height or p.size,
+            width=p.width or p.size,
             num_inference_steps=p.steps, guidance_scale=p.cfg, generator=gen, guidance=p.guidance, eta=p.eta,
             reward=p.setup.reward, mg_scale=self.mg_alpha(), cfg_schedule="harivo" if r.cfg_schedule else None,
             hooks=p.setup.hooks, should_stop=self.should_stop, preview_every=self.preview_every,

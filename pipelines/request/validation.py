@@ -94,6 +94,8 @@ class Prepared:
     setup: Any  # pipelines.tasks.TaskSetup
     audio: Optional[Audio]  # fitted to the video length (audio task)
     notices: list = field(default_factory=list)
+    height: int = 0  # frame height and width of `size` (the preset's `dims`: square but for Wan's 480x832)
+    width: int = 0
 
     @property
     def seconds_of_video(self) -> float:
@@ -357,6 +359,9 @@ def validate(req: GenerationRequest, preset) -> Prepared:
                                "seed": seed, "eta": eta, "params": params})
 
     fps = int(preset.fps)
+    from ..presets import preset_dims
+
+    height, width = preset_dims(preset, size)
     style = first = last = None
     audio: Optional[Audio] = None
     ignored = []
@@ -388,11 +393,11 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         if first.size != last.size:
             notices.append(f"first_frame is {first.size[0]}x{first.size[1]} and last_frame is "
                            f"{last.size[0]}x{last.size[1]}: both were centre-cropped and resized to the output "
-                           f"size {size}x{size}")
-        elif first.size != (size, size):
+                           f"size {width}x{height}")
+        elif first.size != (width, height):
             notices.append(f"key frames ({first.size[0]}x{first.size[1]}) were centre-cropped and resized to the "
-                           f"output size {size}x{size}")
-        first, last = media.fit_square(first, size), media.fit_square(last, size)
+                           f"output size {width}x{height}")
+        first, last = media.fit_size(first, width, height), media.fit_size(last, width, height)
     else:
         ignored += [n for n in ("first_frame", "last_frame") if getattr(req, n) is not None]
     if ignored:
@@ -405,7 +410,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         lvlm_policy=req.lvlm_policy,
     )
     try:
-        setup = build_task(preset, req.task, inputs, num_frames=frames, height=size, width=size)
+        setup = build_task(preset, req.task, inputs, num_frames=frames, height=height, width=width)
     except RequestError:
         raise
     except ValueError as e:
@@ -417,7 +422,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         raise RequestError("params", str(e)) from None
     return Prepared(request=req, preset_name=preset.name, device=str(preset.device), fps=fps, frames=frames,
                     size=size, steps=steps, cfg=cfg, seed=seed, eta=eta, params=params, guidance=guidance, setup=setup,
-                    audio=audio, notices=notices)
+                    audio=audio, notices=notices, height=height, width=width)
 
 
 def asdict_shallow(req: GenerationRequest) -> dict:
