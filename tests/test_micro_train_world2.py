@@ -121,3 +121,25 @@ def test_world2_aux_heads_and_harivo_micro_data(tmp_path):
         MicroClips(backgrounds=["gray"], world_version=2)
     with pytest.raises(ValueError, match="needs world 2"):
         MicroClips(dropout=0.2)
+
+
+def test_caption_cache_keeps_a_batch_whole_when_it_starts_again():
+    """Past its limit the cache starts again; the batch that overflowed it still gets every caption's states (a
+    cached caption of that batch once went with the rest: KeyError in world 2's image-UNet stage)."""
+    import torch
+
+    from pipelines.training.micro_stages import CaptionCache
+
+    calls = []
+
+    def encode(caps):
+        calls.append(list(caps))
+        return torch.stack([torch.full((2,), float(len(c))) for c in caps])
+
+    cache = CaptionCache(encode, limit=3)
+    assert cache(["ab", "abc"]).shape == (2, 2)
+    out = cache(["ab", "abcd", "abcde"])  # 2 cached + 2 new > 3: starts again, "ab" encoded anew
+    assert out[:, 0].tolist() == [2.0, 4.0, 5.0]
+    assert calls[-1] == ["ab", "abcd", "abcde"]
+    cache(["ab", "ab"])
+    assert len(calls) == 2  # cached: no new encode

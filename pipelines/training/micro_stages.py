@@ -63,6 +63,24 @@ DEFAULT_STEPS = {"clip": 800, "vae": 1000, "unet": 2000, "motion": 800, "joint":
 
 
 # -------------------------------------------------------------------------------------------- the stages
+
+class CaptionCache:
+    """Text-encoder states per caption, computed once and kept up to `limit` captions (world 2's dropout captions
+    are many: past the limit the cache starts again). Called with a batch of captions, returns their stacked states."""
+
+    def __init__(self, encode, limit: int = 20000):
+        self.encode, self.limit, self.cache = encode, limit, {}
+
+    def __call__(self, caps: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(caps) if c not in self.cache]
+        if len(self.cache) + len(missing) > self.limit:
+            self.cache.clear()
+            missing = list(dict.fromkeys(caps))  # this batch's cached captions went with the rest
+        if missing:
+            for c, h in zip(missing, self.encode(missing)):
+                self.cache[c] = h
+        return torch.stack([self.cache[c] for c in caps])
+
 class Trainer:
     def __init__(self, out: Path, work: Path, size: str = "default", seed: int = 0, device: str = "cpu",
                  resume: bool = False, quiet: bool = False, fixed_batch: bool = False, ckpt_every: int = 200,
@@ -282,19 +300,13 @@ class Trainer:
         vae = AutoencoderKL.from_pretrained(str(self.out / "vae")).to(self.device).eval().requires_grad_(False)
         text = CLIPTextModel.from_pretrained(str(self.out / "text_encoder")).to(self.device).eval().requires_grad_(False)
         tok = self.tokenizer()
-        cache: dict[str, torch.Tensor] = {}
 
         @torch.no_grad()
-        def embed(caps: list[str]) -> torch.Tensor:
-            missing = [c for c in dict.fromkeys(caps) if c not in cache]
-            if len(cache) + len(missing) > 20000:  # world 2's dropout captions are many: bound the memory
-                cache.clear()
-            if missing:
-                ids = tok(missing, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-                hs = text(ids.input_ids.to(self.device))[0]
-                for c, h in zip(missing, hs):
-                    cache[c] = h
-            return torch.stack([cache[c] for c in caps])
+        def encode_text(caps: list[str]) -> torch.Tensor:
+            ids = tok(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+            return text(ids.input_ids.to(self.device))[0]
+
+        embed = CaptionCache(encode_text)
 
         @torch.no_grad()
         def encode(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
