@@ -12,9 +12,9 @@ Everything a user can get wrong is checked once, with the field named: the CLI p
 
 - `validation`: the request, its limits and defaults, parameter parsing, and `validate` (-> `Prepared`).
 - `running`: `run` / `Generation`, the step stream with cancel and memory release.
-- `reports`: `build_report`, `finalize` (mp4 + JSON, atomic) and `summary_text`.
+- `reports`: `build_report`, `finalize` (mp4 + JSON, atomic), `summary_text` and `trust_region_counts`.
 """
-from .reports import build_report, finalize, summary_text
+from .reports import build_report, finalize, summary_text, trust_region_counts
 from .running import Generation, release_memory, run
 from .validation import (
     CFG_RANGE, DEFAULT_ETA, DEFAULT_INTERPOLATION_MODE, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED,
@@ -30,5 +30,5 @@ __all__ = [
     "coerce_param", "parse_bool", "parse_method_param_strings", "parse_number", "parse_param_strings",
     "resolve_params", "style_image_notice", "validate",
     "Generation", "release_memory", "run",
-    "build_report", "finalize", "summary_text",
+    "build_report", "finalize", "summary_text", "trust_region_counts",
 ]
