@@ -223,36 +223,45 @@ class Studio:
         stop = run_.stop_requested if deadline is None else (lambda: run_.stop_requested() or deadline.expired())
         gen = run(prepared, preset, should_stop=stop)
         preview, pending, last, phase = None, None, None, None
+        for ev in self._keeping_preview(gen, run_, label):
+            if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
+                continue
+            status = tracker.update(ev)
+            if ev.phase == "sample":
+                rows.append(None if ev.reward is None else float(ev.reward))
+            if ev.preview is not None:
+                pending = ev
+            now = time.perf_counter()
+            # no row for the last step: the final row (video, final frames, summary) follows it within ~0.05 s
+            if not (last is None or ev.phase != phase or now - last >= every):
+                continue
+            last, phase = now, ev.phase
+            # what a Cancel from any process reports (a file write, about 1 ms: once a streamed row, not every step)
+            run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
+            if progress is not None:
+                progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
+            if pending is not None:
+                preview = run_.path(f"preview-{label}-{pending.phase}-{pending.index:03d}.png")
+                media.preview_grid(pending.preview, PREVIEW_TILE).save(preview, compress_level=1)
+                preview, pending = str(preview), None
+            # the plot's rows so far (`series`, which holds `rows`): drawn by the browser, under 1 ms here
+            yield (preview if preview is not None else gr.skip()), reward_plot_data(series), (
+                f"{status}\n{note}" if note else status)
+        return gen
+
+    @classmethod
+    def _keeping_preview(cls, gen, run_: Run, label: str):
+        """`gen`'s events; a stop (`Cancelled`) raised through here carries `.preview`, the last step's preview
+        saved as a file (None before any)."""
+        last = None
         try:
             for ev in gen:
-                if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
-                    continue
-                status = tracker.update(ev)
-                if ev.phase == "sample":
-                    rows.append(None if ev.reward is None else float(ev.reward))
-                if ev.preview is not None:
-                    pending = ev
-                now = time.perf_counter()
-                # no row for the last step: the final row (video, final frames, summary) follows it within ~0.05 s
-                if not (last is None or ev.phase != phase or now - last >= every):
-                    continue
-                last, phase = now, ev.phase
-                # what a Cancel from any process reports (a file write, about 1 ms: once a streamed row, not every
-                # step)
-                run_.set_progress(f"{tracker.phase} step {tracker.done}/{tracker.total}")
-                if progress is not None:
-                    progress(tracker.progress(), desc=f"{tracker.prefix}{tracker.phase}")
-                if pending is not None:
-                    preview, pending = self._save_preview(run_, label, pending), None
-                # the plot's rows so far (`series`, which holds `rows`): drawn by the browser, under 1 ms here
-                yield ((preview if preview is not None else gr.skip()), reward_plot_data(series),
-                       f"{status}\n{note}" if note else status)
+                if ev.preview is not None and not ev.final:
+                    last = ev
+                yield ev
         except Cancelled as e:
-            if pending is not None:
-                preview = self._save_preview(run_, label, pending)
-            e.preview = preview
+            e.preview = cls._save_preview(run_, label, last) if last is not None else None
             raise
-        return gen
 
     @staticmethod
     def _save_preview(run_: Run, label: str, ev) -> str:
