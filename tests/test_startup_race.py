@@ -98,3 +98,40 @@ def test_titan_requests_while_the_examples_are_cached_at_start_up(tmp_path):
     outcomes = [race_once(tmp_path / f"try{k}") for k in range(TRIES)]
     failed = [o for o in outcomes if o]
     assert not failed, f"{len(failed)} of {TRIES} tries failed; first:\n{failed[0]}"
+
+
+def test_examples_that_fail_do_not_stop_start_up_and_are_computed_again_next_time(tmp_path):
+    """A cap too short for any run (`--max-job-seconds 0.001`): every example fails at start-up, yet the app starts
+    and serves (a request gets the cap's message); restarted without the cap on the same cache, the failed examples
+    are computed again."""
+    from gradio_client import Client
+
+    from .conftest import start_app
+
+    log = tmp_path / "app.log"
+    cache = tmp_path / "examples-cache"
+    proc, url = start_app(free_port(), log, extra=("--cache-examples", "eager", "--max-job-seconds", "0.001"))
+    try:
+        wait_until(lambda: proc.poll() is not None or "ready: examples eager" in log.read_text(), timeout=600,
+                   what="start-up to end")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert "example failed: t2v" in log.read_text()
+        out = Client(url, verbose=False).predict(PROMPT, api_name="/text_to_video", method="none", steps=3)
+        assert "stopped: the job reached its time cap of 0.001 s (--max-job-seconds)" in out[-1]
+        assert out[2] in (None, {"__type__": "update"})  # no video: the output is left as it was
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    failed = [p for p in cache.rglob("log.csv") if "example failed:" in p.read_text()]
+    assert failed
+    log2 = tmp_path / "app2.log"
+    proc, url = start_app(free_port(), log2, extra=("--cache-examples", "eager"))
+    try:
+        wait_until(lambda: proc.poll() is not None or "ready: examples eager" in log2.read_text(), timeout=900,
+                   what="start-up to end")
+        assert proc.poll() is None, log2.read_text()[-3000:]
+        assert "dropped the cached examples" in log2.read_text()
+        assert not [p for p in cache.rglob("log.csv") if "example failed:" in p.read_text()]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
