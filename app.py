@@ -31,13 +31,15 @@ from pipelines.request import (  # noqa: E402
 )
 from pipelines.studio import history as hist_mod  # noqa: E402
 from pipelines.studio.compute import TorchThread  # noqa: E402
-from pipelines.studio.examples import example_fn, example_names, example_rows  # noqa: E402
+from pipelines.studio.examples import drop_failed_cache, example_fn, example_names, example_rows  # noqa: E402
 from pipelines.studio.gpu import gpu_decorator  # noqa: E402
 from pipelines.studio.handlers import DISPLAY_SIDE, ENDPOINTS, Studio, log  # noqa: E402
 from pipelines.studio.history import HISTORY_SIZE  # noqa: E402
 from pipelines.studio.messages import guard  # noqa: E402
+from pipelines.studio.limits import describe_cap, job_cap  # noqa: E402
 from pipelines.studio.queueing import configure_queue  # noqa: E402
 from pipelines.studio.runs import RunStore  # noqa: E402
+from pipelines.studio.threads import ThreadPolicy, describe_threads  # noqa: E402
 from pipelines.studio.widgets import (  # noqa: E402
     UPLOADS, Audio, Checkbox, Dropdown, Image, LinePlot, Number, Slider, Textbox, check_upload,
 )
@@ -90,18 +92,22 @@ def _range_bounds(name: str, steps: int) -> tuple[int, int]:
 
 
 def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, store=None,
-               delete_cache=None, compute=None, model_dir=None) -> gr.Blocks:
-    """The app. `model_dir`: the folder whose models web clients may name in the Model fields (None: off)."""
+               delete_cache=None, compute=None, model_dir=None, max_job_seconds=None, thread_policy=None) -> gr.Blocks:
+    """The app. `model_dir`: the folder whose models web clients may name in the Model fields (None: off);
+    `max_job_seconds`: the cap of one job (None: `GVS_MAX_JOB_S` or the preset's default; 0: none);
+    `thread_policy`: a `pipelines.studio.threads.ThreadPolicy` choosing each run's torch threads (None: as set)."""
     if cache_examples is True:
         cache_examples = "eager"
     elif cache_examples in (False, None):
         cache_examples = "off"
-    studio = Studio(preset, pool, store, compute=compute, model_dir=model_dir)
+    cap, cap_why = job_cap(preset, max_job_seconds)
+    studio = Studio(preset, pool, store, compute=compute, model_dir=model_dir, max_job_s=cap, max_job_why=cap_why,
+                    threads=thread_policy)
     frame_choices = [int(x) for x in preset.frame_choices]
     size_choices = [int(x) for x in preset.size_choices]
     banner = (f"**Live preset: `{preset.name}`** on `{preset.device}` — {preset.reason}  \n"
               f"{preset.fps} fps · frames {frame_choices} · sizes {size_choices} · "
-              f"defaults: {preset.default_steps} steps, CFG {preset.default_cfg}"
+              f"defaults: {preset.default_steps} steps, CFG {preset.default_cfg} · {describe_cap(cap, cap_why)}"
               + (f" · {threads}" if threads else ""))
     with gr.Blocks(title="Guided Video Studio", delete_cache=delete_cache) as demo:
         gr.Markdown("# Guided Video Studio\nTraining-free guided text-to-video: TITAN-Guide, FreeDoM, MPGD, TFG, "
@@ -396,6 +402,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                cache_examples=cached, cache_mode=cache_examples if cached else None,
                                label="Examples (click one: its video appears)", api_name=False,
                                examples_per_page=10, elem_id=f"{task}-examples")
+        if cached:
+            drop_failed_cache(examples)  # a failed example of an earlier start is computed again
         shown = [history, report, video, preview]
         if cached:
             examples.load_input_event.then(remember_shown, shown, [history, gallery], preprocess=False, **private)
@@ -463,7 +471,25 @@ def parse_args(argv=None):
                         "(default: off; the CLI takes any path)")
     p.add_argument("--max-age", type=float, default=float(os.environ.get("GVS_MAX_AGE_S", 24 * 3600)),
                    help="seconds after which a run's folder and Gradio's cached files are deleted (default 1 day)")
+    p.add_argument("--max-job-seconds", default=None, metavar="S",
+                   help="wall-clock cap of one job (a run, or a Compare's two), checked between steps; 0 = no cap "
+                        "(default: GVS_MAX_JOB_S, else sized to the preset and device: micro 300 s on CPU, 120 s on "
+                        "GPU; full-size 3600 s on CPU, 900 s on GPU)")
+    p.add_argument("--threads", default=os.environ.get("GVS_THREADS", "auto"), metavar="N|auto",
+                   help="torch threads per run: auto (default) chooses each run's from the cores free then "
+                        "(an explicit OMP_NUM_THREADS wins over auto); N fixes them")
     a = p.parse_args(argv)
+    if a.max_job_seconds is not None:
+        from pipelines.studio.limits import parse_seconds
+
+        try:
+            parse_seconds(a.max_job_seconds)
+        except ValueError as e:
+            p.error(str(e))
+    try:
+        ThreadPolicy.from_settings(a.threads, background=False)
+    except ValueError as e:
+        p.error(str(e))
     if a.no_cache_examples or os.environ.get("GVS_CACHE_EXAMPLES", "1") == "0":
         a.cache_examples = "off"
     return a
@@ -491,7 +517,15 @@ def main(argv=None):
     _quiet_known_warnings()
     from pipelines.presets import load_preset
 
+    policy = ThreadPolicy.from_settings(args.threads)  # samples the cores' load in the background from now on
     n_threads, why = configure_torch_threads()
+    if policy.fixed is not None:
+        import torch
+
+        torch.set_num_threads(policy.fixed)
+        threads = describe_threads(policy.fixed, policy.why)
+    else:
+        threads = f"torch threads chosen per run from the free cores (now {n_threads}: {why})"
     t0 = time.perf_counter()
     from pipelines.pool import PipelinePool, available_devices
 
@@ -509,7 +543,6 @@ def main(argv=None):
                         devices if preset.device.type == "cuda" else [devices[0]])
     if len(pool) > 1:  # one slot runs on `preset` itself (Studio._preset): nothing more to load
         pool.warm()
-    threads = f"{n_threads} torch threads ({why})"
     log(f"preset {preset.name} on {preset.device}: {preset.reason} ({time.perf_counter() - t0:.1f} s); {threads}")
     # one cache folder per preset: cached outputs of the micro preset must not be shown for animatediff
     os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(ROOT / ".gradio" / "cached_examples" / preset.name))
@@ -518,7 +551,8 @@ def main(argv=None):
     log(f"runs in {store.root}: keeping the last {store.keep} finished runs and nothing older than "
         f"{store.max_age_s:g} s" + (f" ({len(removed)} old runs deleted)" if removed else ""))
     demo = build_demo(preset, cache_examples=args.cache_examples, threads=threads, pool=pool, store=store,
-                      delete_cache=delete_cache_for(args.max_age), compute=compute, model_dir=args.model_dir)
+                      delete_cache=delete_cache_for(args.max_age), compute=compute, model_dir=args.model_dir,
+                      max_job_seconds=args.max_job_seconds, thread_policy=policy)
     if args.model_dir:
         log(f"model fields: names inside {Path(args.model_dir).resolve()}")
     if not configure_queue(demo, QUEUE_MAX_SIZE):

@@ -14,7 +14,8 @@ not the path exists, loads safetensors only, and reports and describes models by
 server path.
 
 `with_model(preset, options)` returns a new `Preset` (its own pipeline, sharing the preset's untouched modules), so
-the live preset stays as it was; the result is cached per (preset, options, files' modification times). A folder or
+the live preset stays as it was; the result is cached per (preset, options, files' modification times), the cache
+bounded in bytes (`GVS_MODEL_CACHE_MB`, default 2 GiB of tensors not shared with the preset). A folder or
 file of another model family is refused with a `ModelOptionError` naming the field and the mismatch.
 
     python -m pipelines generate --preset micro --video-parts runs/harivo-micro/final --lora style.safetensors:0.8 ...
@@ -285,8 +286,63 @@ def _has_adapter(unet, name: str) -> bool:
     return False
 
 
-_CACHE: dict = {}
+_CACHE: dict = {}  # key -> (preset, bytes of its own tensors), oldest first
 _LOCK = threading.Lock()
+#: The model cache's bound: bytes of the tensors the cached models do not share with their base preset (a UNet copy
+#: per LoRA set, new temporal layers per video-parts folder). `GVS_MODEL_CACHE_MB` overrides it. The newest model is
+#: kept even when it alone is larger (the run in hand needs it); older ones are dropped first.
+MODEL_CACHE_BYTES = 2 << 30
+MODEL_CACHE_ENTRIES = 8
+
+
+def cache_budget() -> int:
+    """`GVS_MODEL_CACHE_MB` in bytes (a bad value is named and ignored), else `MODEL_CACHE_BYTES`."""
+    import os
+
+    raw = os.environ.get("GVS_MODEL_CACHE_MB")
+    if raw:
+        try:
+            mb = float(raw)
+            if mb >= 0:
+                return int(mb * 2**20)
+        except ValueError:
+            pass
+        print(f"[gvs] GVS_MODEL_CACHE_MB={raw!r} is not a number of MiB >= 0; using {MODEL_CACHE_BYTES >> 20}",
+              flush=True)
+    return MODEL_CACHE_BYTES
+
+
+def _tensors(pipe):
+    import torch
+
+    for comp in getattr(pipe, "components", {}).values():
+        if isinstance(comp, torch.nn.Module):
+            yield from comp.parameters()
+            yield from comp.buffers()
+
+
+def own_bytes(pipe, base) -> int:
+    """Bytes of `pipe`'s tensors (parameters and buffers) that `base` does not share (storage by storage)."""
+    shared = {t.untyped_storage().data_ptr() for t in _tensors(base)}
+    seen, total = set(), 0
+    for t in _tensors(pipe):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in shared or ptr in seen:
+            continue
+        seen.add(ptr)
+        total += t.untyped_storage().nbytes()
+    return total
+
+
+def cache_size() -> tuple[int, int]:
+    """(models, bytes) in the cache."""
+    with _LOCK:
+        return len(_CACHE), sum(b for _, b in _CACHE.values())
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
 
 
 def _stamp(options: ModelOptions) -> tuple:
@@ -300,21 +356,27 @@ def _stamp(options: ModelOptions) -> tuple:
 
 
 def with_model(preset, options: ModelOptions | None):
-    """`preset` with the options applied (a new `Preset`), or `preset` itself for default options."""
+    """`preset` with the options applied (a new `Preset`), or `preset` itself for default options. Cached, the cache
+    bounded in bytes (`cache_budget`) and to `MODEL_CACHE_ENTRIES` models, least recently used dropped first."""
     if options is None or options.is_default:
         return preset
     key = (id(preset.pipe), options, _stamp(options))
     with _LOCK:
         if key in _CACHE:
-            return _CACHE[key]
+            _CACHE[key] = _CACHE.pop(key)  # most recently used last
+            return _CACHE[key][0]
         pipe = apply_to_pipe(preset.pipe, options)
         out = dataclasses.replace(preset, pipe=pipe, reason=f"{preset.reason}; with {options.describe()}")
         out.model_options = options
-        if len(_CACHE) >= 4:  # a few user models at a time: each holds a UNet copy
+        size = own_bytes(pipe, preset.pipe)
+        budget = cache_budget()
+        while _CACHE and (len(_CACHE) >= MODEL_CACHE_ENTRIES
+                          or sum(b for _, b in _CACHE.values()) + size > budget):
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = out
+        _CACHE[key] = (out, size)
         return out
 
 
 __all__ = ["ModelOptions", "ModelOptionError", "REFUSED", "parse_lora", "parse_options", "resolve_name",
-           "apply_to_pipe", "with_model", "add_model_arguments", "model_options_of"]
+           "apply_to_pipe", "with_model", "add_model_arguments", "model_options_of", "cache_budget", "cache_size",
+           "clear_cache", "own_bytes"]

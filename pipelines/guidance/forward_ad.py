@@ -18,12 +18,19 @@
 - GroupNorm inputs made contiguous: the VAE and UNet hand GroupNorm channel-last views, which forward AD rejects.
 - Optionally (`attention_slices > 0`) diffusers' `SlicedAttnProcessor` (N heads at a time), as before.
 Unguided sampling keeps its fast kernels: all of it is undone when the context exits.
+
+One forward-AD region at a time per process: PyTorch's forward-AD levels are process-wide state, so two threads
+inside `torch.func.jvp` at once break each other ("Trying to access a forward AD level with an invalid index", issue
+#32: an example cached beside a request, or a pool of several GPU slots). `forward_ad_safe` holds `FORWARD_AD_LOCK`
+(re-entrant) for its whole block, which is where every jvp of the engine runs; a jvp outside it should use
+`forward_ad_region()`.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
+import threading
 import warnings
 from typing import Iterable, Optional
 
@@ -36,6 +43,15 @@ ATTENTION_MODES = ("auto", "flash", "chunked", "math")
 DEFAULT_CHUNK_ELEMENTS = 1 << 26
 FLASH_HEAD_DIMS = (16, 32, 64, 128, 256)
 FLASH_MIN_TOKENS = 32
+#: Held around every forward-AD region of the process (see the module docstring).
+FORWARD_AD_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def forward_ad_region():
+    """The process's one forward-AD region: blocks while another thread is inside one."""
+    with FORWARD_AD_LOCK:
+        yield
 
 
 def _contiguous_input(module, args):
@@ -266,6 +282,13 @@ def forward_ad_safe(modules: Iterable[torch.nn.Module], attention_slices: int = 
     default `GVS_JVP_ATTENTION` or auto) picks the kernel through `choose_attention`. Yields the processor used
     (None for the sliced one).
     """
+    with forward_ad_region():  # the processors below are swapped on shared modules too: one region at a time
+        with _forward_ad_safe(modules, attention_slices, attention, chunk_elements) as processor:
+            yield processor
+
+
+@contextlib.contextmanager
+def _forward_ad_safe(modules, attention_slices, attention, chunk_elements):
     handles, saved = [], []
     modules = [m for m in modules if m is not None]
     processor = None

@@ -1,6 +1,7 @@
 """Each tab's example rows (from assets/examples/) and the function that computes an example's outputs."""
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,54 @@ def example_names(task: str, uploads) -> list[str]:
     return ["prompt"] + [n for n in uploads] + ["method", "mg_scale", "seed"]
 
 
+#: The status of an example that could not be computed (cached like any output; `drop_failed_cache` looks for it).
+EXAMPLE_FAILED = "example failed:"
+
+
 def example_fn(studio, task: str, defaults: dict, names: list[str]):
     """The function Gradio caches an example with: the tab's defaults, the row's values, the last output row.
-    No load notice: a cached summary is shown to every later visitor, whatever the load was at start-up."""
+    No load notice: a cached summary is shown to every later visitor, whatever the load was at start-up.
+
+    It runs as a job like any request (`studio.iterate`: a slot, the torch thread), so caching at start-up never
+    runs beside a request. An example that fails returns a row whose status says why instead of raising: Gradio
+    would stop the app's start-up for it (issue #32); the app serves, and that example shows its error."""
     def fn(*vals):
         kw = dict(defaults)
         kw.update(dict(zip(names, vals)))
         last = None
-        for last in studio.generate(task, kw, None, busy=False):
-            pass
-        return last
+        try:
+            for last in studio.iterate(studio.generate(task, kw, None, busy=False)):
+                pass
+            if last is None or not isinstance(last[2], str):  # stopped before its video (e.g. the time cap)
+                status = last[-1] if last is not None and isinstance(last[-1], str) else "no video was made"
+                raise RuntimeError(status)
+            return last
+        except Exception as e:  # noqa: BLE001 - any error: shown in the example, start-up goes on
+            message = getattr(e, "message", None) or str(e) or type(e).__name__
+            _log(f"{EXAMPLE_FAILED} {task} {dict(zip(names, vals))}: {type(e).__name__}: {message}")
+            if type(e).__name__ != "Error":  # not a refused request (gr.Error): the traceback helps
+                traceback.print_exc()
+            # preview, plot, video, report, status (the tab's outputs)
+            return None, None, None, None, f"{EXAMPLE_FAILED} {message}"
 
     return fn
+
+
+def drop_failed_cache(examples) -> bool:
+    """Delete a `gr.Examples`' cache folder when a cached row is a failed example, so the next start computes it
+    again instead of showing the old error for ever. Returns whether it was deleted."""
+    import shutil
+
+    cached = Path(getattr(examples, "cached_file", "") or "")
+    try:
+        failed = cached.is_file() and EXAMPLE_FAILED in cached.read_text(errors="replace")
+    except OSError:
+        return False
+    if failed:
+        shutil.rmtree(examples.cached_folder, ignore_errors=True)
+        _log(f"dropped the cached examples in {examples.cached_folder}: one had failed; computing them again")
+    return failed
+
+
+def _log(msg: str) -> None:
+    print(f"[gvs] {msg}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,9 @@ from ..request import (
 from ..sampler import Cancelled
 from ..ui import StatusTracker, busy_notice, reward_plot_data, series_name
 from .messages import internal_error, log, scrub
+from .limits import Deadline, describe_cap
 from .runs import Run, RunStore
+from .threads import describe_threads
 
 DISPLAY_SIDE = 384  # mp4s of tiny (micro) frames are upscaled nearest-neighbour to at least this
 #: x264 preset of the app's mp4s: a 384-px upscale of a micro video took 70 ms with x264's default `medium` against
@@ -71,7 +74,7 @@ class Studio:
     """The live preset (loaded once), the run store and the handlers shared by the four tabs."""
 
     def __init__(self, preset, pool=None, store: Optional[RunStore] = None, stream_every_s: Optional[float] = None,
-                 compute=None, model_dir=None):
+                 compute=None, model_dir=None, max_job_s: float = 0.0, max_job_why: str = "", threads=None):
         from ..guidance import METHODS, method_params
 
         self.preset = preset
@@ -86,10 +89,30 @@ class Studio:
         self.compute = compute
         #: the folder whose models web clients may name (`app.py --model-dir`); None: the Model fields are off
         self.model_dir = Path(model_dir).resolve() if model_dir else None
+        #: the wall-clock cap of one job in seconds (0: none) and where it comes from (`pipelines.studio.limits`)
+        self.max_job_s, self.max_job_why = float(max_job_s or 0), max_job_why or "no cap set"
+        #: a `pipelines.studio.threads.ThreadPolicy` choosing each run's torch threads, or None (left as they are)
+        self.threads = threads
+        # one job per slot, whoever starts it (a request, an example cached at start-up or on a click): see `iterate`
+        self._slots = threading.BoundedSemaphore(self.slots)
 
     def iterate(self, rows):
-        """A handler's rows, each step run on the studio's torch thread when it has one."""
-        return self.compute.iterate(rows) if self.compute is not None else rows
+        """A handler's rows, run as one job: it waits for a free slot (Gradio's queue bounds requests, but not the
+        examples Gradio caches beside them), and each step runs on the studio's torch thread when it has one."""
+        return self._in_a_slot(self.compute.iterate(rows) if self.compute is not None else rows)
+
+    def _in_a_slot(self, rows):
+        with self._slots:  # released when the rows end, fail or are closed (a cancel)
+            yield from rows
+
+    def _start_job(self, busy: bool = True) -> tuple[Deadline, str]:
+        """At a job's start (on the thread that runs it): its deadline, and the line announcing its time cap and
+        torch threads (chosen now from the free cores). Examples (`busy=False`) get no line: a cached summary is
+        shown to later visitors, whatever the load was then."""
+        parts = [describe_cap(self.max_job_s, self.max_job_why)]
+        if self.threads is not None:
+            parts.append(describe_threads(*self.threads.apply()))
+        return Deadline(self.max_job_s), (" · ".join(parts) if busy else "")
 
     @property
     def slots(self) -> int:
@@ -103,7 +126,8 @@ class Studio:
     def begin(self) -> tuple[str, str]:
         """The page's Generate / Compare click: a queued run; (its token, the status line to show)."""
         run_ = self.store.new("queued")
-        return run_.token, "queued: waiting for the generation slot (this line updates when it starts)"
+        return run_.token, ("queued: waiting for the generation slot (this line updates when it starts); "
+                            + describe_cap(self.max_job_s, self.max_job_why))
 
     def cancel(self, token):
         """Cancel the run of `token` (queued or running); a status line, or `gr.skip()` when there is nothing to
@@ -190,17 +214,19 @@ class Studio:
 
     # --- one generation, streamed ----------------------------------------------------------------------------------
     def _stream(self, prepared, run_: Run, tracker: StatusTracker, rows: list, progress, series: dict, preset,
-                label: str = "run"):
+                label: str = "run", deadline: Optional[Deadline] = None, note: str = ""):
         """Iterate one generation: yields (preview, plot data, status) as it goes; returns the finished Generation.
 
         A row is streamed for the first step, each new phase and otherwise at most every `every` seconds
         (`self.stream_every`): each row costs about 0.1 s in Gradio's queue, which doubled a 1 s micro run when every
         step was streamed. The tracker follows every step; the run's progress text (what a Cancel reports, a
-        file) is written with each streamed row."""
+        file) is written with each streamed row. The run stops at a Cancel or past `deadline`, between steps:
+        the `Cancelled` raised then carries `.preview`, the last step's preview (saved if it was not streamed)."""
         every = self.stream_every
-        gen = run(prepared, preset, should_stop=run_.stop_requested)
+        stop = run_.stop_requested if deadline is None else (lambda: run_.stop_requested() or deadline.expired())
+        gen = run(prepared, preset, should_stop=stop)
         preview, pending, last, phase = None, None, None, None
-        for ev in gen:
+        for ev in self._keeping_preview(gen, run_, label):
             if ev.final:  # consumed, not broken off: a generator closed early releases memory a second time
                 continue
             status = tracker.update(ev)
@@ -222,8 +248,44 @@ class Studio:
                 media.preview_grid(pending.preview, PREVIEW_TILE).save(preview, compress_level=1)
                 preview, pending = str(preview), None
             # the plot's rows so far (`series`, which holds `rows`): drawn by the browser, under 1 ms here
-            yield (preview if preview is not None else gr.skip()), reward_plot_data(series), status
+            yield (preview if preview is not None else gr.skip()), reward_plot_data(series), (
+                f"{status}\n{note}" if note else status)
         return gen
+
+    @classmethod
+    def _keeping_preview(cls, gen, run_: Run, label: str):
+        """`gen`'s events; a stop (`Cancelled`) raised through here carries `.preview`, the last step's preview
+        saved as a file (None before any)."""
+        last = None
+        try:
+            for ev in gen:
+                if ev.preview is not None and not ev.final:
+                    last = ev
+                yield ev
+        except Cancelled as e:
+            e.preview = cls._save_preview(run_, label, last) if last is not None else None
+            raise
+
+    @staticmethod
+    def _save_preview(run_: Run, label: str, ev) -> str:
+        path = run_.path(f"preview-{label}-{ev.phase}-{ev.index:03d}.png")
+        media.preview_grid(ev.preview, PREVIEW_TILE).save(path, compress_level=1)
+        return str(path)
+
+    def _stopped(self, run_: Run, tracker: StatusTracker, deadline: Optional[Deadline]) -> str:
+        """A stopped run's state and status line: past its time cap, or cancelled."""
+        if deadline is not None and deadline.expired() and not run_.stop_requested():
+            run_.set_state("timed_out")
+            where = "optimisation iteration" if tracker.phase == "optimize" else "step"
+            msg = (f"{tracker.prefix}stopped: the job reached its time cap of {deadline.seconds:g} s "
+                   f"({self.max_job_why}) at {where} {tracker.done}/{tracker.total} after {deadline.elapsed():.1f} s; "
+                   "the preview shows the last step reached (no video was written). Fewer steps, frames or "
+                   "iterations fit the cap.")
+        else:
+            run_.set_state("cancelled")
+            msg = tracker.cancelled()
+        log(msg)
+        return msg
 
     @staticmethod
     def _relay(stream, skips: int):
@@ -264,6 +326,7 @@ class Studio:
 
     def _generate(self, task: str, kw: dict, progress, run_: Run, preset, busy: bool):
         prepared = self.prepare(task, kw, preset=preset)
+        deadline, job = self._start_job(busy)
         notes = list(prepared.notices)
         load = busy_notice() if busy else None
         if load:
@@ -275,18 +338,19 @@ class Studio:
         series = {series_name(prepared.request.method): rows}  # the plot's line: "guided", or "unguided" for none
         gen = None
         try:
-            stream = self._stream(prepared, run_, tracker, rows, progress, series, preset)
+            stream = self._stream(prepared, run_, tracker, rows, progress, series, preset, deadline=deadline, note=job)
             gen = yield from self._relay(stream, 2)
             report, mp4, js, png = self._write(run_, task, gen)
             if load:
                 report["notices"] = list(report["notices"]) + [load]
             self._result(run_, js, mp4, png)
             run_.set_state("done")
-            yield str(png), reward_plot_data(series), str(mp4), str(js), summary_text(report)
-        except Cancelled:
-            run_.set_state("cancelled")
-            log(tracker.cancelled())
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+            yield (str(png), reward_plot_data(series), str(mp4), str(js),
+                   summary_text(report) + (f"\n{job}" if job else ""))
+        except Cancelled as e:
+            msg = self._stopped(run_, tracker, deadline)
+            preview = getattr(e, "preview", None)
+            yield (preview or gr.skip()), reward_plot_data(series), gr.skip(), gr.skip(), msg
         finally:  # also on an API cancel (GeneratorExit at a yield): drop the run's tensors now
             self.trackers.pop(run_.token, None)
             del gen
@@ -309,6 +373,7 @@ class Studio:
             fail("method", "choose a guidance method to compare with the unguided run (the method is `none`)")
         guided = self.prepare(task, kw, preset=preset)
         base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
+        deadline, job = self._start_job()  # one cap for both runs
         for n in guided.notices:
             gr.Warning(scrub(n))
         series: dict = {"unguided": [], "guided": []}  # the method is named in the table beside the plot
@@ -318,8 +383,8 @@ class Studio:
             for label, prepared, rows in (("unguided", base, series["unguided"]),
                                           ("guided", guided, series["guided"])):
                 tracker = self._track(run_, StatusTracker(prefix=f"{label}: "))
-                gen = yield from self._relay(self._stream(prepared, run_, tracker, rows, progress, series, preset, label),
-                                          4)
+                gen = yield from self._relay(self._stream(prepared, run_, tracker, rows, progress, series, preset, label,
+                                                          deadline, job), 4)
                 report, mp4, js, png = self._write(run_, task, gen, tag=f"_{label}")
                 metric = task_metric(gen.prepared, gen.final_event.frames)
                 results[label] = (report, mp4, js, png, metric)
@@ -331,11 +396,11 @@ class Studio:
             self._result(run_, g[2], g[1], g[3])
             run_.set_state("done")
             yield (str(g[3]), reward_plot_data(series), str(results["unguided"][1]), str(g[1]), table, str(out),
-                   summary_text(g[0]))
-        except Cancelled:
-            run_.set_state("cancelled")
-            log(tracker.cancelled())
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), tracker.cancelled()
+                   summary_text(g[0]) + f"\n{job}")
+        except Cancelled as e:
+            msg = self._stopped(run_, tracker, deadline)
+            preview = getattr(e, "preview", None)
+            yield (preview or gr.skip()), reward_plot_data(series), gr.skip(), gr.skip(), gr.skip(), gr.skip(), msg
         finally:
             self.trackers.pop(run_.token, None)
 

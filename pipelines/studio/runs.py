@@ -3,7 +3,7 @@
 A run is created when Generate / Compare is clicked (`RunStore.new`): it gets a token and a folder
 `<root>/<token>/` that holds everything the run writes (previews, mp4, report, grid) and its state files:
 
-    state     queued | running | done | cancelled | failed
+    state     queued | running | done | cancelled | timed_out | failed
     cancel    present once Cancel was pressed for this run
     progress  the run's last status line (for Cancel's message)
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 ACTIVE = ("queued", "running")
-FINISHED = ("done", "cancelled", "failed")
+FINISHED = ("done", "cancelled", "timed_out", "failed")
 _TOKEN = re.compile(r"^r[0-9]{16}-[0-9a-f]{8}$")
 _last_us = 0
 
