@@ -8,7 +8,7 @@ run returns its video(s), report and summary; the run folders stay within `--kee
 in Gradio's cache stop growing once the kept runs are full, nothing piles up in the server's `TMPDIR`, the server
 log holds no internal error, and RSS stays within 5 % of its value after the warm-up (the first cycle, which visits
 every tab, Compare, Cancel and both guided methods; a method/tab pair first met later allocates nothing lasting:
-the 300-run figure in bench/RESULTS_APP.md is +0.x %, see there).
+300 runs: +1.1 %, bench/RESULTS_APP.md).
 
 Latency per kind (median of the first and the last `min(20, n/2)` runs of that kind) is reported, not asserted.
 
