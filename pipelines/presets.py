@@ -145,7 +145,7 @@ TINY_METHOD_DEFAULTS = {"tfg": {"normalize": "rms", "mu": 0.05}}
 #: be loaded here). Every default step is bounded by the noise left √(1−ᾱ_{t−1}) (the trust region, `trust` 1), and
 #: where a method sizes its step by something that does not carry over (FreeDoM's and MPGD's CFG correction, zero for
 #: an empty prompt, and METHODS.md's ρ = 15 tuned for other reward scales) it steps in units of the noise left instead
-#: (`scale=noise`, ρ = 1). TITAN takes the micro joint tables' per-task choices (bench/EVALUATE.md, "Session 7"): the
+#: (`scale=noise`, ρ = 1). TITAN takes the micro joint tables' per-task choices (bench/EVALUATE.md, "2026-12-06 (5274e2b)"): the
 #: x0 form for style, the noise form at λ = 0.5 on the free frames for interpolation and λ = 1 for audio, the gentle
 #: text form for t2v; the latents of both presets are scaled to unit variance, so a step of the same size relative to
 #: the noise left means the same in both.

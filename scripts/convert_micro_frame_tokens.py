@@ -1,7 +1,7 @@
 """Refit the old micro model's `FrameTokenGenerator` into the paper's `HarivoFrameTokens` (issue #18): the starting
-point of micro's round 8, which then trains the result alone for the frozen UNet (`bench/MICRO.md`, Recipe step 10).
+point of micro's frame-token training (2026-12-07), which then trains the result alone for the frozen UNet (`bench/MICRO.md`, Recipe step 10).
 
-`assets/micro/frame_tokens` held a `FrameTokenGenerator` until round 8, the project's own architecture: standardised
+`assets/micro/frame_tokens` held a `FrameTokenGenerator` until 2026-12-07 (eb03cc1), the project's own architecture: standardised
 text tokens projected in order, features of the frame's time, and an MLP. This script trains a `HarivoFrameTokens`
 with the same `dim`, `text_length` and `num_tokens` by regression, using Adam and MSE on the `(B, F, K, D)` tokens, to
 reproduce the old generator's outputs. The inputs are the micro text encoder's encodings of:
@@ -10,13 +10,13 @@ reproduce the old generator's outputs. The inputs are the micro text encoder's e
 - convex mixes of two captions.
 They are taken at every frame count the `micro` preset offers (8, 12, 16), and at 32 frames for the frames past 16.
 
-What the regression alone reaches (session 9, `bench/MICRO.md`):
+What the regression alone reaches (2026-12-07, `bench/MICRO.md`):
 - `HarivoFrameTokens` ends in a SiLU, which never goes below −0.278. 29 % of the old tokens' values lie below it, so
   the relative error stays at 0.49.
 - Unguided videos keep every detection.
 - Guided ones lose quality: conflicting-key interpolation 6/8 against 8/8, audio Free²Guide joint 0.29 against 0.48.
 
-So it is only the initialisation: round 8 trains it further with the diffusion loss, the UNet frozen.
+So it is only the initialisation: the frame-token stage trains it further with the diffusion loss, the UNet frozen.
 
 The script reads the old weights with its own copy of the old forward pass (the class is gone from `pipelines/`).
 From git history:

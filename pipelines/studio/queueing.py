@@ -5,7 +5,7 @@ Gradio's queue loop wakes every 1 ms (Linux; 50 ms on Windows) to look for a job
 10 ms, for as long as the server lives, a run in progress included. On a 2-core machine those ~1 100 wake-ups a
 second take CPU time from the run's OpenMP kernels and from any other process: a 20-step micro run through the app
 took 1.95 s with Gradio's 1 ms poll against 1.80 s at 50 ms (CLI 1.46 s), and in another window 1.80 s at 10 ms
-against 1.75 s at 20 ms (CLI 1.40 s) (`bench/RESULTS_APP.md`, session 11). A job now waits at most `QUEUE_POLL_S`
+against 1.75 s at 20 ms (CLI 1.40 s) (`bench/RESULTS_APP.md`, 2026-12-07, bbf079c). A job now waits at most `QUEUE_POLL_S`
 to start and the progress bar updates every `PROGRESS_POLL_S`; the app streams a row at most every 0.5 s anyway.
 """
 from __future__ import annotations
