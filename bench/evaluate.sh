@@ -16,7 +16,7 @@ run --suite mg          --methods "none,none[mg=10],none[mg=40],none[mg=100],non
 # Sweeps behind the per-task defaults (same folder: the summary holds every row)
 run --suite t2v-hard    --methods "titan[step_size=0.5],titan[step_size=1],titan[step_size=2],titan[update=noise,step_size=0.3],free2guide[num_candidates=16],mpgd[scale=noise,rho=0.5]"
 run --suite audio       --methods "titan[step_size=1],titan[update=noise,step_size=1],mpgd[scale=noise,rho=1]"
-# Session 4: reward-only text guidance (the model's prompt is empty), Free²Guide's guided range and candidate count
+# 2026-11-21 (4f307e3): reward-only text guidance (the model's prompt is empty), Free²Guide's guided range and candidate count
 # (Free²Guide Tables 5–6 in miniature), and the direct guess's fill on interpolation
 run --suite t2v-reward  --methods "none,titan,titan[update=x0,step_size=5,fill=auto],titan[update=x0,step_size=15,fill=auto],freedom,freedom[scale=noise,rho=1],mpgd,mpgd[scale=noise,rho=1],free2guide"
 run --suite t2v-reward  --cases 8 --methods "none,titan,titan[update=x0,step_size=15,fill=auto],freedom[scale=noise,rho=1],mpgd[scale=noise,rho=1],free2guide"
@@ -32,7 +32,7 @@ sleep 10
 export GVS_LVLM_URL=http://127.0.0.1:8765/v1 GVS_LVLM_MODEL=micro-judge
 run --suite t2v-reward  --cases 8 \
   --methods "free2guide[reward=lvlm],free2guide[reward=lvlm,policy=binary],free2guide[reward=clip+lvlm weighted],free2guide[reward=clip+lvlm normalized],free2guide[reward=clip+lvlm borda]"
-# Session 5: TITAN's objective on its sampled frames only (the speed option at real sizes)
+# 2026-11-21 (26debc2): TITAN's objective on its sampled frames only (the speed option at real sizes)
 run --suite style       --methods "titan[objective_subset=true]"
 run --suite t2v-reward  --cases 8 --methods "titan[objective_subset=true]"
 python -m pipelines evaluate --suite all --summarize --out "$OUT" > /dev/null
