@@ -64,7 +64,10 @@ def test_help_texts_that_cite_a_bench_table_quote_no_figure():
     """A help text that points at a bench table leaves the figures to the table, so the two cannot drift apart."""
     from pipelines.presets import TASK_DEFAULT_METHODS
 
+    from pipelines.guidance import method_class
+
     texts = [reason for _, reason in TASK_DEFAULT_METHODS.values()]
+    texts += [spec.help for m in METHODS[1:] for spec in method_class(m).params()]
     sources = [ROOT / "app.py", ROOT / "pipelines" / "cli.py", *sorted((ROOT / "pipelines" / "studio").glob("*.py"))]
     for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
