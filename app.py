@@ -151,8 +151,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                                                 field="last_frame", height=160, elem_id=f"{task}-last_frame")
                 named["interpolation_mode"] = Dropdown(
                     choices=list(INTERPOLATION_MODES), value=DEFAULT_INTERPOLATION_MODE, label="Interpolation constraint",
-                    info="reward: guide towards the key frames (TITAN reached them within 0.5 px, "
-                         "bench/EVALUATE.md); replacement: overwrite the known latent frames (exact ends, any "
+                    info="reward: guide towards the key frames (bench/EVALUATE.md, interpolation tables); "
+                         "replacement: overwrite the known latent frames (exact ends, any "
                          "method); both (a gradient method adds nothing to replacement's ends)",
                     field="interpolation_mode")
             if task == "t2v":
@@ -164,8 +164,8 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                     label="Reward prompt (optional)", lines=1, max_length=MAX_PROMPT_CHARS, field="reward_prompt",
                     elem_id=f"{task}-reward_prompt",
                     info="the text the reward scores, when it should differ from the prompt; with an empty prompt "
-                         "the model samples unconditioned and only guidance draws this text (TITAN: +17 points of "
-                         "detected attributes, bench/EVALUATE.md)")
+                         "the model samples unconditioned and only guidance draws this text (bench/EVALUATE.md, "
+                         "t2v-reward table)")
             named["method"] = Dropdown(
                 choices=studio.methods, value=default_method, label="Guidance method", field="method",
                 elem_id=f"{task}-method",

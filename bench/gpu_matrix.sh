@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real-size matrix on a CUDA GPU (issue #9). Not run yet: no GPU was lent to the session that wrote it.
+# The real-size matrix on a CUDA GPU (issue #9). Not run yet: no GPU was available where it was written.
 # Each command writes DIR/bench.jsonl, DIR/bench.md (with this command and the GPU's name) and two plots.
 # About 100 generations at 10 steps; FreeDoM at 32×512² fp32 may run out of memory (recorded as a failed row).
 set -euo pipefail

@@ -1,6 +1,6 @@
-"""Print (or, with --write, refresh in README.md) the method parameter tables generated from the code.
+"""Print (or, with --write, refresh in docs/methods.md) the method parameter tables generated from the code.
 
-The tables between `<!-- methods-table:start -->` and `<!-- methods-table:end -->` in README.md are produced from
+The tables between `<!-- methods-table:start -->` and `<!-- methods-table:end -->` in docs/methods.md are produced from
 `pipelines.guidance.method_params`; tests/test_docs.py fails when they drift from the code.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ def refresh(text: str) -> str:
 
 
 if __name__ == "__main__":
-    readme = ROOT / "README.md"
+    doc = ROOT / "docs" / "methods.md"
     if "--write" in sys.argv:
-        readme.write_text(refresh(readme.read_text()))
+        doc.write_text(refresh(doc.read_text()))
     else:
         print(tables())

@@ -1,4 +1,4 @@
-"""scripts/convert_micro_frame_tokens.py, the start of micro's round 8: a retired FrameTokenGenerator folder is refitted
+"""scripts/convert_micro_frame_tokens.py, the start of micro's paper-token stage: a retired FrameTokenGenerator folder is refitted
 into the paper's HarivoFrameTokens, which loads as the one generator class and gets closer the longer it fits."""
 import importlib.util
 import json

@@ -6,7 +6,7 @@ concurrent cancels, a burst beyond the queue) and checks: what the client sees (
 HTTP status for what never reaches a handler), that no server file outside the app's own folders is opened (Linux
 inotify on a canary folder the values point at), that no path, traceback or exception text of the server leaks
 into a message, that no run is lost (every accepted request gets its answer) and that the next normal request
-works. The last test prints the table recorded in README's reliability section:
+works. The last test prints the table recorded in docs/reliability.md:
 
     python -m pytest tests/test_hostile_clients.py -q -s
 """
@@ -468,7 +468,7 @@ def test_file_values_that_were_not_uploaded_are_refused_by_gradio_and_by_the_app
 
 
 def test_zz_print_the_table(server):
-    """The table of the cases above (README's reliability section records it)."""
+    """The table of the cases above (docs/reliability.md records it)."""
     assert TABLE, "run the whole module: the table is filled by the cases"
     head = (f"| {'case':<52} | {'inputs tried':>12} | {'refused cleanly':>15} | {'runs finished':>13} | "
             f"{'server files opened':>19} | {'leaks':>5} | {'server alive':>12} |")

@@ -229,7 +229,7 @@ def world_latents(trained):
 
 
 def test_freeze_unet_trains_the_frame_tokens_alone(trained, tmp_path):
-    """--freeze-unet (micro's round 8): the UNet is exported bit for bit as it came in; only the generator moved,
+    """--freeze-unet (micro's paper-token stage): the UNet is exported bit for bit as it came in; only the generator moved,
     starting from the one --init-frame-tokens names."""
     import shutil
 

@@ -13,7 +13,7 @@ every tab, Compare, Cancel and both guided methods; a method/tab pair first met 
 Latency per kind (median of the first and the last `min(20, n/2)` runs of that kind) is reported, not asserted.
 
 `GVS_SOAK_RUNS` changes the number of runs (default 36: three cycles, about 1-2 minutes on 2 cores);
-`GVS_SOAK_REPORT=path` writes the figures and every row as JSON (README, bench/RESULTS_APP.md)."""
+`GVS_SOAK_REPORT=path` writes the figures and every row as JSON (docs/reliability.md, bench/RESULTS_APP.md)."""
 from __future__ import annotations
 
 import json

@@ -29,7 +29,7 @@ DEFAULT_ETA = 1.0
 INTERPOLATION_MODES = ("both", "reward", "replacement")
 #: The one default of the interpolation constraint (CLI, app widget, API, `GenerationRequest`, `TaskInputs` and the
 #: evaluation's interpolation cases): `both` = the key frames' latents replaced after every step (exact ends) and the
-#: reward guiding the frames between them (bench/EVALUATE.md, "Interpolation that interpolates").
+#: reward guiding the frames between them (bench/EVALUATE.md, "Interpolation, judged on its path").
 DEFAULT_INTERPOLATION_MODE = "both"
 #: A style image with a side below this many pixels carries a colour but hardly a texture: it gets a notice.
 MIN_STYLE_SIDE = 16

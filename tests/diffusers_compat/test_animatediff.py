@@ -59,7 +59,7 @@ from .pipelines_common import (  # vendored: was ..test_pipelines_common
 
 
 # CHANGE (vendored): the class under test is GuidedAnimateDiffPipeline; GVS_DIFFUSERS_COMPAT_PARENT=1 runs the same file
-# on diffusers' AnimateDiffPipeline (for the counts in README.md).
+# on diffusers' AnimateDiffPipeline (for the counts in docs/testing.md).
 PIPELINE_CLASS = AnimateDiffPipeline if os.environ.get("GVS_DIFFUSERS_COMPAT_PARENT") == "1" else GuidedAnimateDiffPipeline
 HUB_SKIP = "needs the Hugging Face hub (fails offline on AnimateDiffPipeline too)"
 

@@ -36,7 +36,7 @@ from .pipeline_testing import (  # vendored: was ..testing_utils
 
 
 # CHANGE (vendored): the class under test is GuidedWanPipeline; GVS_DIFFUSERS_COMPAT_PARENT=1 runs the same file on
-# diffusers' WanPipeline (for the counts in README.md).
+# diffusers' WanPipeline (for the counts in tests/diffusers_compat/README.md).
 PIPELINE_CLASS = WanPipeline if os.environ.get("GVS_DIFFUSERS_COMPAT_PARENT") == "1" else GuidedWanPipeline
 
 
