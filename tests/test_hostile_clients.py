@@ -275,6 +275,10 @@ def test_file_fields_take_uploads_only(server):
             for value in (str(canary / "img.png"), values[0]):
                 data = [{"prompt": PROMPT, "method": "none", "steps": 1, field: value}] + [None] * len(fields)
                 case.refused(call(server, api, data), f"{field}: is an upload, not a named field", (field, value))
+            # a file value anywhere else inside them (a method parameter, a text field): refused before Gradio
+            for where in ({"params": {"step_size": values[0]}}, {"negative_prompt": [values[0]]}):
+                data = [{"prompt": PROMPT, "method": "titan", "steps": 1, **where}] + [None] * len(fields)
+                case.refused(call(server, api, data), "request: holds a file value", (field, where))
     case.finish()
 
 

@@ -128,9 +128,6 @@ class Studio:
         """Generations at once: one per pooled GPU (one on CPU)."""
         return len(self.pool) if self.pool is not None else 1
 
-    def param_inputs(self) -> list[str]:
-        return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
-
     # --- runs and cancel -----------------------------------------------------------------------------------------
     def begin(self) -> tuple[str, str]:
         """The page's Generate / Compare click: a queued run; (its token, the status line to show)."""
