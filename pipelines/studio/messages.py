@@ -111,8 +111,8 @@ def _check_named_fields(value) -> None:
     for key in value:
         if key in UPLOAD_FIELDS:
             log(f"refused: {key}: inside the named fields")
-            raise gr.Error(f"{key}: is an upload, not a named field: send the file as the endpoint's `{key}` file "
-                           "input", print_exception=False)
+            raise gr.Error(f"{key}: is an upload, not a named field: send it as the endpoint's `{key}` file input",
+                           print_exception=False)
     stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
