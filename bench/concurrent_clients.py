@@ -38,14 +38,15 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="gvs-bench-"))
     proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"))
     try:
-        Client(url, verbose=False).predict(PROMPT, method=a.method, steps=a.steps, seed=0,
+        Client(url, verbose=False).predict(request={"prompt": PROMPT, "method": a.method, "steps": a.steps, "seed": 0},
                                            api_name="/text_to_video")  # warm-up
         t0 = time.perf_counter()
         started, done, ok = {}, {}, {}
 
         def one(k: int) -> None:
             client = Client(url, verbose=False)
-            job = client.submit(PROMPT, method=a.method, steps=a.steps, seed=100 + k, api_name="/text_to_video")
+            job = client.submit(request={"prompt": PROMPT, "method": a.method, "steps": a.steps, "seed": 100 + k},
+                                api_name="/text_to_video")
             while not job.done():
                 if k not in started and job.status().code in (Status.PROCESSING, Status.ITERATING, Status.PROGRESS):
                     started[k] = time.perf_counter() - t0

@@ -57,15 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="torch device (default: the preset's choice)")
     g.add_argument("--task", required=True, choices=list(TASKS))
     g.add_argument("--prompt", required=True)
-    g.add_argument("--negative-prompt", default="")
+    from .request import CONSTANT_DEFAULTS as D  # the one table of defaults (pipelines.request.fields)
+
+    g.add_argument("--negative-prompt", default=D["negative_prompt"])
     g.add_argument("--style-image")
     g.add_argument("--audio")
     g.add_argument("--first-frame")
     g.add_argument("--last-frame")
-    from .request import DEFAULT_INTERPOLATION_MODE
-
-    g.add_argument("--interpolation-mode", default=DEFAULT_INTERPOLATION_MODE)
-    g.add_argument("--reward", default="clip", help="t2v reward: clip | lvlm | 'clip+lvlm weighted|normalized|borda' "
+    g.add_argument("--interpolation-mode", default=D["interpolation_mode"])
+    g.add_argument("--reward", default=D["t2v_reward"], help="t2v reward: clip | lvlm | 'clip+lvlm weighted|normalized|borda' "
                    "(the LVLM judge is configured by GVS_LVLM_URL/GVS_LVLM_MODEL/GVS_LVLM_API_KEY)")
     g.add_argument("--reward-prompt", default=None,
                    help="t2v: the text the reward scores, when it should differ from --prompt (what the video model "
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{t} {task_default_method(t)[0]}" for t in TASKS) + ")")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable), e.g. --param scale=2.0")
-    g.add_argument("--mg-scale", default="0", help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
+    g.add_argument("--mg-scale", default=D["mg_scale"], help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
     g.add_argument("--mg-normalized", action="store_true",
                    help="read --mg-scale as HARIVO's α (its effect at 24 frames × 32² latents) at this video's size")
     g.add_argument("--cfg-schedule", action="store_true", help="HARIVO CFG schedule (high CFG early)")
@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cfg", default=None)
     g.add_argument("--frames", default=None)
     g.add_argument("--size", default=None)
-    g.add_argument("--seed", default="0", help="integer, or -1 for a random seed")
-    g.add_argument("--eta", default=None, help="DDIM η, the same for every method, `none` included (default 1.0)")
+    g.add_argument("--seed", default=D["seed"], help="integer, or -1 for a random seed")
+    g.add_argument("--eta", default=D["eta"],
+                   help=f"DDIM η, the same for every method, `none` included (default {D['eta']:g})")
     from .model_options import add_model_arguments
 
     add_model_arguments(g)

@@ -1,4 +1,5 @@
-"""End to end: the app as a subprocess on 127.0.0.1, driven through gradio_client (all four endpoints)."""
+"""End to end: the app as a subprocess on 127.0.0.1, driven through gradio_client (all four endpoints, named fields:
+one `request` object and the tab's uploads; docs/api.md)."""
 from __future__ import annotations
 
 import json
@@ -24,9 +25,24 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
+UPLOADS = ("style_image", "audio", "first_frame", "last_frame")
+
+
+def submit(client, api_name, prompt=None, **kw):
+    """A job of `api_name`: the uploads among `kw` as file inputs, the rest (and the prompt) as named fields."""
+    files = {k: kw.pop(k) for k in UPLOADS if k in kw}
+    fields = ({} if prompt is None else {"prompt": prompt}) | kw
+    return client.submit(request=fields, api_name=api_name, **files)
+
+
+def predict(client, api_name, prompt=None, **kw):
+    return submit(client, api_name, prompt, **kw).result(timeout=300)
+
+
 def _run(client, api_name, *args, **kw):
     kw.setdefault("method", "none")  # the plumbing under test; the tabs' default methods are slower
-    job = client.submit(*args, api_name=api_name, steps=STEPS, **kw)
+    kw.setdefault("steps", STEPS)
+    job = submit(client, api_name, *args, **kw)
     result = job.result(timeout=300)
     return job, result
 
@@ -47,17 +63,20 @@ ENDPOINTS = ("/text_to_video", "/style_transfer", "/audio_alignment", "/frame_in
 
 
 def test_endpoints_listed(client):
-    """The four endpoints and their _compare twins, and nothing else public; a twin takes exactly its tab's
-    parameters (same names, order and defaults); 5 and 7 outputs."""
+    """The four endpoints and their _compare twins, and nothing else public; each takes `request` (named fields,
+    listed with the tab's defaults) then the tab's uploads, a twin exactly its tab's; 5 and 7 outputs."""
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(api) == set(ENDPOINTS) | {f"{e}_compare" for e in ENDPOINTS}
+    uploads = {"/text_to_video": [], "/style_transfer": ["style_image"], "/audio_alignment": ["audio"],
+               "/frame_interpolation": ["first_frame", "last_frame"]}
     for e in ENDPOINTS:
         params = [(p["parameter_name"], p.get("parameter_default")) for p in api[e]["parameters"]]
         assert params == [(p["parameter_name"], p.get("parameter_default"))
                           for p in api[f"{e}_compare"]["parameters"]]
-        names = [n for n, _ in params]
-        assert names[0] == "prompt" and "method" in names and "seed" in names and "steps" in names
-        assert "token" not in names and "request" not in names
+        assert [n for n, _ in params] == ["request"] + uploads[e]
+        defaults = params[0][1]
+        assert {"prompt", "method", "params", "seed", "steps", "frames", "size"} <= set(defaults)
+        assert not set(defaults) & set(UPLOADS)
         assert (len(api[e]["returns"]), len(api[f"{e}_compare"]["returns"])) == (5, 7)
 
 
@@ -109,7 +128,7 @@ def test_frame_interpolation(client, examples_dir):
 
 
 def test_cancel_then_keeps_serving(client):
-    job = client.submit(PROMPT, api_name="/text_to_video", steps=100, method="none")
+    job = submit(client, "/text_to_video", PROMPT, steps=100, method="none")
     wait_until(job.outputs, timeout=240, what="a first streamed step")
     job.cancel()
     wait_until(job.done, timeout=120, what="the cancelled job to end")
@@ -124,13 +143,15 @@ def test_cancel_then_keeps_serving(client):
     ("/text_to_video", {"prompt": PROMPT, "frames": 7}, "frames"),
     ("/text_to_video", {"prompt": PROMPT, "seed": None}, "seed"),
     ("/text_to_video", {"prompt": PROMPT, "method": "magic"}, "method"),
+    ("/text_to_video", {"prompt": PROMPT, "stpes": 3}, "stpes: unknown field"),
+    ("/text_to_video", {"prompt": PROMPT, "params": {"scale": "x"}}, "param scale"),
     ("/style_transfer", {"prompt": PROMPT}, "style_image"),
     ("/audio_alignment", {"prompt": PROMPT}, "audio"),
     ("/frame_interpolation", {"prompt": PROMPT}, "first_frame"),
 ])
 def test_bad_inputs_name_the_field(client, api, kw, field):
     with pytest.raises(Exception) as e:
-        client.predict(api_name=api, **kw)
+        predict(client, api, **kw)
     assert field in str(e.value)
 
 
@@ -140,11 +161,11 @@ def test_bad_uploads_name_the_field(client, tmp_path):
     txt = tmp_path / "notes.wav"
     txt.write_text("not audio at all " * 40)
     with pytest.raises(Exception, match="audio"):
-        client.predict(PROMPT, audio=handle_file(str(txt)), api_name="/audio_alignment")
+        predict(client, "/audio_alignment", PROMPT, audio=handle_file(str(txt)))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     with pytest.raises(Exception, match="style_image"):
-        client.predict(PROMPT, style_image=handle_file(str(bad)), api_name="/style_transfer")
+        predict(client, "/style_transfer", PROMPT, style_image=handle_file(str(bad)))
     # and the server still serves
     _, result = _run(client, "/text_to_video", PROMPT)
     _check_video(result, 8)
@@ -153,7 +174,7 @@ def test_bad_uploads_name_the_field(client, tmp_path):
 def test_compare_endpoint_same_seed_and_eta(client):
     import json
 
-    job = client.submit(PROMPT, api_name="/text_to_video_compare", method="titan", steps=STEPS, seed=7, eta=0.5)
+    job = submit(client, "/text_to_video_compare", PROMPT, method="titan", steps=STEPS, seed=7, eta=0.5)
     preview, plot, unguided, guided, table, report, summary = job.result(timeout=300)
     paths = [v["video"] if isinstance(v, dict) else v for v in (unguided, guided)]
     assert paths[0] != paths[1] and all(media.count_frames(p) == 8 for p in paths)
@@ -167,7 +188,7 @@ def test_compare_endpoint_same_seed_and_eta(client):
 
 def test_compare_refuses_method_none(client):
     with pytest.raises(Exception, match="method"):
-        client.predict(PROMPT, api_name="/text_to_video_compare", method="none", steps=STEPS)
+        predict(client, "/text_to_video_compare", PROMPT, method="none", steps=STEPS)
 
 
 def test_text_to_video_with_trained_video_parts(client, app_server, tmp_path):
@@ -198,7 +219,7 @@ def test_text_to_video_with_trained_video_parts(client, app_server, tmp_path):
                          "w_dc": 0.0, "w_trs": 0.0})
     train(other, quiet=True)
     with pytest.raises(AppError, match="video_parts: other/final was trained for another model family"):
-        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts="other/final")
+        predict(client, "/text_to_video", PROMPT, method="none", steps=STEPS, video_parts="other/final")
     with pytest.raises(AppError) as e:
-        client.predict(PROMPT, api_name="/text_to_video", method="none", steps=STEPS, video_parts=str(final))
+        predict(client, "/text_to_video", PROMPT, method="none", steps=STEPS, video_parts=str(final))
     assert str(e.value) == f"video_parts: {REFUSED}"

@@ -104,13 +104,14 @@ def server(tmp_path_factory):
 
 
 def _data(server, api, **values):
-    """The positional `data` of a raw call: the endpoint's defaults (as /gradio_api/info lists them), some replaced."""
-    params = server["info"][api]["parameters"]
-    names = [p["parameter_name"] for p in params]
-    unknown = set(values) - set(names)
-    assert not unknown, unknown
-    return [values[p["parameter_name"]] if p["parameter_name"] in values else p.get("parameter_default")
-            for p in params]
+    """The `data` of a raw call: one object of named fields (the values that are not file inputs; the server fills
+    the rest from the tab's defaults), then the endpoint's file inputs in the order /gradio_api/info lists them."""
+    files = [p["parameter_name"] for p in server["info"][api]["parameters"]][1:]
+    return [{k: v for k, v in values.items() if k not in files}] + [values.get(f) for f in files]
+
+
+def _fields(**values) -> dict:
+    return {"request": values}
 
 
 def call(server, api, data, timeout=240.0):
@@ -200,7 +201,8 @@ class Case:
 
 def normal_run(server) -> bool:
     """The next normal request: a cheap text-to-video run through gradio_client, its video written."""
-    result = server["client"].predict(PROMPT, api_name="/text_to_video", method="none", steps=1)
+    result = server["client"].predict(request={"prompt": PROMPT, "method": "none", "steps": 1},
+                                      api_name="/text_to_video")
     video = result[2]["video"] if isinstance(result[2], dict) else result[2]
     return Path(video).is_file() and Path(video).stat().st_size > 0
 
@@ -250,7 +252,8 @@ def test_prompts_carrying_paths_are_only_text(server):
 
 def test_file_fields_take_uploads_only(server):
     """Every file field, raw API values: a server path (absolute, traversal, through the upload folder), a URL for
-    the server to fetch, a bare string, a FileData without its meta, a number: refused naming the field."""
+    the server to fetch, a bare string, a FileData without its meta, a number: refused naming the field. A file
+    field sent inside the named fields (as text or a FileData) is refused the same way."""
     case = Case(server, "file fields: server paths, URLs, wrong shapes")
     canary = server["canary"]
     upload_dir = server["dir"] / "gradio-cache"
@@ -268,6 +271,14 @@ def test_file_fields_take_uploads_only(server):
             for value in values if field == "style_image" else values[:2] + values[5:6] + values[-3:-2]:
                 case.refused(call(server, api, _data(server, api, **{"prompt": PROMPT, "method": "none", "steps": 1,
                                                                      field: value})), f"{field}: ", (field, value))
+            # a file field inside the named fields (a server path as text, a FileData): refused, nothing opened
+            for value in (str(canary / "img.png"), values[0]):
+                data = [{"prompt": PROMPT, "method": "none", "steps": 1, field: value}] + [None] * len(fields)
+                case.refused(call(server, api, data), f"{field}: is an upload, not a named field", (field, value))
+            # a file value anywhere else inside them (a method parameter, a text field): refused before Gradio
+            for where in ({"params": {"step_size": values[0]}}, {"negative_prompt": [values[0]]}):
+                data = [{"prompt": PROMPT, "method": "titan", "steps": 1, **where}] + [None] * len(fields)
+                case.refused(call(server, api, data), "request: holds a file value", (field, where))
     case.finish()
 
 
@@ -302,17 +313,21 @@ def _wrong_values(server, api):
     return [("steps", "abc", "steps: expected a whole number, got 'abc'"), ("steps", [1], "steps: expected a whole"),
             ("steps", "2.5", "steps: must be a whole number"), ("seed", {"x": 1}, "seed: expected a whole number"),
             ("cfg", "1e999", "cfg: must be finite"), ("cfg", True, "cfg: expected a number"),
-            ("frames", "999", "frames: '999' is not one of"), ("size", [32], "size: a list is not one of"),
+            ("frames", "999", "frames: 999 is not available in this preset"),
+            ("size", [32], "size: expected a whole number, got a list"),
             ("method", 5, "method: 5 is not one of"), ("prompt", ["x"], "prompt: expected text"),
-            ("eta", "x", "eta: expected a number"), ("mg_scale", None, "mg_scale: is required"),
+            ("eta", "x", "eta: expected a number"), ("mg_scale", None, "mg_scale: is null"),
             ("cfg_schedule", "maybe", "cfg_schedule: expected true or false"),
             ("seed", "1" * 400, "seed: "), ("prompt", "x" * 1_000_000, "prompt: is 1000000 characters"),
-            ("negative_prompt", "y " * 300_000, "negative_prompt: is 599999 characters")]
+            ("negative_prompt", "y " * 300_000, "negative_prompt: is 599999 characters"),
+            ("stpes", 3, "stpes: unknown field"), ("params", [1], "params: expected an object"),
+            ("params", {"nope": 1}, "param nope: unknown parameter"), ("params", {"update": ["x"]}, "param update:")]
 
 
 def test_wrong_types_and_missing_values_on_every_endpoint(server):
-    """Every endpoint: numbers, choices and text of the wrong type get the field named in plain words; fewer values
-    than the endpoint takes get `request: ...`; a body that is not JSON or has no list gets an HTTP 4xx."""
+    """Every endpoint: numbers, choices and text of the wrong type, unknown fields and method parameters get the
+    field named in plain words; no values, or a `request` that is not an object of named fields, get `request: ...`;
+    a body that is not JSON or has no list gets an HTTP 4xx."""
     import httpx
 
     case = Case(server, "wrong types, missing values (8 endpoints)")
@@ -325,7 +340,10 @@ def test_wrong_types_and_missing_values_on_every_endpoint(server):
             case.refused(call(server, api, _data(server, api, **{"prompt": PROMPT, "method": method, "steps": 1,
                                                                  field: value})), want, (api, field, value))
         case.refused(call(server, api, []), "request: this endpoint takes", (api, "[]"))
-        case.refused(call(server, api, [PROMPT]), "request: this endpoint takes", (api, "[prompt]"))
+        files = [None] * (len(server["info"][api]["parameters"]) - 1)
+        for value, want in ((PROMPT, "request: expected a JSON object"), (5, "request: expected an object"),
+                            ([PROMPT], "request: expected an object"), ('{"steps": "abc"}', "steps: expected")):
+            case.refused(call(server, api, [value] + files), want, (api, value))
         for body in (b"{not json", b'{"data": 5}', b'{"nodata": []}'):
             r = httpx.post(f"{server['url']}/gradio_api/call{api}", content=body,
                            headers={"content-type": "application/json"}, timeout=30)
@@ -334,8 +352,7 @@ def test_wrong_types_and_missing_values_on_every_endpoint(server):
             case.leaked += leaks(server, r.text)
             case.clean += 1
     # numbers and choices arriving as text are parsed: the run finishes with them
-    frames = str(server["info"]["/text_to_video"]["parameters"][[p["parameter_name"] for p in server["info"][
-        "/text_to_video"]["parameters"]].index("frames")]["parameter_default"])
+    frames = str(server["info"]["/text_to_video"]["parameters"][0]["parameter_default"]["frames"])
     case.answered(call(server, "/text_to_video", _data(server, "/text_to_video", prompt=PROMPT, method="none",
                                                        steps="1", seed="3", frames=frames, cfg="7.5",
                                                        cfg_schedule="false")), "text numbers")
@@ -351,10 +368,10 @@ def test_concurrent_cancels(server):
 
     clients = [server["client"]] + [Client(server["url"], verbose=False) for _ in range(2)]
     case = Case(server, "concurrent cancels")
-    long = clients[0].submit(PROMPT, api_name="/text_to_video", method="none", steps=200)
+    long = clients[0].submit(api_name="/text_to_video", **_fields(prompt=PROMPT, method="none", steps=200))
     wait_until(long.outputs, timeout=240, what="the long job's first streamed step")
-    queued = clients[1].submit(PROMPT, api_name="/text_to_video", method="none", steps=200)
-    normal = clients[2].submit(PROMPT, api_name="/text_to_video", method="none", steps=1)
+    queued = clients[1].submit(api_name="/text_to_video", **_fields(prompt=PROMPT, method="none", steps=200))
+    normal = clients[2].submit(api_name="/text_to_video", **_fields(prompt=PROMPT, method="none", steps=1))
     threads = [threading.Thread(target=job.cancel) for job in (long, long, long, long, queued, queued)]
     for t in threads:
         t.start()
@@ -380,7 +397,7 @@ def test_a_burst_beyond_the_queue(server):
 
     client = server["client"]
     case = Case(server, f"burst beyond the queue ({QUEUE_MAX_SIZE} + 8)")
-    hold = client.submit(PROMPT, api_name="/text_to_video", method="none", steps=200)
+    hold = client.submit(api_name="/text_to_video", **_fields(prompt=PROMPT, method="none", steps=200))
     wait_until(hold.outputs, timeout=240, what="the holding job's first streamed step")
     accepted, refused = [], 0
     for i in range(QUEUE_MAX_SIZE + 8):

@@ -61,7 +61,7 @@ def test_replacement_reproduces_the_key_frames(micro):
 def test_the_interpolation_tabs_example_moves_monotonically_from_key_to_key(micro):
     """The app's Frame interpolation example (its default method and mode) on the micro preset: the object's
     centroid moves forward along the key-to-key axis in every frame, and the end frames sit on the keys."""
-    from app import _examples_for
+    from pipelines.studio.examples import example_rows as _examples_for
     from pipelines.evaluation.readers import centroids as _centroids
     from pipelines.presets import load_preset
     from pipelines.request import DEFAULT_INTERPOLATION_MODE, Generation, GenerationRequest, validate

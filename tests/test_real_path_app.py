@@ -52,7 +52,8 @@ def test_every_endpoint_on_the_real_set_up(sd15_client, examples_dir, api, task,
     client, log = sd15_client
     files = {k: handle_file(str(examples_dir / v)) for k, v in extra.items()}
     method = task_default_method(task)[0]
-    job = client.submit(PROMPT, api_name=api, steps=STEPS, frames=8, method=method, **files)
+    job = client.submit(request={"prompt": PROMPT, "steps": STEPS, "frames": 8, "method": method}, api_name=api,
+                        **files)
     preview, plot, video, report_path, summary = job.result(timeout=300)
     outs = job.outputs()
     assert len(outs) >= 2 and all(o[0] is not None for o in outs[1:])  # the first step streamed, then the final row

@@ -110,9 +110,9 @@ def _one(client, i: int, slot: dict):
     api, prompt, uploads = TABS[slot["tab"]]
     files = {k: handle_file(str(EXAMPLES / name)) for k, name in uploads(slot["cycle"]).items()}
     audio = slot["tab"] == "audio"
-    kw = dict(method=slot["method"], steps=slot["steps"], seed=i, **files)
+    kw = dict(request=dict(prompt=prompt, method=slot["method"], steps=slot["steps"], seed=i), **files)
     if slot["cancel"]:
-        job = client.submit(prompt, api_name=api, **kw)
+        job = client.submit(api_name=api, **kw)
         wait_until(job.outputs, timeout=240, what=f"run {i}'s first streamed row")  # its first step is streamed
         t = time.perf_counter()
         job.cancel()
@@ -123,8 +123,7 @@ def _one(client, i: int, slot: dict):
         return seconds, {"streamed_rows": streamed}
     t = time.perf_counter()
     if slot["compare"]:
-        preview, plot, unguided, guided, table, report, summary = client.predict(prompt, api_name=f"{api}_compare",
-                                                                                 **kw)
+        preview, plot, unguided, guided, table, report, summary = client.predict(api_name=f"{api}_compare", **kw)
         seconds = time.perf_counter() - t
         paths = [_path(unguided), _path(guided)]
         assert paths[0] != paths[1], paths
@@ -132,7 +131,7 @@ def _one(client, i: int, slot: dict):
             _check_video(p, audio)
         assert f"Same seed {i}" in table and slot["method"] in table, (i, slot, table)
     else:
-        preview, plot, video, report, summary = client.predict(prompt, api_name=api, **kw)
+        preview, plot, video, report, summary = client.predict(api_name=api, **kw)
         seconds = time.perf_counter() - t
         _check_video(_path(video), audio)
         assert "before" in summary and "after" in summary and f"seed {i}" in summary, (i, slot, summary)

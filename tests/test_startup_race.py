@@ -64,7 +64,8 @@ def race_once(tmp: Path, requests: int = 2) -> str:
                     return f"no client ({e}); app {'exited' if proc.poll() is not None else 'alive'}: {text()[-1500:]}"
                 time.sleep(0.1)
         caching = "ready: examples" not in text()
-        jobs = [client.submit(PROMPT, api_name="/text_to_video", method="titan", steps=4, frames=8, seed=i)
+        jobs = [client.submit(request={"prompt": PROMPT, "method": "titan", "steps": 4, "frames": 8, "seed": i},
+                              api_name="/text_to_video")
                 for i in range(requests)]
         problems = []
         for i, job in enumerate(jobs):
@@ -116,7 +117,8 @@ def test_examples_that_fail_do_not_stop_start_up_and_are_computed_again_next_tim
                    what="start-up to end")
         assert proc.poll() is None, log.read_text()[-3000:]
         assert "example failed: t2v" in log.read_text()
-        out = Client(url, verbose=False).predict(PROMPT, api_name="/text_to_video", method="none", steps=3)
+        out = Client(url, verbose=False).predict(request={"prompt": PROMPT, "method": "none", "steps": 3},
+                                                 api_name="/text_to_video")
         assert "stopped: the job reached its time cap of 0.001 s (--max-job-seconds)" in out[-1]
         assert out[2] in (None, {"__type__": "update"})  # no video: the output is left as it was
     finally:

@@ -12,8 +12,11 @@ Everything a user can get wrong is checked once, with the field named: the CLI p
 
 - `validation`: the request, its limits and defaults, parameter parsing, and `validate` (-> `Prepared`).
 - `running`: `run` / `Generation`, the step stream with cancel and memory release.
+- `fields`: the request as named fields (the app's API), `field_defaults` (the one table of defaults read by
+  the app, its API and the CLI) and `check_fields` (each field's type, the field named).
 - `reports`: `build_report`, `finalize` (mp4 + JSON, atomic), `summary_text` and `trust_region_counts`.
 """
+from .fields import CONSTANT_DEFAULTS, check_fields, field_defaults, method_defaults, tab_fields, to_request
 from .reports import build_report, finalize, summary_text, trust_region_counts
 from .running import Generation, release_memory, run
 from .validation import (
@@ -24,6 +27,7 @@ from .validation import (
 )
 
 __all__ = [
+    "CONSTANT_DEFAULTS", "check_fields", "field_defaults", "method_defaults", "tab_fields", "to_request",
     "CFG_RANGE", "DEFAULT_ETA", "DEFAULT_INTERPOLATION_MODE", "ETA_RANGE", "INTERPOLATION_MODES", "MAX_PROMPT_CHARS",
     "MAX_SEED", "MG_RANGE", "MIN_STYLE_SIDE", "STEPS_RANGE", "TASK_NAMES",
     "GenerationRequest", "Prepared", "RequestError", "asdict_shallow", "check_prompt", "check_step_range",

@@ -56,9 +56,12 @@ def example_fn(studio, task: str, defaults: dict, names: list[str]):
     It runs as a job like any request (`studio.iterate`: a slot, the torch thread), so caching at start-up never
     runs beside a request. An example that fails returns a row whose status says why instead of raising: Gradio
     would stop the app's start-up for it (issue #32); the app serves, and that example shows its error."""
+    from .handlers import widget_fields
+
     def fn(*vals):
         kw = dict(defaults)
         kw.update(dict(zip(names, vals)))
+        kw = widget_fields(kw)
         last = None
         try:
             for last in studio.iterate(studio.generate(task, kw, None, busy=False)):

@@ -29,7 +29,8 @@ def gpu_seconds(kw: dict, compare: bool = False) -> int:
 
 
 def gpu_decorator(names: list, compare: bool = False, spaces_module=None):
-    """A decorator for a handler taking the tab's inputs positionally: `spaces.GPU(duration=...)` sized by
+    """A decorator for a handler taking `names` positionally (the page's widgets, or the API's `request` object of
+    named fields and its uploads): `spaces.GPU(duration=...)` sized by
     `gpu_seconds` on ZeroGPU, the function itself elsewhere."""
     if spaces_module is None:
         try:  # Hugging Face ZeroGPU: `spaces.GPU` allocates a GPU per call; a no-op everywhere else
@@ -42,6 +43,8 @@ def gpu_decorator(names: list, compare: bool = False, spaces_module=None):
     def duration(*values, **kwargs):
         kw = dict(zip(names, values))
         kw.update({k: v for k, v in kwargs.items() if k in names})
+        if isinstance(kw.get("request"), dict):  # the API's named fields (`pipelines.request.fields`)
+            kw.update(kw.pop("request"))
         return gpu_seconds(kw, compare)
 
     def wrap(fn):

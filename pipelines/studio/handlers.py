@@ -17,9 +17,8 @@ from typing import Optional
 import gradio as gr
 
 from .. import media
-from ..request import (
-    DEFAULT_INTERPOLATION_MODE, GenerationRequest, RequestError, finalize, release_memory, run, summary_text, validate,
-)
+from ..request import RequestError, check_fields, finalize, release_memory, run, summary_text, to_request, validate
+from ..request.fields import UPLOADS
 from ..sampler import Cancelled
 from ..ui import StatusTracker, busy_notice, reward_plot_data, series_name
 from .messages import internal_error, log, scrub
@@ -43,7 +42,17 @@ ENDPOINTS = {
     "audio": "audio_alignment",
     "interpolate": "frame_interpolation",
 }
-REQUIRED = ("method", "mg_scale", "seed", "steps", "cfg", "frames", "size")
+
+
+def widget_fields(kw: dict) -> dict:
+    """The page's widget values (method parameters as `<method>__<name>`) as the request's named fields: the
+    chosen method's parameters under `params`, the other methods' dropped. Named fields pass through unchanged."""
+    if not any("__" in k for k in kw):
+        return dict(kw)
+    method = kw.get("method")
+    out = {k: v for k, v in kw.items() if "__" not in k}
+    out["params"] = {k.split("__", 1)[1]: v for k, v in kw.items() if k.startswith(f"{method}__") and v is not None}
+    return out
 
 
 def stream_every() -> float:
@@ -119,9 +128,6 @@ class Studio:
         """Generations at once: one per pooled GPU (one on CPU)."""
         return len(self.pool) if self.pool is not None else 1
 
-    def param_inputs(self) -> list[str]:
-        return [f"{m}__{s.name}" for m in self.methods for s in self.specs[m]]
-
     # --- runs and cancel -----------------------------------------------------------------------------------------
     def begin(self) -> tuple[str, str]:
         """The page's Generate / Compare click: a queued run; (its token, the status line to show)."""
@@ -187,28 +193,15 @@ class Studio:
 
     # --- request -------------------------------------------------------------------------------------------------
     def prepare(self, task: str, kw: dict, method: Optional[str] = None, preset=None):
-        for name in REQUIRED:
-            if kw.get(name) is None:
-                fail(name, "is required")
-        method = method or kw["method"]
-        if method not in self.specs:
-            fail("method", f"{method!r} is not one of {self.methods}")
-        params = {}
-        for s in self.specs[method]:  # omitted ones get the preset's default in resolve_params
-            v = kw.get(f"{method}__{s.name}")
-            if v is not None:
-                params[s.name] = v
-        req = GenerationRequest(
-            task=task, prompt=kw.get("prompt"), negative_prompt=kw.get("negative_prompt") or "", method=method,
-            params=params, mg_scale=kw["mg_scale"], cfg_schedule=bool(kw.get("cfg_schedule")), seed=kw["seed"],
-            eta=kw.get("eta"), steps=kw["steps"], cfg=kw["cfg"], frames=kw["frames"], size=kw["size"],
-            style_image=kw.get("style_image"), audio=kw.get("audio"), first_frame=kw.get("first_frame"),
-            last_frame=kw.get("last_frame"),
-            interpolation_mode=kw.get("interpolation_mode") or DEFAULT_INTERPOLATION_MODE,
-            t2v_reward=kw.get("t2v_reward") or "clip", reward_prompt=kw.get("reward_prompt") or None,
-        )
+        """`kw`: the request's named fields (`pipelines.request.fields`; any left out take the tab's defaults) and
+        the task's uploads; `method` replaces the chosen method (and its parameters: that method's defaults)."""
+        uploads = {k: kw[k] for k in UPLOADS if kw.get(k) is not None}
+        named = {k: v for k, v in kw.items() if k not in UPLOADS}
+        if method is not None:
+            named.update(method=method, params={})
+        preset = preset or self.preset
         try:
-            return validate(req, preset or self.preset)
+            return validate(to_request(task, check_fields(task, named, preset), uploads), preset)
         except RequestError as e:
             fail(e.field, e.message)
 
@@ -369,9 +362,9 @@ class Studio:
     def _compare(self, task: str, kw: dict, progress, run_: Run, preset):
         from ..compare import task_metric
 
-        if kw.get("method") == "none":
-            fail("method", "choose a guidance method to compare with the unguided run (the method is `none`)")
         guided = self.prepare(task, kw, preset=preset)
+        if guided.request.method == "none":
+            fail("method", "choose a guidance method to compare with the unguided run (the method is `none`)")
         base = self.prepare(task, {**kw, "seed": guided.seed}, method="none", preset=preset)
         deadline, job = self._start_job()  # one cap for both runs
         for n in guided.notices:

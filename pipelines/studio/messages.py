@@ -81,6 +81,8 @@ def check_request(block_fn, inputs) -> None:
                        f"/gradio_api/info), got {got}", print_exception=False)
     root = Path(get_upload_folder()).resolve()
     for field, value in zip(fields, inputs):
+        if field == "request":  # the API's named fields: a file never travels inside them (Gradio reads those too)
+            _check_named_fields(value)
         if field not in UPLOAD_FIELDS or value is None:
             continue
         if hasattr(value, "model_dump"):  # a FileData object (example caching passes Gradio's own models)
@@ -99,6 +101,30 @@ def check_request(block_fn, inputs) -> None:
         if "://" in path or path.startswith("data:") or not inside:
             log(f"refused: {field}: a file value that is not an upload")
             raise gr.Error(REFUSED_FILE.format(field=field), print_exception=False)
+
+
+def _check_named_fields(value) -> None:
+    """The API's `request` object holds no upload field and no file value at any depth: a file goes in the
+    endpoint's file inputs, where the checks above apply."""
+    if not isinstance(value, dict):
+        return  # the request layer names what is wrong with it
+    for key in value:
+        if key in UPLOAD_FIELDS:
+            log(f"refused: {key}: inside the named fields")
+            raise gr.Error(f"{key}: is an upload, not a named field: send it as the endpoint's `{key}` file input",
+                           print_exception=False)
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            meta = item.get("meta")
+            if isinstance(meta, dict) and meta.get("_type") == "gradio.FileData" or depth > 32:
+                log("refused: request: a file value inside the named fields")
+                raise gr.Error("request: holds a file value; files go in the endpoint's file inputs (docs/api.md)",
+                               print_exception=False)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 REFUSED_FILE = "{field}: takes an uploaded file only; a path on the server or a URL is refused (upload the file)"

@@ -80,9 +80,9 @@ def _named(base):
     return Named
 
 
-Textbox, Slider, Number, Dropdown, Checkbox, Image, Audio = (
+Textbox, Slider, Number, Dropdown, Checkbox, Image, Audio, Json = (
     _named(gr.Textbox), _named(gr.Slider), _named(gr.Number), _named(gr.Dropdown), _named(gr.Checkbox),
-    _named(gr.Image), _named(gr.Audio),
+    _named(gr.Image), _named(gr.Audio), _named(gr.JSON),
 )
 
 
