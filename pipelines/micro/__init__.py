@@ -1,6 +1,6 @@
 """The micro world (rendered clips with exact ground truth; world 1 and world 2, `get_world`), its detector, look
 reader (`read_look`: any image to its nearest world-2 background look) and judge; the micro models are trained by
-`pipelines.training.micro_stages` (`pipelines.micro.train` is its compatibility entry).
+`pipelines.training.micro_stages` (`python -m pipelines train-micro`).
 
 `MICRO_DIR` is where the trained weights live (diffusers layout, loadable by `AnimateDiffPipeline.from_pretrained`).
 """
