@@ -47,7 +47,7 @@ def _flag(field: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .guidance import METHODS
     from .presets import presets_help, task_default_method
-    from .tasks import TASKS
+    from .task_options import TASKS
 
     p = _OneLineParser(prog="python -m pipelines", description="Guided Video Studio command line")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)

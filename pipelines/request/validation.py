@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from .. import media
 from ..media import Audio, MediaError
+from ..task_options import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES, T2V_REWARDS, TASKS
 
 TASK_NAMES = {
     "t2v": "Text to video",
@@ -26,11 +27,6 @@ ETA_RANGE = (0.0, 1.0)
 #: One η for every method, the unguided `none` included: comparing a guided run with an unguided one at another η
 #: changes two things at once. Free²Guide draws its candidates from the DDIM noise σ_t, which needs η > 0.
 DEFAULT_ETA = 1.0
-INTERPOLATION_MODES = ("both", "reward", "replacement")
-#: The one default of the interpolation constraint (CLI, app widget, API, `GenerationRequest`, `TaskInputs` and the
-#: evaluation's interpolation cases): `both` = the key frames' latents replaced after every step (exact ends) and the
-#: reward guiding the frames between them (bench/EVALUATE.md, "Interpolation that interpolates").
-DEFAULT_INTERPOLATION_MODE = "both"
 #: A style image with a side below this many pixels carries a colour but hardly a texture: it gets a notice.
 MIN_STYLE_SIDE = 16
 
@@ -298,7 +294,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     Raises `RequestError(field, message)`; never touches the output paths.
     """
     from ..guidance import METHODS, make_guidance
-    from ..tasks import TASKS, TaskInputs, build_task
+    from ..tasks import TaskInputs, build_task  # torch: imported when a request is validated, not with the app
 
     notices: list[str] = []
     if req.task not in TASKS:
@@ -343,8 +339,6 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
         raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
-    from ..tasks import T2V_REWARDS
-
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
     from rewards.lvlm import POLICIES
@@ -430,6 +424,9 @@ def asdict_shallow(req: GenerationRequest) -> dict:
 
 
 def _guess_field(msg: str, task: str) -> str:
+    head = msg.split(":", 1)[0].strip()
+    if ":" in msg and head in GenerationRequest.__dataclass_fields__:  # "<field>: message" names its field
+        return head
     low = msg.lower()
     if low.startswith(("t2v_reward", "lvlm")):  # the text reward's judge is missing or misconfigured
         return "t2v_reward"
