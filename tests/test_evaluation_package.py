@@ -127,11 +127,14 @@ def test_every_evaluation_module_imports_first_in_a_fresh_interpreter():
 
 # ------------------------------------------------------------------------------------------- one object definition
 def test_no_scorer_counts_objects_its_own_way():
-    """The ablation, the bench and the compare view read videos through the package's readers."""
-    for path in (PKG / "training" / "ablation.py", ROOT / "bench" / "micro_guidance.py", PKG / "compare.py"):
+    """The ablation, the personalised base, the bench and the compare view read videos through the package's readers
+    (no detector imported around them, no own IoU or centroid-jump formula)."""
+    for path in (PKG / "training" / "ablation.py", PKG / "training" / "personalise.py",
+                 ROOT / "bench" / "micro_guidance.py", PKG / "compare.py"):
         text = path.read_text()
         assert "ndimage" not in text and "object_mask" not in text, path
-        assert "evaluation.readers" in text, path
+        assert "evaluation.readers" in text and "micro.detector" not in text, path
+        assert "match_frames(" not in text and "np.diff" not in text, path
     from pipelines.training import ablation
 
     assert not hasattr(ablation, "_components")

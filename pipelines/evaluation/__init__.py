@@ -18,8 +18,9 @@ Modules (each imports only those above it):
 - `cli.py`      `python -m pipelines evaluate` (flags and outputs: DESIGN contract 6).
 - `micro_model.py` the unguided micro model's accuracy on seen and held-out prompts.
 
-The compare view (`pipelines/compare.py`), the HARIVO ablation (`pipelines/training/ablation.py`) and
-`bench/micro_guidance.py` score videos with `readers.py`.
+The compare view (`pipelines/compare.py`), the HARIVO ablation (`pipelines/training/ablation.py`, its columns read by
+`readers.harivo_reading`), the personalised base (`pipelines/training/personalise.py`) and `bench/micro_guidance.py`
+score videos with `readers.py`.
 
 Importing the package imports none of its modules (import the one you need).
 """

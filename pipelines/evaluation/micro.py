@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .cases import Case
-from .readers import centroids, fidelity, impacts_met, match_frames, target_of
+from .readers import centroids, fidelity, impacts_met, sync_iou, target_of
 
 SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree", "audio", "mg")
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
@@ -312,9 +312,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
     if suite == "audio":
         impacts = case.target["impacts"]
         contacts = list(d.get("bounce_frames") or [])
-        for name, tol in (("sync_iou", 0), ("sync_iou_1", 1)):
-            m = match_frames(impacts, contacts, tol)
-            out[name] = m / float(len(impacts) + len(contacts) - m)
+        out["sync_iou"], out["sync_iou_1"] = sync_iou(impacts, contacts, 0), sync_iou(impacts, contacts, 1)
         out["impacts_met"] = impacts_met(impacts, contacts, 1)
         out["contacts"] = contacts
         out["target"] = out["sync_iou"]

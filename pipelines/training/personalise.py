@@ -98,8 +98,11 @@ def prompts() -> list[dict]:
 
 
 def score(pipe, seeds: int, steps: int = 20) -> dict:
-    from ..micro.detector import detect
+    """Share of videos with a striped background, and of those showing the prompt's background, direction, colour
+    and shape (the evaluation package's readers: `detect`, `content_kept`)."""
+    from ..evaluation.readers import content_kept, detect
 
+    keys = {"background_kept": "background", "direction": "motion", "colour": "colour", "shape": "shape"}
     rows = []
     for pi, p in enumerate(prompts()):
         for k in range(seeds):
@@ -107,9 +110,9 @@ def score(pipe, seeds: int, steps: int = 20) -> dict:
             v = pipe(p["prompt"], num_frames=8, num_inference_steps=steps, guidance_scale=7.5, generator=g,
                      output_type="pt").frames[0]
             d = detect(v)
-            rows.append({"striped": d["background"] == "striped", "background_kept": d["background"] == p["background"],
-                         "direction": d["motion"] == p["motion"], "colour": d["colour"] == p["colour"],
-                         "shape": d["shape"] == p["shape"]})
+            ok = content_kept(d, p, tuple(keys.values()))
+            rows.append({"striped": d["background"] == "striped",
+                         **{name: ok[f"{k}_ok"] == 1.0 for name, k in keys.items()}})
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["videos"] = len(rows)
     return out
