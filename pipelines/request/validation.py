@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import media
+from ..keyvalue import parse_method_pairs, parse_pairs
 from ..media import Audio, MediaError
 from ..task_options import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES, T2V_REWARDS, TASKS
 
@@ -248,28 +249,18 @@ def check_step_range(params: dict, steps: int) -> None:
 
 def parse_param_strings(items) -> dict:
     """CLI `--param name=value` (repeated) -> dict of strings (converted by `resolve_params`)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise RequestError("--param", f"expected name=value, got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if not k:
-            raise RequestError("--param", f"expected name=value, got {item!r}")
-        out[k] = v.strip()
-    return out
+    try:
+        return {k.replace("-", "_"): v for k, v in parse_pairs(items, "name=value").items()}
+    except ValueError as e:
+        raise RequestError("--param", str(e)) from None
 
 
 def parse_method_param_strings(items) -> dict:
     """CLI `--param METHOD.NAME=VALUE` (repeated; bench and evaluate) -> {method: {name: value string}}."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        method, dot, name = (part.strip() for part in key.partition("."))
-        if not sep or not dot or not method or not name:
-            raise RequestError("--param", f"expected METHOD.NAME=VALUE, got {item!r}")
-        out.setdefault(method, {})[name] = value.strip()
-    return out
+    try:
+        return parse_method_pairs(items)
+    except ValueError as e:
+        raise RequestError("--param", str(e)) from None
 
 
 def style_image_notice(img, field_name: str = "style_image") -> Optional[str]:
