@@ -3,7 +3,8 @@
     python bench/import_graph.py [--root DIR] [--json]
 
 Every `import` / `from ... import` statement that names a module of the two packages is an edge, wherever it
-stands (module level or inside a function: a lazy import is still a dependency). `from pkg import name` points at
+stands (module level or inside a function: a lazy import is still a dependency), and so is a string constant that is
+exactly a module's dotted name (a dynamic import by name, e.g. a table of commands). `from pkg import name` points at
 `pkg.name` when that is a module, else at `pkg` (its `__init__`). Imports under `if TYPE_CHECKING:` are left out.
 
 Printed:
@@ -65,7 +66,8 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[st
     is_pkg = path.name == "__init__.py"
     here = name.split(".") if is_pkg else name.split(".")[:-1]
     out = []
-    for node, top in _walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node, top in _walk(tree):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         else:
@@ -81,6 +83,12 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[st
                 target = target.rpartition(".")[0]
             if target and target != name:
                 out.append((target, top, node.lineno))
+    # a string that is exactly a library module's name is a dynamic import (`importlib.import_module(NAME)`, a table
+    # of commands); counted as a lazy edge, so that a string cannot hide a dependency
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in modules \
+                and node.value != name:
+            out.append((node.value, False, node.lineno))
     return out
 
 
