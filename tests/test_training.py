@@ -442,21 +442,16 @@ def test_a_personalised_micro_base_loads_under_the_shipped_temporal_layers(tmp_p
 def _former_train_lora(pipe, steps, batch, rank=8, lr=1e-3, background="striped", seed=0):
     """personalise.train_lora's own optimiser loop, before it ran on `loop.run_steps`: (per-step losses, LoRA state)."""
     import numpy as np
-    import peft
     from peft.utils import get_peft_model_state_dict
 
     from pipelines.training.losses import noised, simple_loss
     from pipelines.training.loop import TextCache
-    from pipelines.training.modules import image_unet_from_video
-    from pipelines.training.personalise import LORA_TARGETS, _frames_batch
+    from pipelines.training.personalise import _frames_batch, lora_image_unet
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    image = image_unet_from_video(pipe.unet).train()
-    image.requires_grad_(False)
-    image.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                      target_modules=LORA_TARGETS))
-    opt = torch.optim.AdamW([p for p in image.parameters() if p.requires_grad], lr=lr)
+    image, params = lora_image_unet(pipe, rank)
+    opt = torch.optim.AdamW(params, lr=lr)
     vae, sched = pipe.vae, pipe.scheduler
     alphas = sched.alphas_cumprod.float()
     encode = TextCache(pipe.text_encoder, pipe.tokenizer, pipe.device)

@@ -39,26 +39,34 @@ def _frames_batch(rng: np.random.Generator, n: int, background: str):
     return torch.stack(frames), captions
 
 
+def lora_image_unet(pipe, rank: int = 8):
+    """The image part of `pipe.unet` (`image_unet_from_video`, frozen) with a LoRA of `rank` on its attention
+    projections (`LORA_TARGETS`), in train mode; returns (model, the LoRA's parameters)."""
+    import peft
+
+    from .modules import image_unet_from_video
+
+    image = image_unet_from_video(pipe.unet).train()
+    image.requires_grad_(False)
+    image.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                      target_modules=LORA_TARGETS))
+    return image, [p for p in image.parameters() if p.requires_grad]
+
+
 def train_lora(pipe, out: Path, steps: int = 300, batch: int = 16, rank: int = 8, lr: float = 1e-3,
                background: str = "striped", seed: int = 0, log=print, quiet: bool = False) -> dict:
     """Train a LoRA on the image part of `pipe.unet` (frames with `background` only) on the training package's one
     loop (`loop.run_steps`: constant LR, no clipping, the step log in `out/train/log.jsonl`); save it in `out`."""
-    import peft
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     from .losses import noised, simple_loss
     from .loop import TextCache, make_accelerator, run_steps, start_run
-    from .modules import image_unet_from_video
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    image = image_unet_from_video(pipe.unet).train()
-    image.requires_grad_(False)
-    image.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                      target_modules=LORA_TARGETS))
-    params = [p for p in image.parameters() if p.requires_grad]
+    image, params = lora_image_unet(pipe, rank)
     opt = torch.optim.AdamW(params, lr=lr)
     vae, sched = pipe.vae, pipe.scheduler
     alphas = sched.alphas_cumprod.float()
