@@ -50,6 +50,7 @@ def main() -> None:
     import httpx
     from gradio_client import Client
 
+    from pipelines.keyvalue import parse_pairs
     from pipelines.presets import load_preset
     from pipelines.request import GenerationRequest, finalize, run, validate
     from pipelines.ui import configure_torch_threads
@@ -57,7 +58,7 @@ def main() -> None:
 
     configure_torch_threads()
     d = Path(tempfile.mkdtemp(prefix="gvs-bench-"))
-    app_env = dict(kv.split("=", 1) for kv in a.app_env)
+    app_env = parse_pairs(a.app_env, "--app-env KEY=VALUE")
     proc, url = start_app(free_port(), d / "app.log", extra=("--preset", "micro", "--cache-examples", "off"),
                           env_extra=app_env)
     http = None

@@ -57,13 +57,9 @@ class WholeFile(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, key):
-        import imageio.v2 as imageio
-
         i = key[0] if isinstance(key, tuple) else key
         path, cap = self.ds.items[i]
-        reader = imageio.get_reader(str(path), format="ffmpeg")
-        frames = [np.asarray(fr) for fr in reader]
-        reader.close()
+        _, frames = media.read_frames(path)
         src = 25.0
         step = max(1, int(round(src / 6)))
         need = 23 * step + 1

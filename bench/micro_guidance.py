@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.guidance import METHODS, make_guidance  # noqa: E402
+from pipelines.keyvalue import parse_method_pairs, read_value  # noqa: E402
 from pipelines.evaluation.readers import content_kept, detect, endpoint_mse, impacts_met  # noqa: E402
 from pipelines.micro import world  # noqa: E402
 from pipelines.presets import load_preset  # noqa: E402
@@ -93,16 +94,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--mg-scale", type=float, default=0.0)
     ap.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale")
-    ap.add_argument("--param", action="append", default=[], help="method.name=value (repeatable)")
+    ap.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help="repeatable")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     preset = load_preset("micro", device="cpu")
-    extra: dict = {}
-    for item in a.param:
-        key, value = item.split("=", 1)
-        m, name = key.split(".", 1)
-        extra.setdefault(m, {})[name] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+    try:
+        extra = {m: {n: read_value(v) for n, v in given.items()} for m, given in parse_method_pairs(a.param).items()}
+    except ValueError as e:
+        ap.error(f"--param: {e}")
     rows, base = [], {}
     print("| task | method | reward | gain vs none | metric | s/video |\n|---|---|---|---|---|---|", flush=True)
     for task in a.tasks.split(","):

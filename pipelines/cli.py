@@ -1,4 +1,4 @@
-"""`python -m pipelines generate|bench|train-micro` (DESIGN.md contracts 3 and 5).
+"""`python -m pipelines generate|bench|evaluate|<a module's command line>` (DESIGN.md contracts 3 and 5).
 
 generate: validates through `pipelines.request` (the same layer the app uses), streams one progress line per step
 to stderr, then writes the mp4 and the JSON report atomically. Exit codes: 0 success, 2 bad input (one line on
@@ -14,6 +14,21 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 EXIT_BAD_INPUT = 2
+
+#: Subcommands that run another module's command line as it is (its own flags and `--help`):
+#: `python -m pipelines NAME ARGS...` is `python -m MODULE ARGS...`.
+PASS_THROUGH = {
+    "train-micro": ("pipelines.training.micro_stages", "train the micro models into assets/micro/"),
+    "train": ("pipelines.training.__main__", "train HARIVO's video parts on a frozen image model"),
+    "ablation": ("pipelines.training.ablation", "HARIVO's ablation in miniature on the micro world"),
+    "normality": ("pipelines.training.normality", "HARIVO's Table A1: is correlated video noise Gaussian?"),
+    "personalise": ("pipelines.training.personalise", "a personalised (LoRA) image model under the micro model's "
+                                                      "temporal layers"),
+    "ship": ("pipelines.training.ship", "ship a training run's video parts as a preset folder"),
+    "evaluate-micro-model": ("pipelines.evaluation.micro_model", "the unguided micro model's accuracy on seen and "
+                                                                 "held-out prompts"),
+    "judge": ("pipelines.micro.judge", "the micro world's stand-in LVLM judge, served over HTTP"),
+}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -47,7 +62,7 @@ def _flag(field: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from .guidance import METHODS
     from .presets import presets_help, task_default_method
-    from .tasks import TASKS
+    from .task_options import TASKS
 
     p = _OneLineParser(prog="python -m pipelines", description="Guided Video Studio command line")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -124,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser(sub.add_parser("evaluate", help="guidance suites × methods × seeds: exact on the micro preset, "
                                                    "real-weight metrics on the others"))
 
-    t = sub.add_parser("train-micro", help="train the micro models into assets/micro/", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, (module, what) in PASS_THROUGH.items():
+        t = sub.add_parser(name, help=f"{what} (python -m {module.removesuffix('.__main__')})", add_help=False)
+        t.add_argument("rest", nargs=argparse.REMAINDER)
     return p
 
 
@@ -274,22 +290,25 @@ def cmd_bench(a, argv: Sequence[str] = ()) -> int:
     return 0
 
 
-def cmd_train_micro(rest: Sequence[str]) -> int:
-    """`train-micro`: the micro models' stages of the training package (`python -m pipelines.training micro-models`)."""
+def cmd_pass_through(name: str, rest: Sequence[str]) -> int:
+    """A `PASS_THROUGH` subcommand: the module's `main` with the rest of the command line."""
+    import importlib
+
+    module = PASS_THROUGH[name][0]
     try:
-        from .training import micro_stages
+        main_of = importlib.import_module(module).main
     except ImportError as e:
-        print(f"error: train-micro: the training module is not available ({e})", file=sys.stderr)
+        print(f"error: {name}: {module} is not available ({e})", file=sys.stderr)
         return 1
-    rc = micro_stages.main(list(rest))
+    rc = main_of(list(rest))
     return int(rc or 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if argv[:1] == ["train-micro"]:
-        return cmd_train_micro(argv[1:])
+    if argv[:1] and argv[0] in PASS_THROUGH:
+        return cmd_pass_through(argv[0], argv[1:])
     a = build_parser().parse_args(argv)
     try:
         if a.command == "generate":

@@ -80,15 +80,13 @@ def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     if r.task == "audio" and prepared.audio is not None and is_micro_world(prepared.preset_name):
         from rewards.metrics import audio_onset_times, av_align
 
-        from .evaluation.readers import detect, match_frames
+        from .evaluation.readers import detect, sync_iou
 
         fps = float(prepared.fps)
         onsets = audio_onset_times(prepared.audio.wave, prepared.audio.sample_rate)
         impacts = sorted({int(round(t * fps)) for t in onsets if t * fps < frames.shape[0] - 0.5})
         contacts = list(detect(frames).get("bounce_frames") or [])
-        hit = match_frames(impacts, contacts, 0)
-        union = len(impacts) + len(contacts) - hit
-        v = hit / union if union else 0.0
+        v = sync_iou(impacts, contacts, 0)
         aa = float(av_align(frames, prepared.audio.wave, prepared.audio.sample_rate, fps))
         return Metric("exact-frame sync", v, f"contacts on the exact thump frames: IoU {v:.3g} (thumps at frames "
                       f"{impacts}, contacts at {contacts}; AV-Align within ±1 frame {aa:.3g})")

@@ -21,6 +21,10 @@ Audio
 - audio longer than the video is cropped to the video length, shorter audio is padded with silence; both with a
   notice.
 
+Video in
+- `read_frames`: the one video reader (the imageio-ffmpeg binary; ffmpeg's own input/output options for a seek or a
+  frame selection), used by the real suites' FVD, the training data's ffmpeg backend and the loader bench.
+
 Video out
 - h264 in mp4 with `yuv420p` (raw frames piped to the imageio-ffmpeg binary at a constant frame rate, so every
   frame is written once, in order), AAC audio when there is audio; odd sizes are padded to even; frames can be
@@ -450,6 +454,28 @@ def probe(path) -> str:
     """ffmpeg's stream description of a media file (stderr of `ffmpeg -i`); there is no ffprobe."""
     proc = subprocess.run([_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, text=True)
     return proc.stderr
+
+
+def read_frames(path, max_frames: Optional[int] = None, input_params: Optional[list] = None,
+                output_params: Optional[list] = None) -> tuple[dict, list[np.ndarray]]:
+    """A video file's metadata (`size`, `fps`, `duration`, ...) and frames as (H, W, 3) uint8 arrays, decoded by the
+    imageio-ffmpeg binary with ffmpeg's `input_params` / `output_params`; at most `max_frames` (0: the metadata
+    alone)."""
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path), input_params=input_params, output_params=output_params)
+    frames: list[np.ndarray] = []
+    try:
+        meta = next(gen)
+        w, h = meta["size"]
+        if max_frames != 0:
+            for buf in gen:
+                frames.append(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+                if max_frames and len(frames) >= max_frames:
+                    break
+    finally:
+        gen.close()
+    return meta, frames
 
 
 def count_frames(path) -> int:

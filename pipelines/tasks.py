@@ -16,13 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .request.validation import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES  # one definition, shared with validate
 from .sampler import StepHook
-
-TASKS = ("t2v", "style", "audio", "interpolate")
-#: Rewards the text-to-video task can score with: CLIP text alignment, an LVLM judge (black box: Free²Guide or
-#: none), or an ensemble of both (Free²Guide's weighted sum with β = 0.75 on the LVLM, normalised sum, Borda).
-T2V_REWARDS = ("clip", "lvlm", "clip+lvlm weighted", "clip+lvlm normalized", "clip+lvlm borda")
+from .task_options import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES, T2V_REWARDS, TASKS
 
 
 @dataclass
@@ -213,7 +208,7 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
         missing = "first_frame" if inputs.first_frame is None else "last_frame"
         raise ValueError(f"{missing}: frame interpolation needs both a first and a last frame")
     if inputs.interpolation_mode not in INTERPOLATION_MODES:
-        raise ValueError(f"interpolation_mode must be one of {', '.join(INTERPOLATION_MODES)}")
+        raise ValueError(f"interpolation_mode: must be one of {', '.join(INTERPOLATION_MODES)}")
     if num_frames < 2:
         raise ValueError("frames: interpolation needs at least 2 frames")
     first = image_tensor(inputs.first_frame, (height, width), "first_frame")
@@ -223,10 +218,8 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
     device, dtype = _placement(preset)
     reward = InterpolationReward(known, indices=indices).to(device, dtype)
     if is_wan_preset(preset):  # latent frame 0 = video frame 0; latent k ≥ 1 = video frames 4k−3..4k (docs/wan.md)
-        if inputs.interpolation_mode == "replacement":
-            from .request.validation import RequestError
-
-            raise RequestError("interpolation_mode", WAN_REPLACEMENT_REFUSED)
+        if inputs.interpolation_mode == "replacement":  # the request layer reads the field from the prefix
+            raise ValueError(f"interpolation_mode: {WAN_REPLACEMENT_REFUSED}")
         hooks = []
         if inputs.interpolation_mode == "both":
             hooks = [WanKeyReplacement(first[None], [0])]

@@ -19,6 +19,18 @@ class RewardError(ValueError):
     """A reward cannot be built or evaluated (bad reference input, missing weights, bad endpoint)."""
 
 
+class ModelWrapper:
+    """A model held by a reward that is not itself an `nn.Module` (e.g. `rewards.clip.ClipModel`): its weights are
+    the module `self.model`, and `to(device, dtype)` moves them (and drops whatever it cached for the old placement).
+    A reward moves the wrappers it holds with itself and lists their tensors in `placement`."""
+
+    model: torch.nn.Module
+
+    def to(self, device=None, dtype=None) -> "ModelWrapper":
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+
 class Reward:
     name: str = "reward"
     #: True when `__call__` is differentiable w.r.t. the frames (gradient methods need it).
@@ -71,11 +83,9 @@ class Reward:
 
 
 def _move(value, device, dtype):
-    from .clip import ClipModel
-
     if isinstance(value, torch.Tensor):
         return value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-    if isinstance(value, (torch.nn.Module, ClipModel, Reward)):
+    if isinstance(value, (torch.nn.Module, ModelWrapper, Reward)):
         value.to(device=device, dtype=dtype)
         return value
     if isinstance(value, list):
@@ -86,9 +96,8 @@ def _move(value, device, dtype):
 
 
 def _walk(obj, prefix: str, seen=None):
-    """(name, tensor) for every tensor reachable from a reward's attributes (modules, ClipModels, nested rewards)."""
-    from .clip import ClipModel
-
+    """(name, tensor) for every tensor reachable from a reward's attributes (modules, model wrappers such as
+    ClipModel, nested rewards)."""
     seen = set() if seen is None else seen
     if id(obj) in seen:
         return
@@ -100,7 +109,7 @@ def _walk(obj, prefix: str, seen=None):
             yield f"{prefix}.{n}", t
         for n, t in obj.named_buffers():
             yield f"{prefix}.{n}", t
-    elif isinstance(obj, ClipModel):
+    elif isinstance(obj, ModelWrapper):
         yield from _walk(obj.model, f"{prefix}.model", seen)
     elif isinstance(obj, (list, tuple)):
         for k, v in enumerate(obj):

@@ -18,7 +18,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .base import RewardError
+from .base import ModelWrapper, RewardError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,7 +86,7 @@ def to_image_tensor(image, who: str = "image") -> torch.Tensor:
     return t
 
 
-class ClipModel:
+class ClipModel(ModelWrapper):
     """A CLIP model + tokenizer with differentiable torch-side preprocessing."""
 
     def __init__(self, model, tokenizer=None, name: str = "clip"):
@@ -119,7 +119,7 @@ class ClipModel:
         return int(self.model.config.vision_config.num_hidden_layers)
 
     def to(self, device=None, dtype=None) -> "ClipModel":
-        self.model.to(device=device, dtype=dtype)
+        super().to(device=device, dtype=dtype)
         self._text_cache.clear()
         return self
 

@@ -36,6 +36,7 @@ import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def main(argv=None) -> int:
 
     from pipelines.frame_tokens import HarivoFrameTokens
     from pipelines.micro.loading import load_micro_pipeline
+    from pipelines.training.loop import make_accelerator, run_steps
 
     if args.old_folder:
         folder = Path(args.old_folder)
@@ -163,18 +165,28 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     new = HarivoFrameTokens(dim=old.cfg["dim"], text_length=old.cfg["text_length"], num_tokens=k_tokens, max_frames=mf)
     opt = torch.optim.Adam(new.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps, eta_min=args.lr / 20)
     pick = torch.Generator().manual_seed(args.seed + 1)
     t0 = time.time()
-    for step in range(1, args.steps + 1):
-        idx = torch.randint(x.shape[0], (args.batch,), generator=pick)
-        loss = (new(x[idx], mf) - target[idx]).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == 1:
-            print(f"step {step:5d} mse {loss.item():.5f} ({time.time() - t0:.0f} s)", flush=True)
+
+    def cosine(step: int) -> float:  # cosine annealing from lr to lr/20 over the steps
+        return 1 / 20 + (1 - 1 / 20) * (1 + math.cos(math.pi * step / args.steps)) / 2
+
+    def mse(idx):
+        loss = (model(x[idx], mf) - target[idx]).pow(2).mean()
+        return loss, {"mse": loss}
+
+    # the training package's one loop (a throwaway run folder: the log is printed below, not shipped with --out)
+    acc = make_accelerator(cpu=True, device_placement=False)
+    model, opt = acc.prepare(new, opt)
+    with tempfile.TemporaryDirectory() as run:
+        rows = run_steps(acc, model, opt, out=Path(run), start=0, end=args.steps, total=args.steps, lr=args.lr,
+                         lr_factor=cosine, batch_fn=lambda step, micro: torch.randint(x.shape[0], (args.batch,),
+                                                                                      generator=pick),
+                         loss_fn=mse, params=list(new.parameters()), log_every=500, desc="fit", quiet=True)
+    new = acc.unwrap_model(model)
+    for r in rows:
+        if r["step"] % 500 == 0 or r["step"] == 1:
+            print(f"step {r['step']:5d} mse {r['mse']:.5f} ({r['wall_s']:.0f} s)", flush=True)
 
     def rel(a, b):
         return float((a - b).norm() / b.norm())

@@ -1,6 +1,5 @@
 """One evaluation package (`pipelines.evaluation`): no import circle, every module importable first in a fresh
 interpreter, one object definition, and the grid's sharding (accelerate's split) equal to a one-process run."""
-import ast
 import json
 import subprocess
 import sys
@@ -11,82 +10,33 @@ import pytest
 
 from pipelines.evaluation import grid as gr
 from pipelines.evaluation import micro
+from tests.test_import_graph import import_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pipelines"
 
 
 # ------------------------------------------------------------------------------------------------- import graph
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
+# One reader of the import graph: bench/import_graph.py (edges from every import statement, lazy ones too).
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts}
+    return {m: p for m, p in import_graph.module_files(ROOT).items() if m.split(".")[0] == "pipelines"}
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """module -> the `pipelines` modules it imports anywhere in its text (top level and inside functions):
+    """module -> the library modules it imports anywhere in its text (top level and inside functions):
     `from X import name` is an edge to X.name where that is a module, else to X."""
-    mods = _modules()
-    graph: dict[str, set[str]] = {}
-    for name, path in mods.items():
-        is_pkg = path.name == "__init__.py"
-        here = name.split(".") if is_pkg else name.split(".")[:-1]
-        edges = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                edges |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = here[: len(here) - node.level + 1] if node.level else []
-                target = ".".join(base + (node.module.split(".") if node.module else []))
-                for a in node.names:
-                    sub = f"{target}.{a.name}"
-                    edges.add(sub if sub in mods else target)
-        graph[name] = {e for e in edges if e in mods and e != name}
-    return graph
+    mods = import_graph.module_files(ROOT)
+    return {name: {t for t, _, _ in import_graph.imports_of(name, path, mods)} for name, path in mods.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on, out = {}, {}, [], set(), []
-    counter = [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in graph.get(v, ()):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+    """Strongly connected components with more than one module."""
+    edges = {v: set(graph.get(v, ())) for v in set(graph) | {w for ws in graph.values() for w in ws}}
+    return sorted(g for g in import_graph.strongly_connected(sorted(edges), edges) if len(g) > 1)
 
 
 def _evaluation_modules() -> list[str]:
-    return sorted(m for m in _modules() if m.startswith("pipelines.evaluation") or m.startswith("pipelines.evaluate")
-                  or m == "pipelines.micro.evaluate")
+    return sorted(m for m in _modules() if m.startswith("pipelines.evaluation"))
 
 
 def test_the_evaluation_modules_import_no_circle():
@@ -99,10 +49,8 @@ def test_the_evaluation_modules_import_no_circle():
     # the graph sees the edges that matter: the real suites build the one Case, the grid runs both kinds of suite
     assert "pipelines.evaluation.cases" in graph["pipelines.evaluation.real"]
     assert {"pipelines.evaluation.micro", "pipelines.evaluation.real"} <= graph["pipelines.evaluation.grid"]
-    # nothing in the package goes back to the old module names
-    for m in ours:
-        if m.startswith("pipelines.evaluation"):
-            assert not {"pipelines.evaluate", "pipelines.evaluate_real", "pipelines.micro.evaluate"} & graph[m], m
+    # no re-export modules under the old names: one name per module
+    assert not {"pipelines.evaluate", "pipelines.evaluate_real", "pipelines.micro.evaluate"} & set(_modules())
 
 
 def test_the_cycle_finder_finds_a_circle():
@@ -130,11 +78,14 @@ def test_every_evaluation_module_imports_first_in_a_fresh_interpreter():
 
 # ------------------------------------------------------------------------------------------- one object definition
 def test_no_scorer_counts_objects_its_own_way():
-    """The ablation, the bench and the compare view read videos through the package's readers."""
-    for path in (PKG / "training" / "ablation.py", ROOT / "bench" / "micro_guidance.py", PKG / "compare.py"):
+    """The ablation, the personalised base, the bench and the compare view read videos through the package's readers
+    (no detector imported around them, no own IoU or centroid-jump formula)."""
+    for path in (PKG / "training" / "ablation.py", PKG / "training" / "personalise.py",
+                 ROOT / "bench" / "micro_guidance.py", PKG / "compare.py"):
         text = path.read_text()
         assert "ndimage" not in text and "object_mask" not in text, path
-        assert "evaluation.readers" in text, path
+        assert "evaluation.readers" in text and "micro.detector" not in text, path
+        assert "match_frames(" not in text and "np.diff" not in text, path
     from pipelines.training import ablation
 
     assert not hasattr(ablation, "_components")

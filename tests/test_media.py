@@ -231,16 +231,14 @@ def _index_frames(n, size=16):
     return out
 
 
-def _read_indices(path, size=16):
-    import imageio_ffmpeg
-
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
+def _read_indices(path, size=16, max_frames=None):
+    """The frame indices `_index_frames` drew, read back through the one video reader (`media.read_frames`)."""
+    meta, frames = media.read_frames(path, max_frames)
     assert tuple(meta["size"]) == (size, size)
     bw, bh = size // 4, size // 2
     got = []
-    for buf in reader:
-        f = np.frombuffer(buf, np.uint8).reshape(size, size, 3).astype(np.float32).mean(axis=2)
+    for fr in frames:
+        f = fr.astype(np.float32).mean(axis=2)
         got.append(sum(1 << b for b in range(8)
                        if f[(b // 4) * bh:(b // 4 + 1) * bh, (b % 4) * bw:(b % 4 + 1) * bw].mean() > 127.5))
     return got
@@ -256,6 +254,16 @@ def test_write_mp4_keeps_every_frame_in_order(tmp_path, fps, counts):
         assert media.count_frames(out) == n, (n, fps)
         assert _read_indices(out) == list(range(n)), (n, fps)
         assert f"{fps} fps" in media.probe(out)
+
+
+def test_read_frames_stops_at_max_frames_and_reads_the_metadata_alone(tmp_path):
+    out = tmp_path / "v.mp4"
+    media.write_mp4(out, _index_frames(20), fps=8)
+    assert _read_indices(out, max_frames=5) == [0, 1, 2, 3, 4]
+    meta, frames = media.read_frames(out, max_frames=0)
+    assert frames == [] and meta["fps"] == 8 and tuple(meta["size"]) == (16, 16)
+    _, window = media.read_frames(out, output_params=["-vf", "select=eq(n\\,3)+eq(n\\,7)", "-fps_mode", "passthrough"])
+    assert len(window) == 2
 
 
 @pytest.mark.parametrize("preset", ["veryfast", "ultrafast"])

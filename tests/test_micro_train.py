@@ -351,7 +351,7 @@ def test_stage_lr_schedule_is_the_former_formula_through_get_scheduler(total):
 
 
 def test_stage_logs_the_scheduled_lr(trained):
-    from pipelines.micro.train import SIZES
+    from pipelines.training.micro_models import SIZES
 
     root, _ = trained
     rows = [json.loads(l) for l in (root / "work" / "clip" / "log.jsonl").read_text().splitlines()]
@@ -413,14 +413,17 @@ def test_resume_from_a_checkpoint_in_the_former_layout(tmp_path):
     np.testing.assert_allclose(lb, la[2:], rtol=1e-4, atol=1e-6)
 
 
-def test_old_entry_points_are_the_training_package(capsys):
-    """`python -m pipelines.micro.train` and `python -m pipelines train-micro` run the training package's stages."""
+def test_entry_points_are_the_training_package(capsys):
+    """`python -m pipelines train-micro` and `python -m pipelines.training micro-models` run the training package's
+    stages (the former `python -m pipelines.micro.train` entry is gone: no module re-exports them)."""
+    import importlib.util
+
     from pipelines import cli
-    from pipelines.micro import train as shim
     from pipelines.training import micro_stages
     from pipelines.training.__main__ import main as training_main
 
-    assert shim.Trainer is micro_stages.Trainer and shim.main is micro_stages.main
-    for run in (lambda a: cli.main(["train-micro", *a]), shim.main, lambda a: training_main(["micro-models", *a])):
+    assert importlib.util.find_spec("pipelines.micro.train") is None
+    for run in (lambda a: cli.main(["train-micro", *a]), micro_stages.main,
+                lambda a: training_main(["micro-models", *a])):
         assert run(["--stages", "nope", "--out", "/nonexistent/x", "--work", "/nonexistent/y"]) == 2
         assert "nope" in capsys.readouterr().err

@@ -205,7 +205,7 @@ def test_web_names_stay_inside_the_model_folder_with_one_answer(trained, lora_fi
 
 
 def test_evaluate_runs_with_trained_parts(trained, tmp_path, capsys):
-    from pipelines.evaluate import evaluate
+    from pipelines.evaluation.grid import evaluate
     from pipelines.model_options import parse_options
 
     out = tmp_path / "ev"

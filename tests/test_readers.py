@@ -132,3 +132,99 @@ def test_the_small_readers_every_scorer_shares():
     assert count_objects(frame) == 0
     frame[0, 20, 20:20 + MIN_OBJECT_PX] = 1.0
     assert count_objects(frame) == 1
+
+
+# ---------------------------------------------------------------- the scorers that moved here read what they read
+def _former_max_jump(centroids) -> float:  # pipelines/training/ablation.py's own copy, before it read through here
+    pts = [c for c in centroids if c is not None]
+    if len(pts) < len(centroids) or len(pts) < 2:
+        return float("inf")
+    return float(np.linalg.norm(np.diff(np.asarray(pts), axis=0), axis=1).max())
+
+
+def _videos():
+    """Rendered clips, one with the object wiped from a frame, one smeared with noise, one with a second object."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (c, s, m) in enumerate(world.HELD_OUT[:4]):
+        a, _ = _clip(c, s, m, world.BACKGROUNDS[i % len(world.BACKGROUNDS)], seed=i)
+        out.append((a, dict(colour=c, shape=s, motion=m)))
+    a, t = _clip(seed=7)
+    gone = a.copy()
+    gone[3] = gone[3].min(axis=(1, 2), keepdims=True)  # frame 3: only background, no object
+    out.append((gone, t))
+    out.append((np.clip(a + rng.normal(0, 0.3, a.shape), 0, 1).astype(np.float32), t))
+    two = a.copy()
+    two[:, 1, 26:30, 2:6] = 1.0
+    out.append((two, t))
+    return out
+
+
+def test_the_ablation_reading_is_the_former_ablation_scorer():
+    from pipelines.evaluation.readers import (colour_kept, content_kept, count_objects, detect, frame_change,
+                                              harivo_reading, max_jump, rendered_max_jump)
+
+    limit = rendered_max_jump(40)
+    assert 0 < limit < 32
+    for a, p in _videos():
+        d = detect(a)
+        assert max_jump(d["centroids"]) == _former_max_jump(d["centroids"])
+        content = content_kept(d, p, ("colour", "shape"))["content"] == 1.0
+        action = content_kept(d, p, ("motion",))["content"] == 1.0
+        former = {"content": content, "action": action, "smooth": _former_max_jump(d["centroids"]) <= limit,
+                  "non_weird": all(count_objects(f) == 1 for f in a) and colour_kept(d, p["colour"]) == 1.0,
+                  "dframe": float(np.abs(np.diff(a, axis=0)).mean()), "all_right": content and action}
+        assert harivo_reading(a, p, limit) == former
+        assert frame_change(a) == former["dframe"]
+    readings = [harivo_reading(a, p, limit) for a, p in _videos()]
+    assert all(r["content"] and r["action"] and r["smooth"] and r["non_weird"] for r in readings[:4])
+    assert not readings[4]["smooth"]  # an object missing in a frame is not smooth
+    assert not readings[6]["non_weird"]  # a second object is weird
+    assert max_jump([(0.0, 0.0), None, (1.0, 1.0)]) == float("inf") and max_jump([(0.0, 0.0), (3.0, 4.0)]) == 5.0
+
+
+def test_sync_iou_is_the_compare_views_and_the_audio_suites_formula():
+    from pipelines.evaluation.readers import match_frames, sync_iou
+
+    for impacts, contacts in (([3, 15], [3, 15]), ([3, 15], [4, 15]), ([3, 15], []), ([3], [2, 3, 4]), ([], [])):
+        for tol in (0, 1):
+            hit = match_frames(impacts, contacts, tol)
+            union = len(impacts) + len(contacts) - hit
+            assert sync_iou(impacts, contacts, tol) == (hit / union if union else 0.0)
+    assert sync_iou([3, 15], [4, 15], 0) == 1 / 3 and sync_iou([3, 15], [4, 15], 1) == 1.0
+
+
+class _FakePipe:
+    """A pipeline stand-in that returns rendered clips of the prompt (the scorers under test read them)."""
+
+    def __call__(self, prompt, num_frames=8, generator=None, **kw):
+        import torch
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        vids = []
+        for i, text in enumerate(prompts):
+            t = world.parse_caption(text)
+            v, _ = world.render_clip(t["colour"], t["shape"], t["motion"], t["background"], seed=i)
+            vids.append(v)
+        return type("Out", (), {"frames": torch.stack(vids)})()
+
+
+def test_the_personalised_base_and_the_ablation_score_rendered_clips_as_they_did():
+    from pipelines.evaluation.micro import prompt_set
+    from pipelines.micro.detector import detect
+    from pipelines.training import ablation, personalise
+
+    got = personalise.score(_FakePipe(), seeds=1, steps=1)
+    rows = []
+    for p in personalise.prompts():  # the former scorer: the detector's fields against the prompt's
+        v, _ = world.render_clip(p["colour"], p["shape"], p["motion"], p["background"], seed=0)
+        d = detect(v)
+        rows.append({"striped": d["background"] == "striped", "background_kept": d["background"] == p["background"],
+                     "direction": d["motion"] == p["motion"], "colour": d["colour"] == p["colour"],
+                     "shape": d["shape"] == p["shape"]})
+    assert got == {**{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, "videos": len(rows)}
+    assert got["striped"] == 0.0 and got["background_kept"] == 1.0 and got["direction"] == 1.0
+
+    out = ablation.score_videos(_FakePipe(), seeds=1, mg_scale=0.0, jump_limit=100.0, steps=1)
+    assert out["videos"] == len(prompt_set(12)) and out["content"] == 1.0 and out["action"] == 1.0
+    assert out["smooth"] == 1.0 and out["non_weird"] == 1.0 and out["held_out"] == 1.0

@@ -439,6 +439,73 @@ def test_a_personalised_micro_base_loads_under_the_shipped_temporal_layers(tmp_p
     assert {q["motion"] for q in prompts()} == set(world.MOTIONS)
 
 
+def _former_train_lora(pipe, steps, batch, rank=8, lr=1e-3, background="striped", seed=0):
+    """personalise.train_lora's own optimiser loop, before it ran on `loop.run_steps`: (per-step losses, LoRA state)."""
+    import numpy as np
+    from peft.utils import get_peft_model_state_dict
+
+    from pipelines.training.losses import noised, simple_loss
+    from pipelines.training.loop import TextCache
+    from pipelines.training.personalise import _frames_batch, lora_image_unet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    image, params = lora_image_unet(pipe, rank)
+    opt = torch.optim.AdamW(params, lr=lr)
+    vae, sched = pipe.vae, pipe.scheduler
+    alphas = sched.alphas_cumprod.float()
+    encode = TextCache(pipe.text_encoder, pipe.tokenizer, pipe.device)
+    losses = []
+    for _ in range(steps):
+        frames, captions = _frames_batch(rng, batch, background)
+        with torch.no_grad():
+            z0 = vae.encode(frames * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+        t = torch.randint(0, len(alphas), (batch,))
+        zt, target = noised(z0, torch.randn_like(z0), alphas[t], sched.config.prediction_type)
+        loss = simple_loss(image(zt, t, encoder_hidden_states=encode(captions)).sample, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses, {k: v.detach().clone() for k, v in get_peft_model_state_dict(image).items()}
+
+
+def test_the_lora_trains_on_the_one_loop_as_it_did_on_its_own(tmp_path):
+    """personalise.train_lora on `loop.run_steps` takes the same steps as its former hand-written loop: the same
+    losses at the logged steps and the same LoRA weights."""
+    pytest.importorskip("peft")
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from pipelines.micro.loading import load_micro_pipeline
+    from pipelines.training.personalise import train_lora
+
+    pipe = load_micro_pipeline()
+    losses, state = _former_train_lora(pipe, steps=3, batch=2)
+    info = train_lora(pipe, tmp_path / "lora", steps=3, batch=2, log=lambda m: None, quiet=True)
+    rows = [json.loads(x) for x in (tmp_path / "lora" / "train" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 3]
+    assert [r["loss"] for r in rows] == pytest.approx([losses[0], losses[2]], rel=1e-6, abs=0)
+    assert info["loss_first"] == pytest.approx(np.mean(losses), rel=1e-6)
+    saved = load_file(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"))
+    assert len(saved) == len(state) > 0
+    ours = sorted(saved.values(), key=lambda v: (tuple(v.shape), float(v.double().sum())))
+    former = sorted(state.values(), key=lambda v: (tuple(v.shape), float(v.double().sum())))
+    for a, b in zip(ours, former):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_one_optimiser_loop():
+    """Every optimiser step in the library, the scripts and the bench runs in `loop.run_steps`."""
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("pipelines/**/*.py"), *root.glob("rewards/*.py"), *root.glob("scripts/*.py"),
+                 *root.glob("bench/*.py")]:
+        if path.name == "loop.py" and path.parent.name == "training":
+            continue
+        text = path.read_text()
+        assert "opt.step()" not in text and "optimizer.step()" not in text and "sched.step()" not in text, path
+
+
 def test_ablation_runs_the_cumulative_table_by_default_and_follow_ups_on_request():
     from pipelines.training.ablation import CONFIGS, EXTRA_CONFIGS, selected
 

@@ -2,7 +2,7 @@
 
     python -m pipelines evaluate --suite style,interpolate --methods none,titan,mpgd --seeds 2 --out runs/eval
 
-Modules (each imports only those above it; nothing here imports `pipelines.evaluate*`):
+Modules (each imports only those above it):
 - `cases.py`    `Case`: one prompt, its inputs and what its metric compares with (micro and real suites alike).
 - `readers.py`  what a micro video shows, read exactly: `detect`, `count_objects` (the one definition of an object,
                 ≥ `MIN_OBJECT_PX` = 4 px), `content_kept`, `colour_kept`, `residual`, `halo` / `off_colour`
@@ -18,9 +18,9 @@ Modules (each imports only those above it; nothing here imports `pipelines.evalu
 - `cli.py`      `python -m pipelines evaluate` (flags and outputs: DESIGN contract 6).
 - `micro_model.py` the unguided micro model's accuracy on seen and held-out prompts.
 
-The compare view (`pipelines/compare.py`), the HARIVO ablation (`pipelines/training/ablation.py`) and
-`bench/micro_guidance.py` score videos with `readers.py`. `pipelines/evaluate.py`, `pipelines/evaluate_real.py` and
-`pipelines/micro/evaluate.py` only re-export names from here, for old imports.
+The compare view (`pipelines/compare.py`), the HARIVO ablation (`pipelines/training/ablation.py`, its columns read by
+`readers.harivo_reading`), the personalised base (`pipelines/training/personalise.py`) and `bench/micro_guidance.py`
+score videos with `readers.py`.
 
 Importing the package imports none of its modules (import the one you need).
 """

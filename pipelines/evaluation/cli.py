@@ -18,7 +18,8 @@ from ..presets import is_micro_world
 from . import real as er
 from .grid import evaluate, plot, read_rows, write_summary
 from .micro import SUITES
-from .specs import _value, split_specs
+from ..keyvalue import read_value
+from .specs import split_specs
 
 
 def build_parser(p: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
@@ -110,7 +111,7 @@ def main(argv=None, args=None) -> int:
     from ..request import RequestError, parse_method_param_strings
 
     try:
-        override = {m: {n: _value(v) for n, v in given.items()}
+        override = {m: {n: read_value(v) for n, v in given.items()}
                     for m, given in parse_method_param_strings(a.param).items()}
     except RequestError as e:
         print(f"error: {e}", file=sys.stderr)

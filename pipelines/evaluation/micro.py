@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .cases import Case
-from .readers import centroids, fidelity, impacts_met, match_frames, target_of
+from .readers import centroids, fidelity, impacts_met, sync_iou, target_of
 
 SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree", "audio", "mg")
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
@@ -78,7 +78,7 @@ def _key_case(cid: str, colour: str, shape: str, motion: str, p0, p1) -> Case:
     """An interpolation case: key frames with the object's top-left at p0 and p1 on gray, in the default
     interpolation mode (a `mode=` in the method spec overrides it)."""
     from ..micro import world
-    from ..request import DEFAULT_INTERPOLATION_MODE
+    from ..task_options import DEFAULT_INTERPOLATION_MODE
 
     frames = world.render_positions(colour, shape, "gray", [p0, p1])
     keys = centroids(frames)
@@ -176,7 +176,7 @@ def example_cases(task: str, num_frames: int = 8, rows=None) -> list[Case]:
     the grid's (method spec, seed). ValueError names a row that is not a case of its suite (a style reference that
     is not one of the world's patterns; key frames without one object each)."""
     from ..micro import world
-    from ..request import DEFAULT_INTERPOLATION_MODE
+    from ..task_options import DEFAULT_INTERPOLATION_MODE
     from ..studio.examples import EXAMPLE_IMPACT_TIMES, EXAMPLE_UPLOADS, example_names, example_rows
 
     rows = example_rows(task) if rows is None else rows
@@ -312,9 +312,7 @@ def metrics(suite: str, case: Case, frames) -> dict:
     if suite == "audio":
         impacts = case.target["impacts"]
         contacts = list(d.get("bounce_frames") or [])
-        for name, tol in (("sync_iou", 0), ("sync_iou_1", 1)):
-            m = match_frames(impacts, contacts, tol)
-            out[name] = m / float(len(impacts) + len(contacts) - m)
+        out["sync_iou"], out["sync_iou_1"] = sync_iou(impacts, contacts, 0), sync_iou(impacts, contacts, 1)
         out["impacts_met"] = impacts_met(impacts, contacts, 1)
         out["contacts"] = contacts
         out["target"] = out["sync_iou"]

@@ -1,6 +1,7 @@
 """Readers of micro-world videos: what a generated video shows, read exactly, and whether it is still a clean video.
 
-Every score of a micro video goes through here (the exact suites, the compare view, the ablation, the bench):
+Every score of a micro video goes through here (the exact suites, the compare view, the ablation, the personalised
+base, the bench):
 - `detect` (the micro world's attribute detector) reads colour, shape, motion, background, centroids, contacts;
 - `count_objects` is the one definition of "an object" (a connected object-pixel component of ≥ `MIN_OBJECT_PX`);
 - `residual` re-renders what the detector read (the background class, at its best pattern phase, plus the read
@@ -13,7 +14,10 @@ Every score of a micro video goes through here (the exact suites, the compare vi
   every frame, and no artefacts (every frame's residual ≤ `RESIDUAL_MAX` and at most `HALO_MAX_PX` halo pixels);
 - `content_kept` / `colour_kept` / `target_of`: the attributes the detector read against the prompt's;
 - `centroids`, `endpoint_mse`: where the object is, and how far the end frames are from key frames;
-- `match_frames` / `impacts_met`: floor contacts against impact frames (one-to-one, within a tolerance).
+- `match_frames` / `impacts_met` / `sync_iou`: floor contacts against impact frames (one-to-one, within a
+  tolerance);
+- `max_jump` / `rendered_max_jump` / `frame_change` / `harivo_reading`: how smoothly the object moves, and the
+  columns of HARIVO's ablation table (content, action, smooth, non-weird, Δframe) read from one video.
 """
 from __future__ import annotations
 
@@ -233,6 +237,54 @@ def impacts_met(impacts, contacts, tol: int = 1) -> float:
     return match_frames(impacts, contacts, tol) / float(len(impacts)) if len(impacts) else 0.0
 
 
+def sync_iou(impacts, contacts, tol: int = 0) -> float:
+    """Intersection over union of impact frames and floor contacts, matched one-to-one within `tol` frames (0.0
+    when there are neither)."""
+    hit = match_frames(impacts, contacts, tol)
+    union = len(impacts) + len(contacts) - hit
+    return hit / float(union) if union else 0.0
+
+
+def max_jump(centroids) -> float:
+    """The longest step (px) of the object's centroid between consecutive frames; inf when a frame shows no object
+    or there are fewer than 2 frames (an object that vanishes does not move smoothly)."""
+    pts = [c for c in centroids if c is not None]
+    if len(pts) < len(centroids) or len(pts) < 2:
+        return float("inf")
+    return float(np.linalg.norm(np.diff(np.asarray(pts), axis=0), axis=1).max())
+
+
+def rendered_max_jump(n: int = 200, seed: int = 5) -> float:
+    """The largest centroid step between consecutive frames over `n` rendered 8-frame training clips: how far a
+    clip of the world moves its object in one frame at most (the ablation's smoothness limit)."""
+    rng = np.random.default_rng(seed)
+    jumps = []
+    for _ in range(n):
+        a = world.sample_attributes(rng, "train")
+        v, _ = world.render_clip(a["colour"], a["shape"], a["motion"], a["background"], rng=rng)
+        jumps.append(max_jump(detect(v)["centroids"]))
+    return float(max(j for j in jumps if np.isfinite(j)))
+
+
+def frame_change(frames) -> float:
+    """Δframe: the mean absolute change between consecutive frames (lower is smoother)."""
+    return float(np.abs(np.diff(_to_numpy(frames), axis=0)).mean())
+
+
+def harivo_reading(frames, target: dict, jump_limit: float) -> dict:
+    """HARIVO's ablation columns for one video of the prompt `target` (colour, shape, motion): content = colour and
+    shape read right; action = the motion read right; smooth = the object seen in every frame and its centroid never
+    stepping further than `jump_limit` px; non_weird = one object (`count_objects`) in every frame and the prompt's
+    colour in every frame; dframe = `frame_change`; all_right = content and action."""
+    a = _to_numpy(frames)
+    d = detect(a)
+    content = content_kept(d, target, ("colour", "shape"))["content"] == 1.0
+    action = content_kept(d, target, ("motion",))["content"] == 1.0
+    return {"content": content, "action": action, "smooth": max_jump(d["centroids"]) <= jump_limit,
+            "non_weird": all(count_objects(f) == 1 for f in a) and colour_kept(d, target["colour"]) == 1.0,
+            "dframe": frame_change(a), "all_right": content and action}
+
+
 def target_of(prompt: str) -> dict:
     """The prompt's attributes (colour, shape, motion, background), or {} for a prompt the world cannot parse."""
     parsed = world.parse_caption(prompt or "")
@@ -241,4 +293,5 @@ def target_of(prompt: str) -> dict:
 
 __all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "HALO_LEVEL", "HALO_MAX_PX", "count_objects", "rerender", "residual",
            "hue_of", "off_colour", "halo", "HALO_HUE_TOL", "content_kept", "fidelity",
-           "target_of", "detect", "colour_kept", "centroids", "endpoint_mse", "match_frames", "impacts_met"]
+           "target_of", "detect", "colour_kept", "centroids", "endpoint_mse", "match_frames", "impacts_met", "sync_iou", "max_jump",
+           "rendered_max_jump", "frame_change", "harivo_reading"]

@@ -254,21 +254,12 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
 
 
 def read_video(path, max_frames: Optional[int] = None):
-    """Frames (f, 3, H, W) float in [0, 1] of a video file (ffmpeg through imageio-ffmpeg)."""
-    import imageio_ffmpeg
+    """Frames (f, 3, H, W) float in [0, 1] of a video file (`media.read_frames`)."""
     import torch
 
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    w, h = meta["size"]
-    frames = []
-    try:
-        for buf in reader:
-            frames.append(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
-            if max_frames and len(frames) >= max_frames:
-                break
-    finally:
-        reader.close()
+    from ..media import read_frames
+
+    _, frames = read_frames(path, max_frames)
     if not frames:
         raise ValueError(f"{path}: no frames")
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0

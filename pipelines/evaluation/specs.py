@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import re
 
+from ..keyvalue import read_value, split_pair
+
 #: Request fields a method spec may set (the rest of its settings are method parameters).
 REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
 
 _SPEC = re.compile(r"^\s*([a-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
-
-
-def _value(v: str):
-    v = v.strip()
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        return float(v)
-    except ValueError:
-        return v
 
 
 def parse_spec(spec: str) -> tuple[str, dict, dict]:
@@ -41,11 +28,12 @@ def parse_spec(spec: str) -> tuple[str, dict, dict]:
                          f"{', '.join(METHODS)}")
     params, request = {}, {}
     for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
-        if "=" not in item:
-            raise ValueError(f"method spec {spec!r}: {item!r} is not key=value")
-        k, v = (s.strip() for s in item.split("=", 1))
+        try:
+            k, v = split_pair(item)
+        except ValueError as e:
+            raise ValueError(f"method spec {spec!r}: {e}") from None
         if k in REQUEST_KEYS:
-            request[REQUEST_KEYS[k]] = _value(v)
+            request[REQUEST_KEYS[k]] = read_value(v)
         elif k == "mode":
             request["interpolation_mode"] = v
         elif k == "reward":  # the t2v reward: clip, lvlm, or "clip+lvlm weighted|normalized|borda"
@@ -57,7 +45,7 @@ def parse_spec(spec: str) -> tuple[str, dict, dict]:
                 raise ValueError(f"method spec {spec!r}: policy must be one of {', '.join(POLICIES)}")
             request["lvlm_policy"] = v
         else:
-            params[k] = _value(v)
+            params[k] = read_value(v)
     return m.group(1), params, request
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+#: Where the trained micro weights live (diffusers layout, loadable by `AnimateDiffPipeline.from_pretrained`).
+MICRO_DIR = Path(__file__).resolve().parents[2] / "assets" / "micro"
 REQUIRED = {
     "": ["model_index.json"],
     "vae": ["config.json"],
@@ -16,15 +18,9 @@ CLIP_REQUIRED = ["config.json", "vocab.json", "merges.txt"]
 _WEIGHTS = ("model.safetensors", "diffusion_pytorch_model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.bin")
 
 
-def _default_dir() -> Path:
-    from . import MICRO_DIR
-
-    return MICRO_DIR
-
-
 def check_micro_dir(folder: str | Path | None = None, clip: bool = False) -> Path:
     """Raise FileNotFoundError / ValueError naming `folder` if the micro weights are missing or unreadable."""
-    folder = Path(folder) if folder is not None else _default_dir()
+    folder = Path(folder) if folder is not None else MICRO_DIR
     if not folder.is_dir():
         raise FileNotFoundError(f"micro weights folder {folder} does not exist (train them: python -m pipelines train-micro)")
     checks = {"clip": CLIP_REQUIRED} if clip else REQUIRED
@@ -62,7 +58,7 @@ def _wrap(folder: Path, fn):
 
 def load_micro_clip(folder: str | Path | None = None, device: str = "cpu"):
     """(CLIPModel, CLIPTokenizer) of the micro CLIP in `folder`/clip (default assets/micro/clip), fp32, eval mode."""
-    folder = Path(folder) if folder is not None else _default_dir()
+    folder = Path(folder) if folder is not None else MICRO_DIR
     check_micro_dir(folder, clip=True)
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -77,7 +73,7 @@ def load_micro_clip(folder: str | Path | None = None, device: str = "cpu"):
 def load_micro_pipeline(folder: str | Path | None = None, pipeline_cls=None, device: str = "cpu"):
     """The micro pipeline from `folder`, fp32. Default class `GuidedAnimateDiffPipeline`, which also loads the
     shipped frame-wise tokens (`diffusers.AnimateDiffPipeline` loads the folder too, without them)."""
-    folder = Path(folder) if folder is not None else _default_dir()
+    folder = Path(folder) if folder is not None else MICRO_DIR
     check_micro_dir(folder)
     if pipeline_cls is None:
         from ..pipeline import GuidedAnimateDiffPipeline as pipeline_cls
@@ -93,7 +89,7 @@ def load_micro_pipeline(folder: str | Path | None = None, pipeline_cls=None, dev
 def world_of(folder: str | Path | None = None) -> int:
     """Which micro world a weights folder was trained on: `training.json`'s `world` (written by the trainer's export),
     1 when absent (the shipped assets/micro and assets/micro-harivo predate world 2)."""
-    folder = Path(folder) if folder is not None else _default_dir()
+    folder = Path(folder) if folder is not None else MICRO_DIR
     meta = folder / "training.json"
     if not meta.is_file():
         return 1

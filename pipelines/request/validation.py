@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .. import media
+from ..keyvalue import parse_method_pairs, parse_pairs
 from ..media import Audio, MediaError
+from ..task_options import DEFAULT_INTERPOLATION_MODE, INTERPOLATION_MODES, T2V_REWARDS, TASKS
 
 TASK_NAMES = {
     "t2v": "Text to video",
@@ -26,11 +28,6 @@ ETA_RANGE = (0.0, 1.0)
 #: One η for every method, the unguided `none` included: comparing a guided run with an unguided one at another η
 #: changes two things at once. Free²Guide draws its candidates from the DDIM noise σ_t, which needs η > 0.
 DEFAULT_ETA = 1.0
-INTERPOLATION_MODES = ("both", "reward", "replacement")
-#: The one default of the interpolation constraint (CLI, app widget, API, `GenerationRequest`, `TaskInputs` and the
-#: evaluation's interpolation cases): `both` = the key frames' latents replaced after every step (exact ends) and the
-#: reward guiding the frames between them (bench/EVALUATE.md, "Interpolation, judged on its path").
-DEFAULT_INTERPOLATION_MODE = "both"
 #: A style image with a side below this many pixels carries a colour but hardly a texture: it gets a notice.
 MIN_STYLE_SIDE = 16
 
@@ -252,28 +249,18 @@ def check_step_range(params: dict, steps: int) -> None:
 
 def parse_param_strings(items) -> dict:
     """CLI `--param name=value` (repeated) -> dict of strings (converted by `resolve_params`)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise RequestError("--param", f"expected name=value, got {item!r}")
-        k, v = item.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if not k:
-            raise RequestError("--param", f"expected name=value, got {item!r}")
-        out[k] = v.strip()
-    return out
+    try:
+        return {k.replace("-", "_"): v for k, v in parse_pairs(items, "name=value").items()}
+    except ValueError as e:
+        raise RequestError("--param", str(e)) from None
 
 
 def parse_method_param_strings(items) -> dict:
     """CLI `--param METHOD.NAME=VALUE` (repeated; bench and evaluate) -> {method: {name: value string}}."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        method, dot, name = (part.strip() for part in key.partition("."))
-        if not sep or not dot or not method or not name:
-            raise RequestError("--param", f"expected METHOD.NAME=VALUE, got {item!r}")
-        out.setdefault(method, {})[name] = value.strip()
-    return out
+    try:
+        return parse_method_pairs(items)
+    except ValueError as e:
+        raise RequestError("--param", str(e)) from None
 
 
 def style_image_notice(img, field_name: str = "style_image") -> Optional[str]:
@@ -298,7 +285,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
     Raises `RequestError(field, message)`; never touches the output paths.
     """
     from ..guidance import METHODS, make_guidance
-    from ..tasks import TASKS, TaskInputs, build_task
+    from ..tasks import TaskInputs, build_task  # torch: imported when a request is validated, not with the app
 
     notices: list[str] = []
     if req.task not in TASKS:
@@ -343,8 +330,6 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         req.seed, "seed", int, 0, MAX_SEED)
     if req.interpolation_mode not in INTERPOLATION_MODES:
         raise RequestError("interpolation_mode", f"{req.interpolation_mode!r} is not one of {list(INTERPOLATION_MODES)}")
-    from ..tasks import T2V_REWARDS
-
     if req.t2v_reward not in T2V_REWARDS:
         raise RequestError("t2v_reward", f"{req.t2v_reward!r} is not one of {list(T2V_REWARDS)}")
     from rewards.lvlm import POLICIES
@@ -430,6 +415,9 @@ def asdict_shallow(req: GenerationRequest) -> dict:
 
 
 def _guess_field(msg: str, task: str) -> str:
+    head = msg.split(":", 1)[0].strip()
+    if ":" in msg and head in GenerationRequest.__dataclass_fields__:  # "<field>: message" names its field
+        return head
     low = msg.lower()
     if low.startswith(("t2v_reward", "lvlm")):  # the text reward's judge is missing or misconfigured
         return "t2v_reward"

@@ -19,8 +19,7 @@ from . import history as hist_mod
 from .examples import drop_failed_cache, example_fn, example_names, example_rows
 from .gpu import gpu_decorator
 from .handlers import ENDPOINTS, Studio, fail, widget_fields
-from .layout import RANGE_PARAMS, range_bounds
-from .widgets import UPLOADS, Json, check_upload
+from .widgets import RANGE_PARAMS, UPLOADS, Json, check_upload, range_bounds
 
 API_FIELDS = "request"  # the name of the API's object of named fields
 

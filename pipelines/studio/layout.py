@@ -16,13 +16,13 @@ from ..request import (
 )
 from ..tasks import T2V_REWARDS
 from ..ui import PLOT_COLOR, PLOT_SERIES, PLOT_X, PLOT_X_FORMAT, PLOT_Y, PLOT_Y_FORMAT, empty_plot_data
+from .events import wire
 from .handlers import DISPLAY_SIDE, Studio
 from .history import HISTORY_SIZE
 from .limits import describe_cap, job_cap
 from .messages import guard
-from .widgets import Audio, Checkbox, Dropdown, Image, LinePlot, Number, Slider, Textbox
+from .widgets import RANGE_PARAMS, Audio, Checkbox, Dropdown, Image, LinePlot, Number, Slider, Textbox, range_bounds
 
-RANGE_PARAMS = ("start_step", "end_step")  # method parameters bounded by the chosen steps (in "Advanced")
 TAB_INTRO = {
     "t2v": "Type a prompt; optionally guide it (text–video alignment reward) and smooth motion with HARIVO MG.",
     "style": "Upload a style image: the guidance pulls every frame's CLIP Gram matrix towards the image's.",
@@ -40,8 +40,6 @@ def build_demo(preset, cache_examples="eager", threads: str = "", pool=None, sto
     """The app. `model_dir`: the folder whose models web clients may name in the Model fields (None: off);
     `max_job_seconds`: the cap of one job (None: `GVS_MAX_JOB_S` or the preset's default; 0: none);
     `thread_policy`: a `pipelines.studio.threads.ThreadPolicy` choosing each run's torch threads (None: as set)."""
-    from .events import wire
-
     if cache_examples is True:
         cache_examples = "eager"
     elif cache_examples in (False, None):
@@ -81,11 +79,6 @@ def param_widget(spec, default, steps: int):
         step = spec.step or (1 if spec.kind == "int" else (hi - lo) / 100)
         return Slider(minimum=lo, maximum=hi, step=step, value=default, label=label, info=info, field=field)
     return Number(value=default, label=label, info=info, precision=0 if spec.kind == "int" else None, field=field)
-
-
-def range_bounds(name: str, steps: int) -> tuple[int, int]:
-    steps = max(1, int(steps or 1))
-    return (0, steps - 1) if name == "start_step" else (-steps, steps)
 
 
 def build_tab(studio: Studio, task: str, frame_choices, size_choices) -> SimpleNamespace:

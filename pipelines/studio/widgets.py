@@ -17,6 +17,14 @@ UPLOADS = {"style_image": "image", "audio": "audio", "first_frame": "image", "la
 #: number fields whose request value is a whole number (their widgets may be sliders)
 WHOLE_NUMBERS = ("steps", "seed", "frames", "size")
 user_message = scrub  # a message safe to show a user (pipelines.studio.messages)
+#: method parameters bounded by the chosen steps (in "Advanced"; their sliders follow the Steps slider)
+RANGE_PARAMS = ("start_step", "end_step")
+
+
+def range_bounds(name: str, steps: int) -> tuple[int, int]:
+    """The slider bounds of a guided-step-range parameter for `steps` sampling steps."""
+    steps = max(1, int(steps or 1))
+    return (0, steps - 1) if name == "start_step" else (-steps, steps)
 
 
 def parse_payload(component, payload):

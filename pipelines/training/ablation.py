@@ -39,49 +39,17 @@ EXTRA_CONFIGS = [
 ]
 
 
-def _max_jump(centroids) -> float:
-    pts = [c for c in centroids if c is not None]
-    if len(pts) < len(centroids) or len(pts) < 2:
-        return float("inf")
-    p = np.asarray(pts)
-    return float(np.linalg.norm(np.diff(p, axis=0), axis=1).max())
-
-
-def rendered_max_jump(n: int = 200) -> float:
-    """The largest centroid jump between consecutive frames over `n` rendered 8-frame training clips."""
-    from ..evaluation.readers import detect
-    from ..micro import world
-
-    rng = np.random.default_rng(5)
-    jumps = []
-    for _ in range(n):
-        a = world.sample_attributes(rng, "train")
-        v, _ = world.render_clip(a["colour"], a["shape"], a["motion"], a["background"], rng=rng)
-        jumps.append(_max_jump(detect(v)["centroids"]))
-    return float(max(j for j in jumps if np.isfinite(j)))
-
-
 def score_videos(pipe, seeds: int, mg_scale: float, jump_limit: float, steps: int = 20, cfg: float = 7.5) -> dict:
+    """Sample `seeds` videos of every prompt of `prompt_set(12)` and read each with `readers.harivo_reading`."""
     from ..evaluation.micro import prompt_set
-    from ..evaluation.readers import colour_kept, content_kept, count_objects, detect
+    from ..evaluation.readers import harivo_reading
 
     rows = []
     for pi, p in enumerate(prompt_set(12)):
         gens = [torch.Generator().manual_seed(1000 * pi + i) for i in range(seeds)]
         vids = pipe([p["prompt"]] * seeds, num_frames=8, num_inference_steps=steps, guidance_scale=cfg,
                     generator=gens, output_type="pt", mg_scale=mg_scale).frames
-        for v in vids:
-            d = detect(v)
-            a = v.numpy()
-            content = content_kept(d, p, ("colour", "shape"))["content"] == 1.0
-            action = content_kept(d, p, ("motion",))["content"] == 1.0
-            rows.append({
-                "split": p["split"], "content": content, "action": action,
-                "smooth": _max_jump(d["centroids"]) <= jump_limit,
-                "non_weird": all(count_objects(f) == 1 for f in a) and colour_kept(d, p["colour"]) == 1.0,
-                "dframe": float(np.abs(np.diff(a, axis=0)).mean()),
-                "all_right": content and action,
-            })
+        rows += [{"split": p["split"], **harivo_reading(v, p, jump_limit)} for v in vids]
     out = {k: float(np.mean([r[k] for r in rows])) for k in ("content", "action", "smooth", "non_weird", "dframe")}
     out["held_out"] = float(np.mean([r["all_right"] for r in rows if r["split"] == "held-out"]))
     out["videos"] = len(rows)
@@ -133,6 +101,7 @@ def run(steps: int, seeds: int, out: Path, only: list[int] | None, threads: int,
         train_configs: bool = True) -> list[dict]:
     """Train and score the selected configurations (none with `train_configs=False`), after the `reference`
     presets (a list of names, or True for micro) scored the same way."""
+    from ..evaluation.readers import rendered_max_jump
     from ..micro.loading import load_micro_pipeline
     from .config import load_config
     from .loop import load_video_parts, train

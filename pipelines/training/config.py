@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..keyvalue import read_value, split_pair
 from .schedule import DECAYING as LR_DECAYING
 from .schedule import NAMES as LR_SCHEDULES
 
@@ -122,11 +123,10 @@ def load_config(name_or_path: str | None = None, overrides: dict | None = None) 
 
 
 def parse_override(text: str) -> tuple[str, object]:
-    """`key=value` with the value read as JSON when it parses (numbers, true/false, null, lists), else a string."""
-    if "=" not in text:
-        raise ValueError(f"--set expects key=value, got {text!r}")
-    k, v = text.split("=", 1)
+    """`--set key=value`: the value read by `keyvalue.read_value` (bools, numbers, JSON lists and null, else a
+    string)."""
     try:
-        return k.strip(), json.loads(v)
-    except json.JSONDecodeError:
-        return k.strip(), v
+        k, v = split_pair(text)
+    except ValueError as e:
+        raise ValueError(f"--set: {e}") from None
+    return k, read_value(v)

@@ -156,7 +156,7 @@ _FFMPEG_META: dict = {}
 
 
 def _read_ffmpeg(src, num_frames, fps, stride, start, rng, stats):
-    import imageio_ffmpeg
+    from ..media import read_frames
 
     tmp = None
     if isinstance(src, (bytes, bytearray)):
@@ -169,9 +169,7 @@ def _read_ffmpeg(src, num_frames, fps, stride, start, rng, stats):
     try:
         meta = _FFMPEG_META.get(path) if tmp is None else None
         if meta is None:
-            gen = imageio_ffmpeg.read_frames(path)
-            meta = next(gen)
-            gen.close()
+            meta, _ = read_frames(path, max_frames=0)
             if tmp is None:
                 _FFMPEG_META[path] = meta
         src_fps = float(meta.get("fps") or 25)
@@ -187,12 +185,9 @@ def _read_ffmpeg(src, num_frames, fps, stride, start, rng, stats):
         # only the wanted frames leave ffmpeg (the select filter, frame numbers counted from the seek point)
         keep = sorted(set(want))
         select = "+".join(f"eq(n\\,{j})" for j in keep)
-        gen = imageio_ffmpeg.read_frames(path, input_params=["-ss", f"{begin:.6f}"],
-                                         output_params=["-vf", f"select={select}", "-fps_mode", "passthrough",
-                                                        "-frames:v", str(len(keep))])
-        m = next(gen)
-        w, h = m["size"]
-        got = [np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in gen]
+        _, got = read_frames(path, input_params=["-ss", f"{begin:.6f}"],
+                             output_params=["-vf", f"select={select}", "-fps_mode", "passthrough",
+                                            "-frames:v", str(len(keep))])
         stats.total, stats.t0, stats.fps = int(round(duration * src_fps)), t0, 1 / step
         if not got:
             raise ValueError("no frames decoded in the window")

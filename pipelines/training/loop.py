@@ -323,8 +323,9 @@ def run_steps(acc, model, opt, *, out: Path, start: int, end: int, total: int, l
               max_grad_norm: float | None = None, grad_accum: int = 1, log_every: int = 10,
               ckpt_every: int | None = None, config: TrainConfig | dict | None = None, keep_last: int | None = None,
               desc: str = "train", quiet: bool = False) -> list[dict]:
-    """The one training loop: steps `start .. end-1` of a `total`-step run, for HARIVO (`train`) and the micro-model
-    stages (`micro_stages`).
+    """The one training loop: steps `start .. end-1` of a `total`-step run, for HARIVO (`train`), the micro-model
+    stages (`micro_stages`), the personalised base's LoRA (`personalise.train_lora`) and the frame-token refit
+    (`scripts/convert_micro_frame_tokens.py`).
 
     Per step: every param group's LR = `lr · lr_factor(step) · group.get("lr_scale", 1)`; per accumulation micro-step
     `batch = batch_fn(step, micro)` (outside autocast), then inside `acc.accumulate` / `acc.autocast`

@@ -20,7 +20,7 @@ the last one kept; `--resume` continues from it). LR: `schedule.warmup_stable_co
 warm-up, flat, cosine to 0.1).
 
     python -m pipelines.training micro-models --stages clip,vae,unet,motion,joint,export --out assets/micro
-    python -m pipelines train-micro ...          # the same (also: python -m pipelines.micro.train ...)
+    python -m pipelines train-micro ...          # the same
 """
 from __future__ import annotations
 

@@ -39,48 +39,63 @@ def _frames_batch(rng: np.random.Generator, n: int, background: str):
     return torch.stack(frames), captions
 
 
-def train_lora(pipe, out: Path, steps: int = 300, batch: int = 16, rank: int = 8, lr: float = 1e-3,
-               background: str = "striped", seed: int = 0, log=print) -> dict:
-    """Train a LoRA on the image part of `pipe.unet` (frames with `background` only); save it in `out`."""
+def lora_image_unet(pipe, rank: int = 8):
+    """The image part of `pipe.unet` (`image_unet_from_video`, frozen) with a LoRA of `rank` on its attention
+    projections (`LORA_TARGETS`), in train mode; returns (model, the LoRA's parameters)."""
     import peft
+
+    from .modules import image_unet_from_video
+
+    image = image_unet_from_video(pipe.unet).train()
+    image.requires_grad_(False)
+    image.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                      target_modules=LORA_TARGETS))
+    return image, [p for p in image.parameters() if p.requires_grad]
+
+
+def train_lora(pipe, out: Path, steps: int = 300, batch: int = 16, rank: int = 8, lr: float = 1e-3,
+               background: str = "striped", seed: int = 0, log=print, quiet: bool = False) -> dict:
+    """Train a LoRA on the image part of `pipe.unet` (frames with `background` only) on the training package's one
+    loop (`loop.run_steps`: constant LR, no clipping, the step log in `out/train/log.jsonl`); save it in `out`."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     from .losses import noised, simple_loss
-    from .loop import TextCache
-    from .modules import image_unet_from_video
+    from .loop import TextCache, make_accelerator, run_steps, start_run
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    image = image_unet_from_video(pipe.unet).train()
-    image.requires_grad_(False)
-    image.add_adapter(peft.LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                      target_modules=LORA_TARGETS))
-    params = [p for p in image.parameters() if p.requires_grad]
+    image, params = lora_image_unet(pipe, rank)
     opt = torch.optim.AdamW(params, lr=lr)
     vae, sched = pipe.vae, pipe.scheduler
     alphas = sched.alphas_cumprod.float()
     encode = TextCache(pipe.text_encoder, pipe.tokenizer, pipe.device)
-    log_rows, t0 = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        frames, captions = _frames_batch(rng, batch, background)
+
+    def loss_fn(batch_):
+        frames, captions = batch_
         with torch.no_grad():
             z0 = vae.encode(frames * 2 - 1).latent_dist.mean * vae.config.scaling_factor
         t = torch.randint(0, len(alphas), (batch,))
         zt, target = noised(z0, torch.randn_like(z0), alphas[t], sched.config.prediction_type)
-        loss = simple_loss(image(zt, t, encoder_hidden_states=encode(captions)).sample, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log_rows.append(float(loss.detach()))
-        if step % 50 == 0 or step == steps:
-            log(f"lora step {step}/{steps}: loss {np.mean(log_rows[-50:]):.4f} ({time.perf_counter() - t0:.0f} s)")
-    out.mkdir(parents=True, exist_ok=True)
+        loss = simple_loss(model(zt, t, encoder_hidden_states=encode(captions)).sample, target)
+        return loss, {"loss": loss}
+
+    acc = make_accelerator(cpu=pipe.device.type == "cpu", device_placement=False)
+    model, opt = acc.prepare(image, opt)
+    config = {"steps": steps, "batch": batch, "rank": rank, "lr": lr, "background": background, "seed": seed}
+    start_run(acc, out / "train", 0, json.dumps(config, indent=2))
+    t0 = time.perf_counter()
+    rows = run_steps(acc, model, opt, out=out / "train", start=0, end=steps, total=steps, lr=lr,
+                     lr_factor=lambda step: 1.0, batch_fn=lambda step, micro: _frames_batch(rng, batch, background),
+                     loss_fn=loss_fn, params=params, log_every=50, desc="lora", quiet=quiet)
+    losses = [r["loss"] for r in rows]
+    seconds = round(time.perf_counter() - t0, 1)
+    log(f"lora: {steps} steps, loss {np.mean(losses[:25]):.4f} -> {np.mean(losses[-25:]):.4f} ({seconds:.0f} s)")
     StableDiffusionPipeline.save_lora_weights(
-        str(out), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(image)))
-    return {"steps": steps, "batch": batch, "rank": rank, "lr": lr, "seconds": round(time.perf_counter() - t0, 1),
-            "loss_first": float(np.mean(log_rows[:25])), "loss_last": float(np.mean(log_rows[-25:]))}
+        str(out), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(acc.unwrap_model(model))))
+    return {"steps": steps, "batch": batch, "rank": rank, "lr": lr, "seconds": seconds,
+            "loss_first": float(np.mean(losses[:25])), "loss_last": float(np.mean(losses[-25:]))}
 
 
 def prompts() -> list[dict]:
@@ -98,8 +113,11 @@ def prompts() -> list[dict]:
 
 
 def score(pipe, seeds: int, steps: int = 20) -> dict:
-    from ..micro.detector import detect
+    """Share of videos with a striped background, and of those showing the prompt's background, direction, colour
+    and shape (the evaluation package's readers: `detect`, `content_kept`)."""
+    from ..evaluation.readers import content_kept, detect
 
+    keys = {"background_kept": "background", "direction": "motion", "colour": "colour", "shape": "shape"}
     rows = []
     for pi, p in enumerate(prompts()):
         for k in range(seeds):
@@ -107,9 +125,9 @@ def score(pipe, seeds: int, steps: int = 20) -> dict:
             v = pipe(p["prompt"], num_frames=8, num_inference_steps=steps, guidance_scale=7.5, generator=g,
                      output_type="pt").frames[0]
             d = detect(v)
-            rows.append({"striped": d["background"] == "striped", "background_kept": d["background"] == p["background"],
-                         "direction": d["motion"] == p["motion"], "colour": d["colour"] == p["colour"],
-                         "shape": d["shape"] == p["shape"]})
+            ok = content_kept(d, p, tuple(keys.values()))
+            rows.append({"striped": d["background"] == "striped",
+                         **{name: ok[f"{k}_ok"] == 1.0 for name, k in keys.items()}})
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["videos"] = len(rows)
     return out
