@@ -362,9 +362,12 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
 
     if micro:
         from pipelines.micro.world import caption_notice
+        from pipelines.presets import micro_world
+
+        world = micro_world(preset)  # the prompt help of the world the weights were trained on
 
         def prompt_hint(text):
-            note = caption_notice(text) if text and text.strip() else None
+            note = caption_notice(text, world=world) if text and text.strip() else None
             return f"⚠️ {note}." if note else ""
 
         named["prompt"].change(prompt_hint, named["prompt"], hint, show_progress="hidden", **private)
