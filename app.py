@@ -24,7 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from pipelines.presets import is_micro_world, task_default_method  # noqa: E402
+from pipelines.presets import is_micro_world, micro_world, task_default_method  # noqa: E402
 from pipelines.request import (  # noqa: E402
     CFG_RANGE, DEFAULT_ETA, DEFAULT_INTERPOLATION_MODE, ETA_RANGE, INTERPOLATION_MODES, MAX_PROMPT_CHARS, MAX_SEED,
     MG_RANGE, STEPS_RANGE, TASK_NAMES, summary_text,
@@ -362,7 +362,6 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
 
     if micro:
         from pipelines.micro.world import caption_notice
-        from pipelines.presets import micro_world
 
         world = micro_world(preset)  # the prompt help of the world the weights were trained on
 
@@ -395,7 +394,7 @@ def _build_tab(studio: Studio, task: str, frame_choices, size_choices, cache_exa
                    **private)
 
     # ---- examples: cached (eager / lazy) show their outputs at once; not cached, a click fills and generates
-    rows = example_rows(task)
+    rows = example_rows(task, world=micro_world(preset) or 1)  # a world-2 preset's style example leaves the look open
     if rows:
         ex_names = example_names(task, [n for n in UPLOADS if n in named])
         defaults = {n: getattr(c, "value", None) for n, c in named.items()}
