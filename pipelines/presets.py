@@ -99,6 +99,9 @@ class Preset:
     widths: dict = field(default_factory=dict)
     #: The micro world (1 or 2) its videos are of, read from its weights (`loading.world_of`); None: not a micro world.
     world: int | None = None
+    #: The style tab's reward: `clip-gram` (`rewards.style.StyleReward`, the Gram of the CLIP's layer-2 tokens) or
+    #: `patch` (`rewards.style.PatchStyleReward`, the mean colour and patch covariance of the background).
+    style_reward: str = "clip-gram"
 
     def dims(self, size: int) -> tuple[int, int]:
         """(height, width) of the frames of a size choice: square unless `widths` names another width."""

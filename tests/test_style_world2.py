@@ -132,3 +132,55 @@ def test_style_reading_of_bad_reference_is_skipped_not_raised(bad):
     prepared = SimpleNamespace(request=req, preset_name="micro2", world=2, audio=None)
     m = task_metric(prepared, torch.from_numpy(_clip(Look.make("flat", ("teal",)))))
     assert m.text.startswith("detected background: a teal background")
+
+
+def test_patch_style_reward_prefers_the_reference_look_among_rendered_looks():
+    """The patch-statistics reward, with a reference of each look family, ranks the reference's own look (with an
+    object on it, at the clip's phase) among its top 3 of a sample that holds its near neighbours (same colours at
+    other angles/widths/patterns, same pattern in other colours), and above every look of another pattern or
+    angle in both other colours."""
+    from pipelines.tasks import image_tensor
+    from rewards.style import PatchStyleReward
+
+    rng = np.random.default_rng(3)
+    sample = [ALL_LOOKS[i] for i in rng.choice(len(ALL_LOOKS), 40, replace=False)]
+    for case in [c for c in em.cases("style", world=2) if c.target["family"] != "photo"]:
+        look = case.target["look"]
+        near = [lk for lk in ALL_LOOKS if lk != look and (set(lk.colours) == set(look.colours)
+                                                         or (lk.pattern, lk.angle) == (look.pattern, look.angle))]
+        reward = PatchStyleReward(image_tensor(case.inputs["style_image"], (32, 32), "style_image"))
+        own = float(reward(torch.from_numpy(_clip(look, seed=1)[:2])).mean())
+        others = {lk: float(reward(torch.from_numpy(_clip(lk, seed=1)[:2])).mean())
+                  for lk in dict.fromkeys(near[:12] + sample) if lk != look}
+        better = [lk for lk, v in others.items() if v >= own]
+        assert len(better) <= 2, (case.id, look, better)
+        far = [lk for lk in better if (lk.pattern, lk.angle) != (look.pattern, look.angle)
+               and not set(lk.colours) & set(look.colours)]
+        assert not far, (case.id, look, far)
+
+
+def test_patch_style_reward_is_differentiable_and_leaves_the_object_out():
+    from rewards.style import PatchStyleReward, background_weight
+
+    look = Look.make("stripes", ("navy", "silver"), 90, "wide")
+    reward = PatchStyleReward(em.look_reference(look))
+    frames = torch.from_numpy(_clip(Look.make("flat", ("gray",)))[:2]).requires_grad_(True)
+    value = reward(frames)
+    assert value.shape == (2,) and torch.isfinite(value).all()
+    value.sum().backward()
+    assert torch.isfinite(frames.grad).all() and frames.grad.abs().sum() > 0
+    w = background_weight(frames.detach())
+    obj = torch.from_numpy(np.stack([detect(frames.detach().numpy()[k:k + 1])["object_frames"] > 0
+                                     for k in range(2)]))
+    assert obj.all() and float(w.min()) < 0.05 and float(w.max()) > 0.95  # the object's pixels weigh ≈ 0
+
+
+def test_style_task_builds_the_presets_style_reward():
+    from pipelines.tasks import TaskInputs, build_task
+    from rewards.style import PatchStyleReward
+
+    preset = SimpleNamespace(style_reward="patch", device=torch.device("cpu"), clip=None)
+    setup = build_task(preset, "style", TaskInputs(prompt="a red circle moving up",
+                                                   style_image=em.look_reference(Look.make("flat", ("teal",)))),
+                       num_frames=8, height=32, width=32)
+    assert isinstance(setup.reward, PatchStyleReward)
