@@ -7,8 +7,9 @@
 Each run is `pipelines.evaluation.grid.evaluate` on the style suite (`cases("style", world=2)`: 4 families × 4
 cases) with the preset's `style_reward` set to `--reward`; rows, summary and contact sheets land in `--out`. The
 table: per folder, method and family, joint / target (the reference's look: pattern, angle, both colours) /
-fidelity (the prompt's colour, shape and motion in a clean video) over the videos, and the look's pattern and
-colours alone.
+fidelity (the prompt's colour, shape and motion in a clean video) over the videos, then fidelity's two halves
+(content: colour, shape and motion read; clean: one object, residual and halo within bounds) and the look's pattern
+and colours alone.
 """
 from __future__ import annotations
 
@@ -23,27 +24,31 @@ sys.path.insert(0, str(ROOT))
 
 
 def table(folders) -> str:
-    lines = ["| reward (folder) | method | family | joint | target (look) | fidelity | pattern | colours | s/video |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Per style reward, method and reference family, over every row of `folders` (runs of one grid split by cases
+    add up)."""
+    lines = ["| reward | method | family | joint | target (look) | fidelity | content | clean | pattern | "
+             "colours | s/video |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict = {}
     for folder in folders:
         rows = [json.loads(x) for x in (Path(folder) / "rows.jsonl").read_text().splitlines() if x.strip()]
         reward = (Path(folder) / "reward.txt").read_text().strip() if (Path(folder) / "reward.txt").exists() else "?"
-        groups: dict = {}
         for r in rows:
-            m = r["metrics"]
-            for fam in (m.get("family"), "all"):
-                groups.setdefault((r["method"], fam), []).append(r)
-        for (method, fam), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all", kv[0][1])):
-            n = len(rs)
+            label = reward if r["method"] != "none" else "–"
+            for fam in (r["metrics"].get("family"), "all"):
+                groups.setdefault((label, r["method"], fam), {})[(r["case"], r["seed"])] = r
+    order = {"flat": 0, "stripes": 1, "checks": 2, "photo": 3, "all": 9}
+    for (label, method, fam), by_key in sorted(groups.items(), key=lambda kv: (kv[0][1] != "none", kv[0][0],
+                                                                              kv[0][1], order.get(kv[0][2], 5))):
+        rs = list(by_key.values())
+        n = len(rs)
 
-            def count(k):
-                return sum(float(r["metrics"].get(k) or 0) == 1.0 for r in rs)
+        def count(k):
+            return sum(float(r["metrics"].get(k) or 0) == 1.0 for r in rs)
 
-            sec = sum(r["seconds"] for r in rs) / n
-            label = f"{reward if method != 'none' else '–'} ({Path(folder).name})"
-            lines.append(f"| {label} | {method} | {fam} | {count('joint')}/{n} | {count('target')}/{n} | "
-                         f"{count('fidelity')}/{n} | {count('look_pattern')}/{n} | {count('look_colours')}/{n} | "
-                         f"{sec:.1f} |")
+        sec = sum(r["seconds"] for r in rs) / n
+        lines.append(f"| {label} | {method} | {fam} | {count('joint')}/{n} | {count('target')}/{n} | "
+                     f"{count('fidelity')}/{n} | {count('content')}/{n} | {count('clean')}/{n} | "
+                     f"{count('look_pattern')}/{n} | {count('look_colours')}/{n} | {sec:.1f} |")
     return "\n".join(lines)
 
 
