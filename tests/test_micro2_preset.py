@@ -81,3 +81,28 @@ def test_missing_or_world1_folder_is_refused_with_its_name(tmp_path, monkeypatch
         monkeypatch.setenv("GVS_MICRO2_DIR", str(MICRO_DIR))
         with pytest.raises(ValueError, match="not trained on world 2"):
             load_preset("micro2", device="cpu")
+
+
+@needs_weights
+def test_style_run_reports_what_reference_and_video_read_as(preset):
+    """A style run on micro2 says in its report and summary what the reference and the video's background read as
+    (`detector.style_reading`); micro (world 1) does not."""
+    from pipelines.evaluation.micro import look_reference
+    from pipelines.micro.looks import Look
+    from pipelines.request import GenerationRequest, build_report, run, summary_text, validate
+
+    ref = look_reference(Look.make("stripes", ("navy", "silver"), 90, "wide"))
+    for p, world in ((preset, 2), (load_preset("micro", device="cpu"), 1)):
+        prompt = "a red circle moving up" if world == 2 else "a red circle moving up on a black background"
+        gen = run(validate(GenerationRequest(task="style", prompt=prompt, style_image=ref, method="none", steps=2),
+                           p), p)
+        for _ in gen:
+            pass
+        report = build_report(gen)
+        if world == 2:
+            assert report["style_reading"].startswith("your reference reads as silver and navy wide vertical "
+                                                      "stripes"), report["style_reading"]
+            assert "the video's background reads as" in report["style_reading"]
+            assert "style: your reference reads as" in summary_text(report)
+        else:
+            assert "style_reading" not in report
