@@ -184,3 +184,15 @@ def test_style_task_builds_the_presets_style_reward():
                                                    style_image=em.look_reference(Look.make("flat", ("teal",)))),
                        num_frames=8, height=32, width=32)
     assert isinstance(setup.reward, PatchStyleReward)
+
+
+def test_world2_halo_ignores_a_dark_fringe_on_a_tinted_look():
+    from scipy import ndimage
+
+    for tint in ("navy", "teal", "olive"):
+        a = _clip(Look.make("flat", (tint,)))
+        for k in range(len(a)):
+            obj = a[k].max(0) - a[k].min(0) > 0.5
+            ring = ndimage.binary_dilation(obj, iterations=2) & ~obj
+            a[k][:, ring] *= 0.2  # a dark fringe, as the micro models draw beside objects
+        assert max(halo(a, world=2)) == 0, tint

@@ -17,8 +17,8 @@ Every score of a micro video goes through here (the exact suites, the compare vi
 
 Every reader takes the micro `world` (1, the default, or 2; `presets.micro_world` gives a preset's): on world 2 the
 detector reads the background as a look (`detect(frames, world=2)`), `rerender` draws that look at the read phase,
-`residual` fits it per channel at the level the frame has it, and `halo` measures colour against that look (world 2's
-tints have some chroma of their own), so a clean world-2 video reads clean; `target_of` parses world 2's prompts
+`residual` fits it per channel at the level the frame has it, and `halo` counts only colour beyond the look's own chroma
+(world 2's tints have up to 0.22), so a clean world-2 video reads clean; `target_of` parses world 2's prompts
 (any attribute may be left out).
 """
 from __future__ import annotations
@@ -199,8 +199,9 @@ def off_colour(frame: np.ndarray, colour: Optional[str]) -> np.ndarray:
 
 def halo(frames, d: Optional[dict] = None, world: int = 1) -> list[int]:
     """Per frame: the pixels of another colour than the object the detector read (`off_colour` > `HALO_LEVEL`).
-    World 2 (`d` has a `look`): the colour each pixel adds to the read look (frame − the look at the frame's level),
-    outside the re-rendered object, since the look's own tints have chroma up to 0.22."""
+    World 2 (`d` has a `look`): a pixel's off-hue chroma must exceed the chroma the read look has there (at the
+    frame's level) by `HALO_LEVEL`, outside the re-rendered object: the look's own tints have chroma up to 0.22, and
+    a dark fringe on a tinted look is no colour."""
     a = _to_numpy(frames)
     d = detect(a, world=world) if d is None else d
     if d.get("look") is None:
@@ -212,7 +213,7 @@ def halo(frames, d: Optional[dict] = None, world: int = 1) -> list[int]:
     out = []
     for k, fr in enumerate(a):
         level = _fit_level_rgb(fr, bg, ~ndimage.binary_dilation(objects[k] | masks[k], iterations=EDGE_BAND))
-        extra = off_colour(fr - level, d.get("colour"))
+        extra = off_colour(fr, d.get("colour")) - (level.max(0) - level.min(0))
         extra[masks[k]] = 0.0
         out.append(int((extra > HALO_LEVEL).sum()))
     return out
