@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .presets import is_micro_world
+from .presets import is_micro_world, micro_world
 
 
 @dataclass
@@ -50,17 +50,23 @@ def task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     return m
 
 
+def _world(prepared) -> int:
+    """The micro world of a prepared request's preset (`Prepared.world`, else from the preset's name); 1 if none."""
+    return getattr(prepared, "world", None) or micro_world(getattr(prepared, "preset_name", None)) or 1
+
+
 def _fidelity_text(prepared, frames: torch.Tensor) -> str:
     """'; a clean video of the prompt' or what is wrong with it (micro preset; empty when the prompt is not a world
     caption)."""
     from .evaluation.readers import HALO_MAX_PX, RESIDUAL_MAX, fidelity, target_of
 
     r = prepared.request
-    target = target_of(r.prompt or r.reward_prompt or "")
+    w = _world(prepared)
+    target = target_of(r.prompt or r.reward_prompt or "", world=w)
     if not target:
         return ""
     keys = ("colour", "shape") if r.task == "interpolate" else ("colour", "shape", "motion")
-    f = fidelity(frames.numpy(), target, keys)
+    f = fidelity(frames.numpy(), target, keys, world=w)
     if f["fidelity"] == 1.0:
         return "; a clean video of the prompt"
     why = []
@@ -85,7 +91,7 @@ def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
         fps = float(prepared.fps)
         onsets = audio_onset_times(prepared.audio.wave, prepared.audio.sample_rate)
         impacts = sorted({int(round(t * fps)) for t in onsets if t * fps < frames.shape[0] - 0.5})
-        contacts = list(detect(frames).get("bounce_frames") or [])
+        contacts = list(detect(frames, world=_world(prepared)).get("bounce_frames") or [])
         v = sync_iou(impacts, contacts, 0)
         aa = float(av_align(frames, prepared.audio.wave, prepared.audio.sample_rate, fps))
         return Metric("exact-frame sync", v, f"contacts on the exact thump frames: IoU {v:.3g} (thumps at frames "
@@ -108,13 +114,24 @@ def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
         return None
     from .evaluation.readers import content_kept, detect, target_of
 
-    d = detect(frames)
+    w = _world(prepared)
+    d = detect(frames, world=w)
     if r.task == "style":
+        if w == 2 and r.style_image is not None:  # the reference's look and the video's, side by side
+            from .micro.detector import style_reading
+
+            try:
+                reading = style_reading(r.style_image, frames)
+            except ValueError:
+                reading = None
+            if reading is not None:
+                return Metric("background look", float(reading["same"]), reading["sentence"])
         return Metric("detected background", None, f"detected background: {d['background']}")
-    target = target_of(r.reward_prompt or r.prompt)
+    target = target_of(r.reward_prompt or r.prompt, world=w)
     if not target:
         return None
-    keys = ("colour", "shape", "motion", "background")
+    keys = ("colour", "shape", "motion", "background") if w == 1 else \
+        tuple(k for k in ("colour", "shape", "motion") if k in target)
     ok = content_kept(d, target, keys)
     wrong = [k for k in keys if ok.get(f"{k}_ok") != 1.0]
     v = (len(keys) - len(wrong)) / len(keys)

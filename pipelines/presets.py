@@ -1,5 +1,5 @@
 """Named model sets: `micro` (embedded, offline, CPU), `micro-harivo` (the micro image model with HARIVO-trained
-video parts from `assets/micro-harivo/`), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
+video parts from `assets/micro-harivo/`), `micro2` (the micro models trained on world 2, `assets/micro2/`), `animatediff` (SD 1.5 + motion adapter), `animatediff-lean`
 (the same models set up for a 12 GB consumer GPU, see `make_lean`), `animatediff-lcm`, `sd15-random`, `auto`, `tiny`
 (the full list, with a note on each, is `PRESET_NOTES`).
 
@@ -25,6 +25,8 @@ PRESET_NOTES = {
             "else micro",
     "micro": "built-in models, offline, CPU",
     "micro-harivo": "the micro image model with HARIVO-trained video parts (assets/micro-harivo), offline, CPU",
+    "micro2": "the micro models trained on world 2 (backgrounds are looks a style image can be matched to; "
+              "assets/micro2), offline, CPU",
     "animatediff": "Stable Diffusion 1.5 + AnimateDiff motion adapter",
     "animatediff-lean": "AnimateDiff set up for a 12 GB GPU",
     "animatediff-lcm": "AnimateLCM, few steps (LCMScheduler)",
@@ -37,12 +39,30 @@ PRESET_NOTES = {
 PRESETS = tuple(PRESET_NOTES)
 #: Presets whose videos are of the micro world (32×32, its captions): the exact detector, suites and caption hints
 #: apply to them.
-MICRO_WORLD_PRESETS = ("micro", "micro-harivo")
+MICRO_WORLD_PRESETS = ("micro", "micro-harivo", "micro2")
 
 
 def is_micro_world(name) -> bool:
     """Whether a preset (by name) generates micro-world videos (the exact suites and readers apply)."""
     return name in MICRO_WORLD_PRESETS
+
+
+def micro_world(preset) -> int | None:
+    """Which micro world (1 or 2) a preset's videos are of, from its weights (`loading.world_of`: the folder's
+    training.json): a loaded `Preset`'s `world`, or by name for `MICRO_WORLD_PRESETS` (micro and micro-harivo: the
+    world of assets/micro's image model; micro2: 2); None for a preset that is not a micro world's."""
+    w = getattr(preset, "world", None)
+    if w is not None:
+        return int(w)
+    name = preset if isinstance(preset, str) or preset is None else getattr(preset, "name", None)
+    if name not in MICRO_WORLD_PRESETS:
+        return None
+    if name == "micro2":
+        return 2
+    from .micro import MICRO_DIR
+    from .micro.loading import world_of
+
+    return world_of(MICRO_DIR)
 
 
 def presets_help(default: str) -> str:
@@ -77,6 +97,11 @@ class Preset:
     task_method_defaults: dict = field(default_factory=dict)
     #: Frame width per size where the frames are not square ({size (the height): width}; Wan's 480p is 480x832).
     widths: dict = field(default_factory=dict)
+    #: The micro world (1 or 2) its videos are of, read from its weights (`loading.world_of`); None: not a micro world.
+    world: int | None = None
+    #: The style tab's reward: `clip-gram` (`rewards.style.StyleReward`, the Gram of the CLIP's layer-2 tokens) or
+    #: `patch` (`rewards.style.PatchStyleReward`, the mean colour and patch covariance of the background).
+    style_reward: str = "clip-gram"
 
     def dims(self, size: int) -> tuple[int, int]:
         """(height, width) of the frames of a size choice: square unless `widths` names another width."""
@@ -202,6 +227,8 @@ PRESET_DEFAULTS = {
     "micro": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
     # the same image model, VAE and CLIP rewards as micro: its defaults until measured on its own
     "micro-harivo": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
+    # the same architecture and reward scales as micro, trained on world 2
+    "micro2": (MICRO_METHOD_DEFAULTS, MICRO_TASK_METHOD_DEFAULTS),
     "tiny": (TINY_METHOD_DEFAULTS, {}),
     "animatediff": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
     "animatediff-lean": (ANIMATEDIFF_METHOD_DEFAULTS, ANIMATEDIFF_TASK_METHOD_DEFAULTS),
@@ -231,11 +258,15 @@ def _device(device) -> torch.device:
 MICRO_REASON = "micro preset requested: built-in models, offline, CPU-friendly"
 
 
-def _micro(device: torch.device, reason: str) -> Preset:
+def _micro(device: torch.device, reason: str, folder=None, name: str = "micro") -> Preset:
+    """The micro models of `folder` (default assets/micro) as preset `name`; its `world` is the weights' own
+    (`loading.world_of`)."""
     from .micro import MICRO_DIR, check_micro_dir
+    from .micro.loading import world_of
     from .pipeline import GuidedAnimateDiffPipeline
 
-    folder = check_micro_dir(MICRO_DIR)
+    folder = check_micro_dir(MICRO_DIR if folder is None else folder)
+    world = world_of(folder)
     try:
         pipe = GuidedAnimateDiffPipeline.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the folder named
@@ -248,11 +279,36 @@ def _micro(device: torch.device, reason: str) -> Preset:
 
     pipe.latent_rgb = lambda: micro_latent_rgb(pipe.vae)
     return Preset(
-        name="micro", reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
+        name=name, reason=reason, pipe=pipe, device=device, fps=4, frame_choices=[8, 12, 16], size_choices=[32],
         default_frames=8, default_size=32, default_steps=20, default_cfg=7.5, clip=str(folder / "clip"),
         audio_reward="avsync", max_frames=16, method_defaults=MICRO_METHOD_DEFAULTS,
-        task_method_defaults=MICRO_TASK_METHOD_DEFAULTS,
+        task_method_defaults=MICRO_TASK_METHOD_DEFAULTS, world=world,
     )
+
+
+#: Where `micro2`'s weights live (GVS_MICRO2_DIR overrides it, e.g. for tests): the micro models trained on world 2.
+MICRO2_DIR = Path(__file__).resolve().parents[1] / "assets" / "micro2"
+MICRO2_HOWTO = "train them with the world-2 recipe of bench/MICRO.md (python -m pipelines train-micro --world 2 ...)"
+
+
+def micro2_dir() -> Path:
+    return Path(os.environ.get("GVS_MICRO2_DIR") or MICRO2_DIR)
+
+
+def _micro2(device: torch.device, reason: str) -> Preset:
+    """The world-2 micro models of `micro2_dir()`; a folder trained on world 1 is refused with its name."""
+    from .micro.loading import world_of
+
+    folder = micro2_dir()
+    if not folder.is_dir():
+        raise ValueError(f"micro2: weights folder {folder} does not exist; {MICRO2_HOWTO}")
+    if world_of(folder) != 2:
+        raise ValueError(f"micro2: weights folder {folder} was not trained on world 2 (its training.json names no "
+                         f"world 2); {MICRO2_HOWTO}")
+    try:
+        return _micro(device, reason, folder=folder, name="micro2")
+    except FileNotFoundError as e:
+        raise ValueError(f"micro2: {e}") from None
 
 
 #: Where `micro-harivo`'s video parts live (GVS_MICRO_HARIVO_DIR overrides it, e.g. for tests).
@@ -656,7 +712,8 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     dev = _device(device)
     key = (name, str(dev)) + ((os.environ.get("GVS_SD15_RANDOM_SIZE", "full"),) if name == "sd15-random" else ()) \
-        + ((str(micro_harivo_dir()),) if name == "micro-harivo" else ())
+        + ((str(micro_harivo_dir()),) if name == "micro-harivo" else ()) \
+        + ((str(micro2_dir()),) if name == "micro2" else ())
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -669,6 +726,8 @@ def load_preset(name: str = "auto", device=None, video_parts=None, lora=()) -> P
                 _CACHE[micro_key] = _micro(dev, MICRO_REASON)
             preset = _micro_harivo(dev, "micro-harivo preset requested: the micro image model (frozen) with "
                                         f"HARIVO-trained video parts from {micro_harivo_dir()}", _CACHE[micro_key])
+        elif name == "micro2":
+            preset = _micro2(dev, f"micro2 preset requested: the micro models trained on world 2 ({micro2_dir()})")
         elif name == "tiny":
             preset = _tiny(dev, "tiny random components (tests)")
         elif name == "animatediff-lcm":

@@ -170,6 +170,10 @@ def build_task(preset, task: str, inputs: TaskInputs, num_frames: int, height: i
             raise ValueError("style_image: the style reference task needs a style image")
         ref = image_tensor(inputs.style_image, (height, width), "style_image")
         device, dtype = _placement(preset)
+        if getattr(preset, "style_reward", "clip-gram") == "patch":  # the micro looks' patch statistics
+            from rewards.style import PatchStyleReward
+
+            return TaskSetup(task, PatchStyleReward(ref).to(device, dtype))
         return TaskSetup(task, StyleReward(ref, clip=preset.clip, layer=2, device=device, dtype=dtype).to(device, dtype))
     if task == "audio":
         if inputs.audio is None:

@@ -5,6 +5,8 @@
 - style_stripes.png, style_checker.png, style_gradient.png: rendered style references (128 x 128);
 - style_world_striped.png, style_world_checkered.png: the micro world's own background patterns in gray (32 x 32, the
   style suite's references), so the style tab's example is a case of the style suite;
+- style_look_stripes.png: a look of micro world 2 (teal and beige wide rising diagonal stripes, 256 x 256), the style
+  tab's reference on a world-2 preset (micro2);
 - impacts.wav: 2 s of impact thumps at the micro world's bounce times (16 kHz), for the audio tab;
 - impacts_long.wav: 12 s of thumps (longer than any video: shows the crop notice);
 - first_frame.png / last_frame.png: first and last frames of a rendered micro clip
@@ -49,6 +51,14 @@ def world_patterns(out: Path) -> None:
         reference_image(pattern).save(out / f"style_world_{pattern}.png", optimize=True)
 
 
+def world2_look(out: Path) -> None:
+    from pipelines.evaluation.micro import look_reference
+    from pipelines.micro.looks import Look
+
+    look_reference(Look.make("stripes", ("teal", "beige"), 45, "wide")).save(out / "style_look_stripes.png",
+                                                                              optimize=True)
+
+
 def audio_clips(out: Path) -> None:
     from pipelines.micro.world import SAMPLE_RATE, synth_impacts_audio
     from pipelines.studio.examples import EXAMPLE_IMPACT_TIMES
@@ -76,6 +86,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     style_images(out)
     world_patterns(out)
+    world2_look(out)
     audio_clips(out)
     key_frames(out)
     for f in sorted(out.iterdir()):

@@ -2,7 +2,7 @@
 (`pipelines.evaluation.micro.example_cases`: t2v → mg, style → style, audio → audio, interpolation →
 interpolate-agree), generated as the app generates it (the tab's defaults, the row's values, `Studio.prepare` →
 `request.run`) with the test preset when it draws the micro world (micro, micro-harivo:
-`pipelines.presets.is_micro_world`) at seeds 0-3, whatever seed the row shows, and judged by the suite's joint check
+`pipelines.presets.is_micro_world`; micro2's examples and readers are world 2's) at seeds 0-3, whatever seed the row shows, and judged by the suite's joint check
 (`pipelines.evaluation.micro.metrics`, read by the world's exact detector): the suite's target met (the prompt's
 attributes, the reference's pattern, the impacts on their exact frames, the keys joined by a gliding path) in a clean
 video of the prompt (its content, one object in every frame, no artefact, no halo of another colour). At least 3 of
@@ -72,16 +72,18 @@ def _marks(task):
 @pytest.mark.parametrize("task", [pytest.param(t, marks=_marks(t)) for t in ("t2v", "style", "audio", "interpolate")])
 def test_each_example_passes_its_suites_joint_check_at_3_of_4_unchosen_seeds(studio, preset, examples_dir, task):
     from pipelines.evaluation.micro import EXAMPLE_SUITES, example_cases, metrics
+    from pipelines.presets import micro_world
     from pipelines.studio.examples import EXAMPLE_UPLOADS, example_names, example_rows
 
-    rows = example_rows(task)
+    w = micro_world(preset) or 1  # the world of the preset's weights: its examples and readers
+    rows = example_rows(task, world=w)
     assert rows, f"the {task} tab has no example"
     names = example_names(task, EXAMPLE_UPLOADS[task])
     suite = EXAMPLE_SUITES[task]
-    for row, case in zip(rows, example_cases(task, preset.default_frames)):  # ValueError: not a case of its suite
+    for row, case in zip(rows, example_cases(task, preset.default_frames, world=w)):  # ValueError: not a case
         results = {}
         for seed in SEEDS:  # stops as soon as the count is decided either way
-            m = metrics(suite, case, _generate(studio, preset, task, row, names, seed))
+            m = metrics(suite, case, _generate(studio, preset, task, row, names, seed), world=w)
             results[seed] = {k: m[k] for k in ("joint", "target", "content", "clean", "residual", "halo_px")} | {
                 k: m[k] for k in ("smooth", "ends_max_px", "contacts", "background") if k in m}
             passed = sum(r["joint"] == 1.0 for r in results.values())

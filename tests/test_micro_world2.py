@@ -153,15 +153,18 @@ def test_dropout_covers_each_attribute_and_look_part():
 
 
 def test_caption_notice_world2():
-    assert caption_notice2("a red circle moving up") is None
-    assert caption_notice2("on teal and beige wide vertical stripes") is None
+    assert caption_notice2("a red circle moving up on teal and beige wide vertical stripes") is None
+    left = caption_notice2("a red circle moving up")  # a valid prompt: the notice says what the sampler chooses
+    assert "look" in left and "left to the sampler" in left and "colour" not in left, left
+    left = caption_notice2("on teal and beige wide vertical stripes")
+    assert "colour, its shape and its motion are left to the sampler" in left and "look" not in left, left
     note = caption_notice2("a pink dog dancing")
     assert "unknown words: pink, dog, dancing" in note and "leaves everything to the sampler" in note
     assert "names nothing" in caption_notice2("an object")
     assert "check the word order" in caption_notice2("circle red")
     # the world selector: world 1's notice stays the default
     assert caption_notice("a red circle moving up") is not None
-    assert caption_notice("a red circle moving up", world=2) is None
+    assert "left to the sampler" in caption_notice("a red circle moving up", world=2)
     assert get_world(2) is WORLD2 and get_world("1") is WORLD1 and get_world(WORLD2) is WORLD2
     with pytest.raises(ValueError, match="world must be 1 or 2"):
         get_world(3)

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..presets import is_micro_world
+from ..presets import is_micro_world, micro_world
 from . import real as er
 from .cases import Case
 from .micro import PRIMARY, SUITES, cases, metrics, suite_cases
@@ -54,14 +54,14 @@ class Cell:
         return hashlib.sha1(json.dumps(raw).encode()).hexdigest()[:16]
 
 
-def grid(suites, specs, seeds, eta, steps, frames, max_cases=None, case_fn=None, tag="") -> list[Cell]:
+def grid(suites, specs, seeds, eta, steps, frames, max_cases=None, case_fn=None, tag="", world: int = 1) -> list[Cell]:
     """Every cell of suites × cases × specs × seeds; `case_fn(suite, frames)` gives a suite's cases (default: the
-    micro suites' `cases`). `max_cases`: the first N cases of each suite, or (micro suites) case ids such as
-    `example` (`micro.suite_cases`)."""
+    micro suites' `cases` of micro world `world`). `max_cases`: the first N cases of each suite, or (micro suites)
+    case ids such as `example` (`micro.suite_cases`)."""
     cells = []
     for suite in suites:
         if case_fn is None:
-            cs = suite_cases(suite, frames, max_cases)
+            cs = suite_cases(suite, frames, max_cases, world=world)
         else:
             cs = case_fn(suite, frames)
             if max_cases:
@@ -100,7 +100,8 @@ def run_cell(cell: Cell, preset, params_override: Optional[dict] = None, measure
         "key": cell.key, "suite": cell.suite, "case": cell.case.id, "method": cell.spec, "base_method": method,
         "seed": cell.seed, "eta": p.eta, "steps": p.steps, "cfg": p.cfg, "frames": p.frames,
         "mg_scale": p.request.mg_scale, "params": p.params,
-        "metrics": measure(cell, frames, gen) if measure else metrics(cell.suite, cell.case, frames),
+        "metrics": measure(cell, frames, gen) if measure else metrics(cell.suite, cell.case, frames,
+                                                                      world=micro_world(preset) or 1),
         "final_reward": gen.final_reward(), "seconds": round(seconds, 4),
         "peak_memory_bytes": int(gen.peak_memory_bytes), "device": p.device, "preset": p.preset_name,
         "max_shift_ratio": _max_shift(gen), "_frames": frames,
@@ -446,7 +447,7 @@ def evaluate(suites, specs, seeds, out, *, preset_name="micro", eta=None, steps=
     else:
         # micro's cells keep the keys they always had; another micro-world preset's are its own
         tag = model_tag if preset.name == "micro" else preset.name + model_tag
-        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=tag)
+        cells = grid(suites, specs, seeds, eta, steps, frames, max_cases, tag=tag, world=micro_world(preset) or 1)
 
         def run(cell):
             return run_cell(cell, preset, params_override)

@@ -6,7 +6,11 @@ Suites (`cases()` says exactly what each contains):
 - `t2v-reward` held-out captions as the reward's prompt and an empty prompt for the video model (it samples
               unconditioned): only guidance can draw colour and shape; colour / shape / direction accuracy.
 - `style`     striped and checkered references on prompts asking for a black or gray background: the share of
-              videos whose detected background becomes the reference's pattern.
+              videos whose detected background becomes the reference's pattern. World 2 (`cases(..., world=2)`,
+              a world-2 preset such as `micro2`): prompts that leave the look open ('a red circle moving up') and
+              references of each look family (`STYLE2_FAMILIES`: flat, stripes at each angle, checks, rendered at
+              256 px) and photo-like images made in code (a gradient with noise); the target is the reference's
+              look (`read_look`) read in the video's background: its pattern, stripe angle and both colours.
 - `interpolate` key frames with the object where the prompt's motion does not put it (the default constraint,
               `both`; a spec's `mode=reward|replacement|both` switches): endpoint distance (px), path jerk (second
               differences of the centroid, px), monotone interior, smooth path (`max_step_allowed`); the target
@@ -35,7 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .cases import Case
-from .readers import centroids, fidelity, impacts_met, sync_iou, target_of
+from .readers import centroids, fidelity, impacts_met, look_kept, match_frames, sync_iou, target_of
 
 SUITES = ("t2v-hard", "t2v-reward", "style", "interpolate", "interpolate-agree", "audio", "mg")
 #: The metric each suite is judged by, and whether higher is better (the first column of the summary).
@@ -88,7 +92,78 @@ def _key_case(cid: str, colour: str, shape: str, motion: str, p0, p1) -> Case:
                 target=dict(first=keys[0], last=keys[1]))
 
 
-def cases(suite: str, num_frames: int = 8) -> list[Case]:
+#: World 2's style suite: per reference family, (prompt attributes, reference) of its cases. Prompts name colour,
+#: shape and motion and leave the look open; references are looks of the family (any of `looks.TRAIN_LOOKS`) or,
+#: for `photo`, a seed of `photo_reference` (a smooth colour gradient with noise, no look of the world).
+STYLE2_FAMILIES = {
+    "flat": [("red", "circle", "moving up", ("flat", ("teal",), None, None)),
+             ("yellow", "square", "moving left to right", ("flat", ("maroon",), None, None)),
+             ("cyan", "triangle", "moving down", ("flat", ("olive",), None, None)),
+             ("white", "circle", "moving right to left", ("flat", ("navy",), None, None))],
+    "stripes": [("red", "circle", "moving up", ("stripes", ("teal", "beige"), 45, "wide")),
+                ("yellow", "square", "moving left to right", ("stripes", ("navy", "silver"), 90, "wide")),
+                ("cyan", "triangle", "moving down", ("stripes", ("black", "beige"), 135, "wide")),
+                ("white", "circle", "moving right to left", ("stripes", ("maroon", "gray"), 0, "narrow"))],
+    "checks": [("red", "circle", "moving up", ("checks", ("navy", "beige"), None, "wide")),
+               ("yellow", "square", "moving left to right", ("checks", ("black", "silver"), None, "narrow")),
+               ("cyan", "triangle", "moving down", ("checks", ("teal", "brown"), None, "narrow")),
+               ("white", "circle", "moving right to left", ("checks", ("charcoal", "beige"), None, "wide"))],
+    "photo": [("red", "circle", "moving up", 0), ("yellow", "square", "moving left to right", 1),
+              ("cyan", "triangle", "moving down", 2), ("white", "circle", "moving right to left", 3)],
+}
+#: The side (px) world 2's look references are rendered at (a user's upload is larger than the video).
+STYLE2_REFERENCE_PX = 256
+
+
+def look_reference(look, size: int = STYLE2_REFERENCE_PX):
+    """A style reference (PIL RGB, `size` px): world 2's `look` drawn by `looks.look_rgb` at that size."""
+    from ..micro.looks import look_rgb
+
+    return _pil(look_rgb(look, size))
+
+
+def photo_reference(seed: int, size: int = STYLE2_REFERENCE_PX):
+    """A photo-like style reference (PIL RGB, `size` px), made in code: a smooth two-colour gradient in a random
+    direction between random muted colours, with blotchy low-frequency texture and pixel noise. No look of the world
+    draws it; its target is the look `read_look` maps it to."""
+    rng = np.random.default_rng(1000 + int(seed))
+    y, x = np.mgrid[0:size, 0:size] / (size - 1.0)
+    theta = rng.uniform(0, 2 * np.pi)
+    t = np.clip(0.5 + (np.cos(theta) * (x - 0.5) + np.sin(theta) * (y - 0.5)), 0, 1)
+    c0, c1 = rng.uniform(0.05, 0.7, 3), rng.uniform(0.05, 0.7, 3)
+    img = c0[:, None, None] * (1 - t) + c1[:, None, None] * t
+    blot = rng.normal(size=(3, 8, 8))
+    from scipy import ndimage
+
+    blot = ndimage.zoom(blot, (1, size / 8.0, size / 8.0), order=3)[:, :size, :size]
+    img = img + 0.06 * blot + rng.normal(0, 0.03, img.shape)
+    return _pil(np.clip(img, 0, 1).astype(np.float32))
+
+
+def _style2_cases() -> list[Case]:
+    from ..micro.looks import TRAIN_LOOKS, Look, read_look
+
+    out = []
+    for family, rows in STYLE2_FAMILIES.items():
+        for i, (c, s, m, ref) in enumerate(rows):
+            if family == "photo":
+                image = photo_reference(ref)
+                look = read_look(image).look
+            else:
+                look = Look.make(*ref)
+                if look not in TRAIN_LOOKS:
+                    raise AssertionError(f"style reference {look} is not a training look")
+                image = look_reference(look)
+            out.append(Case(f"{family}-{i}", "style", f"a {c} {s} {m}", inputs=dict(style_image=image),
+                            target=dict(look=look, family=family)))
+    return out
+
+
+def cases(suite: str, num_frames: int = 8, world: int = 1) -> list[Case]:
+    """A suite's cases; `world` 2 gives world 2's style suite (the other suites' prompts are world captions that
+    world 2 parses too: their backgrounds are flat or gray looks)."""
+    if suite == "style" and int(world) == 2:
+        return _style2_cases()
     from ..micro import world
 
     held = list(world.HELD_OUT)
@@ -170,28 +245,34 @@ def reference_pattern(image) -> Optional[str]:
     return name if name in ("striped", "checkered") else None
 
 
-def example_cases(task: str, num_frames: int = 8, rows=None) -> list[Case]:
+def example_cases(task: str, num_frames: int = 8, rows=None, world: int = 1) -> list[Case]:
     """The tab's example rows (`pipelines.studio.examples.example_rows`, or `rows`) as cases of its suite
     (`EXAMPLE_SUITES`), ids `example`, `example-1`, ...: the row's prompt, uploads and MG α; its method and seed are
     the grid's (method spec, seed). ValueError names a row that is not a case of its suite (a style reference that
     is not one of the world's patterns; key frames without one object each)."""
+    w = int(world)
     from ..micro import world
     from ..task_options import DEFAULT_INTERPOLATION_MODE
     from ..studio.examples import EXAMPLE_IMPACT_TIMES, EXAMPLE_UPLOADS, example_names, example_rows
 
-    rows = example_rows(task) if rows is None else rows
+    rows = example_rows(task, world=w) if rows is None else rows
     names = example_names(task, EXAMPLE_UPLOADS[task])
     out = []
     for i, row in enumerate(rows):
         v = dict(zip(names, row))
         cid = "example" if i == 0 else f"example-{i}"
         prompt = v["prompt"]
-        attrs = target_of(prompt)
+        attrs = target_of(prompt, world=w)
         if not attrs:
             raise ValueError(f"example {cid} of the {task} tab: the micro world cannot read the prompt {prompt!r}")
         inputs = {"mg_scale": v["mg_scale"]}
         if task == "t2v":
             target = {k: attrs[k] for k in ("colour", "shape", "motion")}
+        elif task == "style" and w == 2:  # the reference's nearest look is the target
+            from ..micro.looks import read_look
+
+            inputs["style_image"] = v["style_image"]
+            target = {"look": read_look(v["style_image"]).look, "family": "example"}
         elif task == "style":
             pattern = reference_pattern(v["style_image"])
             if pattern is None:
@@ -216,18 +297,18 @@ def example_cases(task: str, num_frames: int = 8, rows=None) -> list[Case]:
     return out
 
 
-def suite_cases(suite: str, num_frames: int = 8, select=None) -> list[Case]:
+def suite_cases(suite: str, num_frames: int = 8, select=None, world: int = 1) -> list[Case]:
     """A suite's cases as the grid runs them: `select` None (the suite's own cases), an int N (its first N), or
     case ids (a list or a comma string) among its own and its tab's examples (`example`, `example-1`, ...: see
     `example_cases`; only the suite a tab's example belongs to has them)."""
-    own = cases(suite, num_frames)
+    own = cases(suite, num_frames, world=world)
     if select is None:
         return own
     if isinstance(select, int) or (isinstance(select, str) and select.strip().isdigit()):
         return own[: int(select)]
     ids = [s.strip() for s in (select.split(",") if isinstance(select, str) else select) if s.strip()]
     task = next((t for t, s in EXAMPLE_SUITES.items() if s == suite), None)
-    pool = own + (example_cases(task, num_frames) if task and any(i.startswith("example") for i in ids) else [])
+    pool = own + (example_cases(task, num_frames, world=world) if task and any(i.startswith("example") for i in ids) else [])
     by_id = {c.id: c for c in pool}
     bad = [i for i in ids if i not in by_id]
     if bad:
@@ -253,18 +334,20 @@ def _content_keys(suite: str) -> tuple[str, ...]:
     return ("colour", "shape") if suite == "interpolate" else ("colour", "shape", "motion")
 
 
-def metrics(suite: str, case: Case, frames) -> dict:
+def metrics(suite: str, case: Case, frames, world: int = 1) -> dict:
     """The suite's exact metrics of one generated video `frames` (f, 3, H, W) in [0, 1].
 
     Every suite reads three things (`pipelines.evaluation.readers`): `target` (the suite's effect: the pattern, the
     key positions, the contacts, the prompt's attributes), `fidelity` (the prompt's content kept, one object in every
-    frame, no artefacts) and `joint` (both: the figure methods and defaults are chosen on)."""
+    frame, no artefacts) and `joint` (both: the figure methods and defaults are chosen on). `world` 2 reads the
+    video as world 2's (its background is a look; the style target is the reference's look)."""
     from ..micro.detector import _to_numpy, detect
 
-    d = detect(frames)
+    world = int(world)
+    d = detect(frames, world=world)
     a = _to_numpy(frames)
     out: dict[str, Any] = {}
-    prompt_target = case.target if suite in ("t2v-hard", "t2v-reward", "mg") else target_of(case.prompt)
+    prompt_target = case.target if suite in ("t2v-hard", "t2v-reward", "mg") else target_of(case.prompt, world=world)
     fid = fidelity(a, prompt_target, _content_keys(suite), d=d)
     if suite in ("t2v-hard", "t2v-reward", "mg"):
         t = case.target
@@ -275,7 +358,15 @@ def metrics(suite: str, case: Case, frames) -> dict:
     if suite == "mg":
         out["change"] = float(np.abs(np.diff(a, axis=0)).mean())
         out["colour_kept"] = float(d["colour_consistency"] if d["colour"] == case.target["colour"] else 0.0)
-    if suite == "style":
+    if suite == "style" and "look" in case.target:  # world 2: the reference's look in the background
+        look = case.target["look"]
+        out["background"] = d["background"]
+        out["reference_look"] = look.describe()
+        out["family"] = case.target.get("family")
+        out["look_pattern"] = float(d.get("look") is not None and d["look"].pattern == look.pattern)
+        out["look_colours"] = look_kept(d, look, ("colours",))
+        out["target"] = look_kept(d, look)  # pattern, stripe angle and both colours
+    elif suite == "style":
         out["background"] = d["background"]
         out["style_changed"] = float(d["background"] == case.target["background"])
         out["target"] = out["style_changed"]
@@ -344,5 +435,6 @@ def prompt_set(n_seen: int = 12) -> list[dict]:
 
 __all__ = ["SUITES", "PRIMARY", "cases", "metrics", "prompt_set", "reference_image", "T2V_HARD_CFG",
            "T2V_HARD_STEPS", "KEY_POSITIONS", "AGREE_KEYS", "AUDIO_PHASES", "ENDS_PX", "max_step_allowed",
-           "EXAMPLE_SUITES", "example_cases", "suite_cases", "reference_pattern"]
+           "EXAMPLE_SUITES", "example_cases", "suite_cases", "reference_pattern", "STYLE2_FAMILIES",
+           "look_reference", "photo_reference"]
 

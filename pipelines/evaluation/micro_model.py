@@ -204,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..micro.loading import load_micro_pipeline, world_of
 
-    version = args.world or (world_of(args.model) if args.model and not pipe else 1)
+    from ..presets import micro_world
+
+    # the world of the weights: --world, else the model folder's training.json, else the preset's (micro2: 2)
+    version = args.world or (world_of(args.model) if args.model and not pipe
+                             else micro_world(args.preset or "micro") or 1)
     if version == 2:
         if pipe is None:
             pipe = load_micro_pipeline(args.model)

@@ -18,6 +18,12 @@ base, the bench):
   tolerance);
 - `max_jump` / `rendered_max_jump` / `frame_change` / `harivo_reading`: how smoothly the object moves, and the
   columns of HARIVO's ablation table (content, action, smooth, non-weird, Δframe) read from one video.
+
+Every reader takes the micro `world` (1, the default, or 2; `presets.micro_world` gives a preset's): on world 2 the
+detector reads the background as a look (`detect(frames, world=2)`), `rerender` draws that look at the read phase,
+`residual` fits it per channel at the level the frame has it, and `halo` counts only colour beyond the look's own chroma
+(world 2's tints have up to 0.22), so a clean world-2 video reads clean; `target_of` parses world 2's prompts
+(any attribute may be left out).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..micro import world
+from ..micro import world as _world
 from ..micro.detector import _to_numpy, detect, object_mask
 
 #: Smallest connected object-pixel component counted as an object (px at 32×32): a stray pixel or two of a blurred
@@ -61,13 +68,24 @@ def _shifted_backgrounds(name: str, size: int) -> list[np.ndarray]:
     return [np.roll(bg, (dy, dx), axis=(0, 1)) for dy in ys for dx in xs]
 
 
+def look_background(d: dict, size: int) -> np.ndarray:
+    """World 2: the look a `detect(..., world=2)` result read, drawn at its read phase: (3, size, size)."""
+    from ..micro.looks import look_rgb
+
+    return look_rgb(d["look"], size, d.get("look_phase") or (0, 0)).astype(np.float32)
+
+
 def rerender(d: dict, size: int, background: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """What `d` (a `detect` result) read, drawn by the world's renderer: frames (f, 3, size, size) with its background
-    and, in each frame where an object was read, its majority colour and shape with its centroid at the read one;
-    and the object masks (f, size, size)."""
-    bg = world.background_image(d["background"], size) if background is None else background
+    (world 2's look at its read phase when `d` has a `look`) and, in each frame where an object was read, its majority
+    colour and shape with its centroid at the read one; and the object masks (f, size, size)."""
+    if background is None:
+        background = look_background(d, size) if d.get("look") is not None else \
+            world.background_image(d["background"], size)
+    bg = background
     f = len(d["centroids"])
-    out = np.repeat(np.repeat(bg[None, None], 3, axis=1), f, axis=0).astype(np.float32)
+    bg3 = bg[None] if bg.ndim == 3 else np.repeat(bg[None, None], 3, axis=1)
+    out = np.repeat(bg3, f, axis=0).astype(np.float32)
     masks = np.zeros((f, size, size), bool)
     colour, shape = d.get("colour"), d.get("shape")
     if colour is None or shape is None:
@@ -104,19 +122,36 @@ def _fit_level(gray: np.ndarray, bg: np.ndarray, where: np.ndarray) -> np.ndarra
     return gain * bg + offset
 
 
-def residual(frames, d: Optional[dict] = None) -> list[float]:
+def _fit_level_rgb(frame: np.ndarray, bg: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """World 2: `_fit_level` per channel, the look (3, H, W) at the level the frame (3, H, W) has it."""
+    return np.stack([_fit_level(frame[c], bg[c], where) for c in range(3)]).astype(np.float32)
+
+
+def _edge_band(masks: np.ndarray) -> np.ndarray:
+    return np.stack([ndimage.binary_dilation(m, iterations=EDGE_BAND) & ~ndimage.binary_erosion(m, iterations=1)
+                     if m.any() else m for m in masks])
+
+
+def residual(frames, d: Optional[dict] = None, world: int = 1) -> list[float]:
     """Per-frame mean |frame − re-rendering of what the detector read| over pixels away from the object's edge (see
     `EDGE_BAND`), with the background class at its best pattern phase and at the level the frame has it (gain and
-    offset fitted). What it catches: colour outside the object (smears, patches, a second blob), background
-    structure that no background of the world has (noise, stripes across a checker), an object interior of
-    another colour."""
+    offset fitted; world 2: the read look at its read phase, fitted per channel). What it catches: colour outside the
+    object (smears, patches, a second blob), background structure that no background of the world has (noise,
+    stripes across a checker), an object interior of another colour."""
     a = _to_numpy(frames)
-    d = detect(a) if d is None else d
+    d = detect(a, world=world) if d is None else d
     size = a.shape[-1]
     render, masks = rerender(d, size)
-    band = np.stack([ndimage.binary_dilation(m, iterations=EDGE_BAND) & ~ndimage.binary_erosion(m, iterations=1)
-                     if m.any() else m for m in masks])
-    keep = ~band  # (f, H, W)
+    keep = ~_edge_band(masks)  # (f, H, W)
+    if d.get("look") is not None:  # world 2: the read look, at the level each frame has it
+        bg = look_background(d, size)
+        r = []
+        for k in range(a.shape[0]):
+            ren = render[k].copy()
+            ren[:, ~masks[k]] = _fit_level_rgb(a[k], bg, keep[k] & ~masks[k])[:, ~masks[k]]
+            err = np.abs(a[k] - ren).mean(0)
+            r.append(float(err[keep[k]].mean()) if keep[k].any() else 0.0)
+        return r
     gray = a.mean(1)
     best = None
     for bg in _shifted_backgrounds(d["background"], size):
@@ -166,11 +201,26 @@ def off_colour(frame: np.ndarray, colour: Optional[str]) -> np.ndarray:
     return np.where(gap > HALO_HUE_TOL, chroma, 0.0)
 
 
-def halo(frames, d: Optional[dict] = None) -> list[int]:
-    """Per frame: the pixels of another colour than the object the detector read (`off_colour` > `HALO_LEVEL`)."""
+def halo(frames, d: Optional[dict] = None, world: int = 1) -> list[int]:
+    """Per frame: the pixels of another colour than the object the detector read (`off_colour` > `HALO_LEVEL`).
+    World 2 (`d` has a `look`): a pixel's off-hue chroma must exceed the chroma the read look has there (at the
+    frame's level) by `HALO_LEVEL`, outside the re-rendered object: the look's own tints have chroma up to 0.22, and
+    a dark fringe on a tinted look is no colour."""
     a = _to_numpy(frames)
-    d = detect(a) if d is None else d
-    return [int((off_colour(fr, d.get("colour")) > HALO_LEVEL).sum()) for fr in a]
+    d = detect(a, world=world) if d is None else d
+    if d.get("look") is None:
+        return [int((off_colour(fr, d.get("colour")) > HALO_LEVEL).sum()) for fr in a]
+    size = a.shape[-1]
+    _, masks = rerender(d, size)
+    bg = look_background(d, size)
+    objects = np.stack([object_mask(fr) for fr in a])
+    out = []
+    for k, fr in enumerate(a):
+        level = _fit_level_rgb(fr, bg, ~ndimage.binary_dilation(objects[k] | masks[k], iterations=EDGE_BAND))
+        extra = off_colour(fr, d.get("colour")) - (level.max(0) - level.min(0))
+        extra[masks[k]] = 0.0
+        out.append(int((extra > HALO_LEVEL).sum()))
+    return out
 
 
 def content_kept(d: dict, target: dict, keys=("colour", "shape", "motion")) -> dict:
@@ -180,15 +230,17 @@ def content_kept(d: dict, target: dict, keys=("colour", "shape", "motion")) -> d
     return out
 
 
-def fidelity(frames, target: dict, keys=("colour", "shape", "motion"), d: Optional[dict] = None) -> dict:
+def fidelity(frames, target: dict, keys=("colour", "shape", "motion"), d: Optional[dict] = None,
+             world: int = 1) -> dict:
     """Is this still a clean video of its prompt? `target`: the prompt's attributes (colour, shape, motion); `keys`:
     those the video must keep (a suite whose keys no motion joins asks for colour and shape only).
 
     Returns content (+ per attribute), one_object (share of frames with exactly one object), residual (the worst
     frame's), halo_px (the worst frame's pixels of another colour), clean (one object in every frame, every frame's
-    residual ≤ RESIDUAL_MAX and halo ≤ HALO_MAX_PX) and fidelity (content and clean)."""
+    residual ≤ RESIDUAL_MAX and halo ≤ HALO_MAX_PX) and fidelity (content and clean). `world`: the micro world of
+    the video (a `d` from world 2's detector, with its `look`, is read as world 2's)."""
     a = _to_numpy(frames)
-    d = detect(a) if d is None else d
+    d = detect(a, world=world) if d is None else d
     out = content_kept(d, target, keys)
     counts = [count_objects(fr) for fr in a]
     res = residual(a, d)
@@ -207,9 +259,9 @@ def colour_kept(d: dict, colour: str) -> float:
     return sum(c == colour for c in cs) / len(cs) if cs else 0.0
 
 
-def centroids(frames) -> list[tuple[float, float]]:
+def centroids(frames, world: int = 1) -> list[tuple[float, float]]:
     """Centroids (x, y) in px of the object in each frame, as the detector reads them (None where none is read)."""
-    return [None if c is None else tuple(c) for c in detect(frames)["centroids"]]
+    return [None if c is None else tuple(c) for c in detect(frames, world=world)["centroids"]]
 
 
 def endpoint_mse(frames, keys) -> float:
@@ -285,13 +337,34 @@ def harivo_reading(frames, target: dict, jump_limit: float) -> dict:
             "dframe": frame_change(a), "all_right": content and action}
 
 
-def target_of(prompt: str) -> dict:
-    """The prompt's attributes (colour, shape, motion, background), or {} for a prompt the world cannot parse."""
-    parsed = world.parse_caption(prompt or "")
+def target_of(prompt: str, world: int = 1) -> dict:
+    """The prompt's attributes (world 1: colour, shape, motion, background; world 2: those it names of colour, shape,
+    motion and look, `parse_caption2`'s form), or {} for a prompt the world cannot parse."""
+    parsed = _world.get_world(world).parse(prompt or "")
     return dict(parsed) if parsed else {}
+
+
+def look_kept(d: dict, look, keys=("pattern", "angle", "colours")) -> float:
+    """World 2: 1.0 when the look a detection read (`d["look"]`) has the `keys` of `look` (a `Look`): its pattern,
+    stripe angle and both colours by default (the width is left out: a style reference's period is not a look's
+    part a user asks for), else 0.0."""
+    got = d.get("look")
+    if got is None or look is None:
+        return 0.0
+    ok = True
+    if "pattern" in keys:
+        ok &= got.pattern == look.pattern
+    if "angle" in keys:
+        ok &= got.angle == look.angle
+    if "colours" in keys:
+        ok &= set(got.colours) == set(look.colours)
+    if "width" in keys:
+        ok &= got.width == look.width
+    return float(ok)
 
 
 __all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "HALO_LEVEL", "HALO_MAX_PX", "count_objects", "rerender", "residual",
            "hue_of", "off_colour", "halo", "HALO_HUE_TOL", "content_kept", "fidelity",
-           "target_of", "detect", "colour_kept", "centroids", "endpoint_mse", "match_frames", "impacts_met", "sync_iou", "max_jump",
-           "rendered_max_jump", "frame_change", "harivo_reading"]
+           "target_of", "look_kept", "look_background", "detect", "colour_kept", "centroids", "endpoint_mse",
+           "match_frames", "impacts_met", "sync_iou", "max_jump", "rendered_max_jump", "frame_change",
+           "harivo_reading"]

@@ -510,11 +510,25 @@ def parse_caption2(text: str) -> dict | None:
     return out
 
 
+#: How `caption_notice2` names an attribute a prompt leaves out.
+_LEFT_WORDS = {"colour": "the object's colour", "shape": "its shape", "motion": "its motion",
+               "look": "the background look"}
+
+
 def caption_notice2(text: str) -> str | None:
-    """None when a world-2 prompt names at least one attribute; else a sentence on what the world knows."""
+    """None when a world-2 prompt names every attribute; for one that leaves some out (a valid prompt), a sentence
+    saying which the sampler chooses ('a red circle moving up': the background look; on the Style tab the reference
+    guides it); for one that names nothing or does not parse, a sentence on what the world knows."""
     parsed = parse_caption2(text)
     if parsed:
-        return None
+        left = [k for k in ATTRIBUTES2 if k not in parsed]
+        if not left:
+            return None
+        words = [_LEFT_WORDS[k] for k in left]
+        what = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+        return (f"this prompt names no {' or '.join(left)}, so {what} "
+                f"{'is' if len(left) == 1 else 'are'} left to the sampler"
+                + (" (on the Style tab, to the style reference)" if "look" in left else ""))
     known = {w for phrase in (*COLOURS, *SHAPES, *MOTIONS, *_SHAPE_NOUNS, *_LOOK_COLOURS, *_WIDTH_WORDS,
                               *_ANGLE_PHRASES, *_PATTERN_WORDS) for w in phrase.split()}
     known |= {"a", "an", "the", "on", "over", "and", "background", "plain"}

@@ -65,7 +65,27 @@ def build_report(gen: Generation) -> dict:
     capped = trust_region_counts(gen.rewards_per_step)
     if capped is not None:
         report["trust_region"] = capped
+    reading = style_look_reading(gen)
+    if reading:
+        report["style_reading"] = reading
     return report
+
+
+def style_look_reading(gen: Generation) -> str | None:
+    """World 2's style runs: what the reference and the video's background read as (`detector.style_reading`:
+    "your reference reads as …; the video's background reads as …"); None for other runs, or no final frames."""
+    p = gen.prepared
+    if p.request.task != "style" or getattr(p, "world", None) != 2 or p.request.style_image is None:
+        return None
+    frames = getattr(gen.final_event, "frames", None)
+    if frames is None:
+        return None
+    from ..micro.detector import style_reading
+
+    try:
+        return style_reading(p.request.style_image, frames)["sentence"]
+    except ValueError:  # validation read the image already; a reader that cannot is no reason to fail the run
+        return None
 
 
 def trust_region_counts(rewards_per_step: list[dict]) -> dict | None:
@@ -130,5 +150,7 @@ def summary_text(report: dict) -> str:
     if tr:
         lines.append(f"trust region capped {tr['capped']}/{tr['bounded']} guided steps"
                      + (" (the step size did not set those steps; trust 0 lifts the cap)" if tr["capped"] else ""))
+    if report.get("style_reading"):
+        lines.append(f"style: {report['style_reading']}")
     lines += [f"note: {n}" for n in report.get("notices", [])]
     return "\n".join(lines)

@@ -93,6 +93,7 @@ class Prepared:
     notices: list = field(default_factory=list)
     height: int = 0  # frame height and width of `size` (the preset's `dims`: square but for Wan's 480x832)
     width: int = 0
+    world: Optional[int] = None  # the micro world (1 or 2) of the preset's videos; None for a real preset
 
     @property
     def seconds_of_video(self) -> float:
@@ -308,13 +309,14 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         note = _tokenizer_notice(preset, text, name)
         if note:
             notices.append(note)
-    from ..presets import is_micro_world
+    from ..presets import micro_world
 
-    if is_micro_world(getattr(preset, "name", None)):
+    world = micro_world(preset)
+    if world is not None:  # the caption notice of the world the preset's weights were trained on
         from ..micro.world import caption_notice
 
         for text, name in ((prompt, "prompt"), (reward_prompt, "reward_prompt")):
-            note = caption_notice(text) if text else None
+            note = caption_notice(text, world=world) if text else None
             if note:
                 notices.append(f"{name}: {note}")
 
@@ -407,7 +409,7 @@ def validate(req: GenerationRequest, preset) -> Prepared:
         raise RequestError("params", str(e)) from None
     return Prepared(request=req, preset_name=preset.name, device=str(preset.device), fps=fps, frames=frames,
                     size=size, steps=steps, cfg=cfg, seed=seed, eta=eta, params=params, guidance=guidance, setup=setup,
-                    audio=audio, notices=notices, height=height, width=width)
+                    audio=audio, notices=notices, height=height, width=width, world=world)
 
 
 def asdict_shallow(req: GenerationRequest) -> dict:

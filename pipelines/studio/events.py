@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ..presets import micro_world
 from ..request import MAX_SEED, RequestError, check_fields, field_defaults, summary_text
 from ..request.fields import TASK_UPLOADS, parse_fields_object
 from ..ui import reward_plot_data, series_name
@@ -150,8 +151,10 @@ def wire(studio: Studio, t: SimpleNamespace, cache_examples: str) -> None:
     if t.micro:
         from ..micro.world import caption_notice
 
+        world = micro_world(studio.preset)  # the prompt help of the world the weights were trained on
+
         def prompt_hint(text):
-            note = caption_notice(text) if text and text.strip() else None
+            note = caption_notice(text, world=world) if text and text.strip() else None
             return f"⚠️ {note}." if note else ""
 
         named["prompt"].change(prompt_hint, named["prompt"], t.hint, show_progress="hidden", **private)
@@ -179,7 +182,7 @@ def wire(studio: Studio, t: SimpleNamespace, cache_examples: str) -> None:
                                                                           t.preview], **private)
 
     # ---- examples: cached (eager / lazy) show their outputs at once; not cached, a click fills and generates
-    rows = example_rows(task)
+    rows = example_rows(task, world=micro_world(studio.preset) or 1)  # a world-2 style example leaves the look open
     if rows:
         ex_names = example_names(task, [n for n in UPLOADS if n in named])
         defaults = {n: getattr(c, "value", None) for n, c in named.items()}

@@ -16,11 +16,17 @@ EXAMPLE_UPLOADS = {"t2v": [], "style": ["style_image"], "audio": ["audio"],
 EXAMPLE_IMPACT_TIMES = (0.5, 1.5)
 
 
-def example_rows(task: str, examples_dir: Path = EXAMPLES_DIR) -> list[list[Any]]:
+def example_rows(task: str, examples_dir: Path = EXAMPLES_DIR, world: int = 1) -> list[list[Any]]:
     """Example rows (prompt, upload(s)..., method, mg_scale, seed); rows whose files are missing are left out.
-    `tests/test_examples.py` holds each row to its suite's joint check at seeds 0-3, not at the seed it shows."""
+    `tests/test_examples.py` holds each row to its suite's joint check at seeds 0-3, not at the seed it shows.
+    `world` 2 (a world-2 preset, `presets.micro_world`): the style tab's example leaves the look open to a reference
+    that is a look of world 2 (teal and beige wide rising diagonal stripes, 256 px); the other tabs' rows are world
+    captions that world 2 parses too."""
     e = examples_dir
     m = task_default_method(task)[0]
+    if task == "style" and int(world) == 2:
+        rows = [["a red circle moving up", str(e / "style_look_stripes.png"), m, 0, 0]]
+        return [r for r in rows if Path(r[1]).exists()]
     rows = {  # every row is a case of its tab's suite (`pipelines.evaluation.micro.example_cases`); seed 0 for all
         "t2v": [
             ["a red circle moving left to right on a black background", "none", 0, 0],

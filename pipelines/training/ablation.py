@@ -90,6 +90,11 @@ def _reference_pipe(name: str):
     if not is_micro_world(name):
         raise ValueError(f"--reference: {name!r} does not generate micro-world videos; choose one of "
                          f"{', '.join(MICRO_WORLD_PRESETS)}")
+    from ..presets import micro_world
+
+    if micro_world(name) != 1:
+        raise ValueError(f"--reference: {name!r} generates world-2 videos; the ablation's prompts and scores are "
+                         "world 1's")
     if name == "micro":  # exactly what the micro row always scored: a fresh pipeline of assets/micro
         from ..micro.loading import load_micro_pipeline
 
