@@ -118,7 +118,7 @@ def _task_metric(prepared, frames: torch.Tensor) -> Optional[Metric]:
     d = detect(frames, world=w)
     if r.task == "style":
         if w == 2 and r.style_image is not None:  # the reference's look and the video's, side by side
-            from .micro.detector import style_reading
+            from .evaluation.readers import style_reading
 
             try:
                 reading = style_reading(r.style_image, frames)

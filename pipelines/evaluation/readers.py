@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from ..micro import world
 from ..micro import world as _world
-from ..micro.detector import _to_numpy, detect, object_mask
+from ..micro.detector import _to_numpy, detect, object_mask, style_reading
 
 #: Smallest connected object-pixel component counted as an object (px at 32×32): a stray pixel or two of a blurred
 #: edge is not a second object.
@@ -367,4 +367,4 @@ __all__ = ["MIN_OBJECT_PX", "RESIDUAL_MAX", "HALO_LEVEL", "HALO_MAX_PX", "count_
            "hue_of", "off_colour", "halo", "HALO_HUE_TOL", "content_kept", "fidelity",
            "target_of", "look_kept", "look_background", "detect", "colour_kept", "centroids", "endpoint_mse",
            "match_frames", "impacts_met", "sync_iou", "max_jump", "rendered_max_jump", "frame_change",
-           "harivo_reading"]
+           "harivo_reading", "style_reading"]
