@@ -1,38 +1,33 @@
-"""One guided DDIM loop over the parts of an AnimateDiff pipeline.
+"""One guided loop over the parts of a video pipeline, written against a noise-level denoiser (docs/denoiser.md).
 
-`Denoiser` holds one generation's state (prompt embeddings, CFG, schedule, MG, reward) and gives guidance methods
-the formulas of METHODS.md as small functions: `eps` (CFG noise prediction, HARIVO MG applied), `x0` (Tweedie),
-`ddim` (the η-DDIM update), `decode` (differentiable per-frame VAE decode to [0, 1]) and `reward`.
-`sample` is the loop: it yields one `StepEvent` per step and a final event carrying the video.
+Every scheduler's latents are x_t = a_t·x0 + b_t·ε with (a_t, b_t) read from it (`NoiseSchedule`): VP schedulers
+(DDIM, DPM-Solver(++), UniPC, PNDM, LCM) (√ᾱ_t, √(1−ᾱ_t)); Euler-type σ-space ones (1, σ_t); flow matching
+(`FlowMatchEulerDiscreteScheduler`, `UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")`,
+whatever `is_flow_scheduler` names) (1 − σ_t, σ_t). Methods see them scaled to variance-preserving form,
+x_t / √(a_t² + b_t²), with ᾱ_t = a_t² / (a_t² + b_t²) (`Denoiser.level`): x̂0 and ε̂ are unchanged by that scaling, and
+so is the ratio of a step to the noise left after it (the trust region, `guidance.base.bound_shift`), so every method
+runs unchanged on every family.
 
-Schedulers. With diffusers' `DDIMScheduler` (no thresholding: every preset's) `ddim` is the η-DDIM formula itself,
-as it always was. With any other scheduler that has `alphas_cumprod` (Euler, Euler ancestral, DPM-Solver(++), UniPC,
-PNDM, LCM, DDIM with thresholding, ...) `ddim(x̂0, ε̂, t)` is that scheduler's own `step`, fed the model output that
-implies (x_t, x̂0) (the raw output itself when the method changed nothing, so an unguided run is the parent
-pipeline's, bit for bit): guidance acts on ε̂, x̂0 or x_{t−1} and the scheduler does the rest. Methods always see
-variance-preserving latents x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε; for σ-space schedulers (Euler-type, whose latents are
-x0 + σ ε) the loop converts at each step (`begin_step` / `end_step`). A step can be taken only at the loop's own
-timestep (it may be retaken: the scheduler's state is restored first); a method that steps a chain of its own
-(DOODL, TITAN with depth > 0) needs `DDIMScheduler` and is refused with another VP scheduler (`needs_ddim`).
+`Denoiser` holds one generation's state (prompt embeddings, CFG, schedule, MG, reward) and is all a guidance method
+sees: the model wrapper `eps` / `x0` / `predict` returns ε̂ and x̂0 whatever the model predicts (ε, v, sample, flow
+velocity v̂: x̂0 = x − σ·v̂, ε̂ = x + (1 − σ)·v̂, exact at σ = 1 where a_t = 0; `Prediction`), `ddim` the step,
+`decode` (differentiable VAE decode to [0, 1]) and `reward`. `sample` is the loop: one `StepEvent` per step and a
+final event carrying the video.
 
-Flow matching (`FlowMatchEulerDiscreteScheduler`, `UniPCMultistepScheduler(use_flow_sigmas=True,
-prediction_type="flow_prediction")`, any scheduler `is_flow_scheduler` names). The scheduler's latents are
-x_t = a_t·x0 + b_t·ε with (a_t, b_t) = (1 − σ_t, σ_t) (`ab(t)`); the model predicts the velocity v̂ and the
-denoiser returns x̂0 = x − σ·v̂ and ε̂ = x + (1 − σ)·v̂ (`eps`, `x0`; at σ = 1, where a_t = 0, x̂0 comes from v̂
-directly, never from dividing by a_t). Methods see the same latents scaled to variance-preserving form,
-x_t / √(a_t² + b_t²), with ᾱ_t = a_t² / (a_t² + b_t²): x̂0 and ε̂ are unchanged by that scaling, and so is every
-ratio of a step to the noise left after it (the trust region, `base.bound_shift`), so every method written for
-√ᾱ, √(1−ᾱ) runs on flow unchanged. The loop's step is the scheduler's own `step`, fed the velocity implied by the
-method's x̂0, v = (x_t − x̂0) / σ_t. A chain a method runs on its own (TITAN's depth, DOODL) steps with the η = 0
-DDIM formula, which on flow is exactly the Euler step of the flow ODE, x' = (1 − σ')·x̂0 + σ'·ε̂
-(FlowMatchEulerDiscreteScheduler's own step; for UniPC an Euler approximation of its multistep update). With η > 0
-the same formula in the variance-preserving coordinates is the flow's stochastic step (Free²Guide's candidates):
-x' = a'·x̂0 + √(b'² − s²)·ε̂ + s·ξ, s = η·√(a'² + b'²)·√((1−ᾱ')/(1−ᾱ))·√(1 − ᾱ/ᾱ'), which keeps the marginals of
-x_t' = a'·x0 + b'·ε.
+The step. With diffusers' `DDIMScheduler` (no thresholding: every AnimateDiff preset's) `ddim` is the η-DDIM formula
+itself. With any other scheduler `ddim(x̂0, ε̂, t)` is that scheduler's own `step` (`SchedulerStep`), fed the model
+output that implies (x_t, x̂0): the raw output itself when the method changed nothing, so an unguided run is the
+parent pipeline's bit for bit; on flow, the velocity v = (x_t − x̂0) / σ_t. A step taken again (time travel) runs on a
+fresh scheduler built from the scheduler's config and replayed through the run's steps: no scheduler state is ever
+copied. A chain a method runs on its own timesteps (TITAN's depth, DOODL) steps with the η = 0 DDIM formula, which on
+flow is exactly the Euler step of the flow ODE, x' = (1 − σ')·x̂0 + σ'·ε̂ (FlowMatchEulerDiscreteScheduler's own step;
+for UniPC an Euler approximation of its multistep update), and is refused on other VP schedulers (`needs_ddim`).
+With η > 0 the same formula in the variance-preserving coordinates is the flow's stochastic step (Free²Guide's
+candidates): x' = a'·x̂0 + √(b'² − s²)·ε̂ + s·ξ, s = η·√(a'² + b'²)·√((1−ᾱ')/(1−ᾱ))·√(1 − ᾱ/ᾱ'), which keeps the
+marginals of x_t' = a'·x0 + b'·ε.
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -125,7 +120,298 @@ def _decode_blockwise(vae, z: torch.Tensor) -> torch.Tensor:
         dec.gradient_checkpointing = saved
 
 
+class NoiseSchedule:
+    """The noise levels of one run, read from the scheduler: x_t = a_t·x0 + b_t·ε at every listed timestep.
+
+    Three families (`kind`): "vp", a scheduler with `alphas_cumprod` stepping in variance-preserving latents (DDIM,
+    DPM-Solver, UniPC, PNDM, LCM): (a_t, b_t) = (√ᾱ_t, √(1−ᾱ_t)); "sigma", Euler-type σ-space latents x0 + σ_t·ε
+    (`init_noise_sigma` ≠ 1): (1, σ_t); "flow", flow matching (`is_flow_scheduler`): (1 − σ_t, σ_t). Methods see every
+    family's latents scaled to variance-preserving form, x_t / √(a_t² + b_t²), with ᾱ_t = a_t² / (a_t² + b_t²)
+    (`alpha_bar`) and `level(t)` = (√ᾱ_t, √(1−ᾱ_t)) = (a_t, b_t) / √(a_t² + b_t²). `noise_level(t)` = √(1−ᾱ_t) ∈ [0, 1]
+    (1 = pure noise) is the same measure on every family, which guided windows and the trust region are stated in.
+    After the last step (t < 0) the schedule's end: DDIM/PNDM's `final_alpha_cumprod`, else ᾱ = 1.
+    """
+
+    def __init__(self, scheduler, timesteps, device):
+        self.timesteps = [int(t) for t in timesteps]
+        self.device = device
+        self.num_train = scheduler.config.num_train_timesteps
+        flow = is_flow_scheduler(scheduler)
+        #: the η-DDIM formula is the scheduler's step (DDIMScheduler without thresholding)
+        self.native_ddim = (not flow and isinstance(scheduler, DDIMScheduler)
+                            and not scheduler.config.get("thresholding", False))
+        sigma = (not flow and not self.native_ddim and hasattr(scheduler, "sigmas")
+                 and float(getattr(scheduler, "init_noise_sigma", 1.0)) != 1.0)
+        self.kind = "flow" if flow else "sigma" if sigma else "vp"
+        self._abar: dict[int, torch.Tensor] = {}
+        self._sigma: dict[int, float] = {}  # σ at each listed timestep (sigma and flow families)
+        if self.kind == "vp":
+            self.alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+            self.final_alpha = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)),
+                                               device=device, dtype=torch.float32)
+        elif self.kind == "sigma":
+            sig = scheduler.sigmas.to(device, torch.float32)
+            for k, t in enumerate(self.timesteps):
+                self._abar.setdefault(t, 1.0 / (1.0 + sig[k] ** 2))
+                self._sigma.setdefault(t, float(scheduler.sigmas[k].double()))
+            self.alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+            self.final_alpha = torch.as_tensor(1.0, device=device, dtype=torch.float32)
+        else:
+            sig = scheduler.sigmas.to(torch.float64)
+            for k, t in enumerate(self.timesteps):
+                self._sigma.setdefault(t, float(sig[k]))
+                self._abar.setdefault(t, self._flow_abar(float(sig[k])))
+            self.sigma_end = float(scheduler.sigmas[-1])
+            self.final_alpha = self._flow_abar(self.sigma_end)
+        self._next_t = {t: (self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1)
+                        for k, t in reversed(list(enumerate(self.timesteps)))}
+
+    def _flow_abar(self, sigma: float) -> torch.Tensor:
+        a, b = 1.0 - sigma, sigma
+        return torch.as_tensor(a * a / (a * a + b * b), device=self.device, dtype=torch.float32)
+
+    def prev(self, t: int) -> int:
+        """The timestep the step from `t` lands on. DDIM: diffusers' DDIMScheduler.step rule, `t − T // N`, for every
+        timestep spacing (with "linspace" this is not the next listed timestep: 25 steps, 999 → 959 while the list
+        goes 999, 957, ...; the model still runs at the listed ones). Others: the next listed timestep (−1 after the
+        last)."""
+        if not self.native_ddim and int(t) in self._next_t:
+            return self._next_t[int(t)]
+        return int(t) - self.num_train // max(1, len(self.timesteps))
+
+    def alpha_bar(self, t: int) -> torch.Tensor:
+        """ᾱ_t of the variance-preserving latents methods see (a 0-dim float32 tensor)."""
+        if int(t) < 0:
+            return self.final_alpha
+        if self._abar and int(t) in self._abar:
+            return self._abar[int(t)]
+        return self.alphas[int(t)]
+
+    def level(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, b_t) of the latents methods see: (√ᾱ_t, √(1−ᾱ_t)), 0-dim tensors. b at t−1 is the noise left after
+        a step, which the trust region is stated in (`guidance.base.bound_shift`)."""
+        if self.kind != "vp" and (int(t) in self._sigma or (int(t) < 0 and self.kind == "flow")):
+            a, b = self.ab(t)  # from σ in float64: ᾱ in float32 would lose b's precision near the clean end
+            n = (a * a + b * b) ** 0.5
+            return (torch.tensor(a / n, device=self.device, dtype=torch.float32),
+                    torch.tensor(b / n, device=self.device, dtype=torch.float32))
+        a = self.alpha_bar(t)
+        return a.sqrt(), (1 - a).clamp(min=0).sqrt()
+
+    def noise_level(self, t: int) -> float:
+        """√(1−ᾱ_t) = b_t / √(a_t² + b_t²) ∈ [0, 1] (1: pure noise), comparable across VP, σ-space and flow."""
+        return float(self.level(t)[1])
+
+    def ab(self, t: int) -> tuple[float, float]:
+        """(a_t, b_t) of the scheduler's own latents: VP (√ᾱ, √(1−ᾱ)), σ-space (1, σ), flow (1 − σ, σ)."""
+        if self.kind == "flow":
+            s = self._sigma.get(int(t), self.sigma_end) if int(t) >= 0 else self.sigma_end
+            return 1.0 - s, s
+        if self.kind == "sigma" and int(t) in self._sigma:
+            return 1.0, self._sigma[int(t)]
+        a = float(self.alpha_bar(t))
+        return a**0.5, (1 - a) ** 0.5
+
+    def vp_scale(self, t: int) -> float:
+        """x_methods / x_scheduler at t: 1/√(a_t² + b_t²) (1 for the VP family)."""
+        if self.kind == "vp":
+            return 1.0
+        a, b = self.ab(t)
+        return (a * a + b * b) ** -0.5
+
+
+class Prediction:
+    """The model wrapper's conversion: whatever the network predicts, (x̂0, ε̂) at latents x = a·x0 + b·ε.
+
+    `kind` is the scheduler's `prediction_type`, or "flow" for a flow-matching scheduler. With (a, b) the latents'
+    coefficients (VP: a = √ᾱ, b = √(1−ᾱ), given as ᾱ; flow: a = 1 − σ, b = σ, in the scheduler's own latents):
+        epsilon   ε̂ = out                     x̂0 = (x − b·ε̂) / a
+        v         ε̂ = a·out + b·x             x̂0 = (x − b·ε̂) / a          (v = a·ε − b·x0, a² + b² = 1)
+        sample    ε̂ = (x − a·out) / b         x̂0 = out
+        flow      ε̂ = x + (1 − σ)·v̂            x̂0 = x − σ·v̂                (v = ε − x0; exact at σ = 1, where a = 0)
+    `output` is the inverse: the raw output whose x̂0 at x is the given one (what the scheduler's `step` is fed when a
+    method changed x̂0).
+    """
+
+    KINDS = ("epsilon", "v_prediction", "sample", "flow")
+
+    def __init__(self, kind: str):
+        if kind not in self.KINDS:
+            raise ValueError(f"unsupported prediction_type {kind!r} (one of {', '.join(self.KINDS)})")
+        self.kind = kind
+
+    def eps(self, out: torch.Tensor, x: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+        """ε̂ from a VP model's output at (x, ᾱ)."""
+        if self.kind == "epsilon":
+            return out
+        if self.kind == "v_prediction":
+            return abar.sqrt() * out + (1 - abar).sqrt() * x
+        return (x - abar.sqrt() * out) / (1 - abar).sqrt()
+
+    def output(self, x: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+        """The VP model output whose x̂0 at (x, ᾱ) is `x0`."""
+        eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        if self.kind == "epsilon":
+            return eps
+        if self.kind == "v_prediction":
+            return abar.sqrt() * eps - (1 - abar).sqrt() * x0
+        return x0
+
+    @staticmethod
+    def flow_split(v: torch.Tensor, xs: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity v̂ at the flow latents xs → (ε̂, x̂0) = (xs + (1 − σ)·v̂, xs − σ·v̂)."""
+        return xs + (1.0 - sigma) * v, xs - sigma * v
+
+    @staticmethod
+    def flow_output(xs: torch.Tensor, x0: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The velocity whose x̂0 at the flow latents xs is `x0`: v = (xs − x̂0) / σ."""
+        return (xs - x0) / sigma
+
+
+class SchedulerStep:
+    """The loop's step through the scheduler's own `step` (every scheduler but plain DDIM, whose step is the η-DDIM
+    formula itself). A method hands over (x̂0, ε̂) at the loop's current timestep; the scheduler is fed the model
+    output that implies them (the raw output itself when the method changed nothing, so an unguided run is the
+    parent pipeline's bit for bit) and advances. No scheduler state is ever copied:
+
+    * a step taken again at the same timestep (time travel, TFG's recurrences: methods whose `retakes_step` is
+      true) runs on a fresh scheduler built from the scheduler's config (`from_config` + `set_timesteps`, checked
+      against the run's schedule) and replayed through the inputs of the steps already taken (`history`, kept only
+      for such methods); the fresh instance then steps the rest of the run. Its state equals the first's: every
+      scheduler's state is a function of the (model output, timestep, sample) triples it was stepped with (the
+      noise a stochastic scheduler draws is not kept; the replay draws its own from a throwaway generator);
+    * a chain a method runs on its own timesteps (TITAN's depth, DOODL) never touches the scheduler: on flow it is the
+      η = 0 DDIM formula, exactly the Euler step of the flow ODE (module docstring); on other VP schedulers it is
+      refused (`needs_ddim`).
+    """
+
+    def __init__(self, ctx: "Denoiser"):
+        self.ctx = ctx
+        self.live = ctx.scheduler  # the instance that steps (a fresh one after a retake)
+        self.keep_history = False  # set by `sample` from the method's `retakes_step`
+        self.history: list[tuple] = []  # (output, timestep, sample) the live scheduler was stepped with, per step
+        self.t = None  # the loop's current timestep (between `begin` and `end`)
+        self.x = self.xs = None  # its latents: as methods see them, and in the scheduler's space
+        self.rec = None  # (x_t, raw model output, ε̂) of the last model call at the current timestep
+        self.taken = None  # this step's (output, timestep, sample) once stepped: a second step is a retake
+        self.stepped = None  # (x_{t−1} as returned to the method, the same in the scheduler's space)
+
+    def begin(self, t: int, xs: torch.Tensor) -> torch.Tensor:
+        """The loop's latents at the start of a step → what methods see (variance-preserving x_t)."""
+        ctx = self.ctx
+        self.t, self.xs, self.rec, self.taken, self.stepped = int(t), xs, None, None, None
+        if ctx.flow:
+            x = xs * ctx.schedule.vp_scale(t)
+        elif ctx.sigma_space:
+            x = self.live.scale_model_input(xs, ctx.t_exact.get(int(t), t))
+        else:
+            x = xs
+        self.x = x
+        return x
+
+    def end(self, x_prev: torch.Tensor) -> torch.Tensor:
+        """A method's x_{t−1} → the loop's latents in the scheduler's space (exactly `step`'s when unchanged)."""
+        if self.stepped is None:
+            raise RuntimeError("the guidance method returned without stepping the scheduler (ctx.ddim)")
+        vp, xs = self.stepped
+        if self.keep_history:
+            self.history.append(self.taken)
+        self.t = None
+        if x_prev is vp or (x_prev.shape == vp.shape and torch.equal(x_prev, vp)):
+            return xs
+        return (x_prev / self.c_in()).to(xs.dtype)
+
+    def c_in(self) -> float:
+        """x_methods / x_scheduler at the live scheduler's current step (1 for the VP family)."""
+        ctx = self.ctx
+        if not (ctx.flow or ctx.sigma_space):
+            return 1.0
+        sig = self.live.sigmas
+        s = sig[min(self.live.step_index or 0, len(sig) - 1)]
+        if ctx.flow:
+            s = float(s)
+            return ((1 - s) ** 2 + s * s) ** -0.5
+        return (s.to(torch.float32) ** 2 + 1) ** -0.5
+
+    def fresh(self):
+        """A new instance of the scheduler from its config with the run's timesteps, replayed through `history`."""
+        ctx, old = self.ctx, self.live
+        name = type(old).__name__
+        k = ctx.timesteps.index(self.t)
+        if len(self.history) != k:
+            raise RuntimeError(
+                f"retaking step {k} on {name} replays the {k} steps before it, and this run kept {len(self.history)} "
+                f"(a method that takes a step again must say so with `retakes_step`)")
+        new = type(old).from_config(old.config)
+        n = getattr(old, "num_inference_steps", None) or len(ctx.timesteps)  # PNDM lists one timestep twice
+        try:
+            new.set_timesteps(n, device=old.timesteps.device)
+        except (TypeError, ValueError) as err:
+            raise NotImplementedError(f"retaking a step on {name} rebuilds it from its config, and its "
+                                      f"set_timesteps({n}) refused: {err}") from err
+        if getattr(old, "begin_index", None) is not None and hasattr(new, "set_begin_index"):
+            new.set_begin_index(old.begin_index)
+        same = torch.equal(new.timesteps.cpu(), old.timesteps.cpu()) and (
+            not hasattr(old, "sigmas") or torch.equal(torch.as_tensor(new.sigmas).cpu(), torch.as_tensor(old.sigmas).cpu()))
+        if not same:
+            raise NotImplementedError(
+                f"retaking a step on {name} rebuilds it from its config, which gives another schedule than this "
+                f"run's (custom timesteps or sigmas); use time_travel=0 / n_recur=1 with this schedule")
+        throwaway = torch.Generator(device=self.xs.device).manual_seed(0)
+        kwargs = ctx.step_kwargs(throwaway)
+        for out, t_in, sample in self.history:
+            new.step(out, t_in, sample, **kwargs)
+        return new
+
+    def step(self, x0, eps, t, noise, eta) -> torch.Tensor:
+        """x_{t−1} from (x̂0, ε̂) at the current timestep by the scheduler's `step` (see the class docstring)."""
+        ctx, name = self.ctx, type(self.live).__name__
+        if self.t is None or int(t) != self.t:
+            if ctx.flow:  # a chain of the method's own: the flow ODE's Euler step (η = 0 unless asked)
+                return ctx.ddim_formula(x0, eps, t, noise, 0.0 if eta is None else eta)
+            raise NotImplementedError(
+                f"this guidance steps its own chain of timesteps (t={int(t)}), which needs DDIMScheduler; "
+                f"the pipeline's scheduler is {name}")
+        rec = self.rec
+        same_eps = rec is not None and (eps is rec[2] or (eps.shape == rec[2].shape and torch.equal(eps, rec[2])))
+        if same_eps:
+            x_t = rec[0]
+            exact = not ctx.mg_scale and torch.equal(x0, ctx.x0(x_t, eps, t))
+        else:
+            a = ctx.alpha_bar(t)
+            x_t, exact = a.sqrt() * x0 + (1 - a).sqrt() * eps, False
+        if exact:
+            out = rec[1]
+        elif ctx.flow:
+            out = Prediction.flow_output(ctx.to_sched(x_t, t), x0, ctx.schedule.ab(t)[1]).to(self.xs.dtype)
+        else:
+            out = ctx.prediction.output(x_t, x0, ctx.alpha_bar(t)).to(self.xs.dtype)
+        if self.taken is not None:  # retaking the step (time travel, recurrences): from the state before it
+            self.live = self.fresh()
+        same_x = x_t is self.x or torch.equal(x_t, self.x)
+        xs_t = self.xs if same_x else (x_t / self.c_in()).to(self.xs.dtype)
+        t_in = ctx.t_exact.get(int(t), t)
+        xs_prev = self.live.step(out, t_in, xs_t, **ctx.step_kwargs()).prev_sample
+        self.taken = (out.detach(), t_in, xs_t.detach()) if self.keep_history else ()
+        if noise is not None or (eta is not None and eta != ctx.eta):
+            x_prev = ctx.ddim_formula(x0, eps, t, noise, eta)  # the scheduler only advanced
+            xs_prev = (x_prev / self.c_in()).to(xs_prev.dtype)
+        else:
+            x_prev = xs_prev * self.c_in() if (ctx.sigma_space or ctx.flow) else xs_prev
+        self.stepped = (x_prev, xs_prev)
+        return x_prev
+
+
 class Denoiser:
+    """One generation's state and the interface guidance methods see (docs/denoiser.md).
+
+    Latents as methods see them: x_t = a_t·x0 + b_t·ε in variance-preserving form (`level(t)` = (a_t, b_t)).
+    The model wrapper: `eps(x, t)` (CFG, HARIVO MG) and `x0(x, ε̂, t)` give ε̂ and x̂0 whatever the model predicts
+    (`Prediction`); `predict(x, t)` gives both. The step: `ddim(x̂0, ε̂, t)` (the η-DDIM formula, or the scheduler's
+    own `step`: `SchedulerStep`), `prev_t(t)` where it lands, `renoise` one step back. Reading the result:
+    `decode`, `reward`, `objective`. The schedule itself is `schedule` (a `NoiseSchedule`).
+    """
+
     def __init__(
         self,
         pipe,
@@ -165,24 +451,21 @@ class Denoiser:
         self.cross_attention_kwargs = cross_attention_kwargs
         self.device = prompt_embeds.device
         self.dtype = prompt_embeds.dtype
+        self.schedule = NoiseSchedule(self.scheduler, self.timesteps, self.device)
         #: flow matching (module docstring): velocity prediction, latents (1 − σ)·x0 + σ·ε
-        self.flow = is_flow_scheduler(self.scheduler)
-        if not self.flow:
-            self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        # DDIM/PNDM step to final_alpha_cumprod at the end; the others (DPM-Solver, Euler, UniPC, LCM, flow) to ᾱ = 1
-        self.final_alpha = torch.as_tensor(float(getattr(self.scheduler, "final_alpha_cumprod", 1.0)),
-                                           device=self.device, dtype=torch.float32)
-        if self.flow:
-            self.final_alpha = self._flow_abar(float(self.scheduler.sigmas[-1]))
+        self.flow = self.schedule.kind == "flow"
+        self.sigma_space = self.schedule.kind == "sigma"  # Euler-type: x = x0 + σ ε, model input x / √(σ²+1)
+        self.native_ddim = self.schedule.native_ddim
+        self.num_train = self.schedule.num_train
+        self.prediction_type = "flow" if self.flow else self.scheduler.config.prediction_type
+        self.prediction = Prediction(self.prediction_type)
+        self.stepper = SchedulerStep(self)
         self._x0_rec = None  # (x, ε̂, x̂0, t) of the last flow model call: x̂0 from v̂ (exact where a_t = 0)
         # IP-Adapter image embeddings (the UNet's added_cond_kwargs): per adapter (cond, uncond or None)
         self.image_embeds = None
         if image_embeds is not None:
             self.image_embeds = [(e.chunk(2)[1], e.chunk(2)[0]) if negative_embeds is not None else (e, None)
                                  for e in image_embeds]
-        self._init_scheduler_path()
-        self.num_train = self.scheduler.config.num_train_timesteps
-        self.prediction_type = "flow" if self.flow else self.scheduler.config.prediction_type
         self.stats: dict = {}
         self.last_x0: Optional[torch.Tensor] = None
         #: frames the step hooks overwrite after every step (interpolation's latent replacement): set by `sample`
@@ -200,81 +483,26 @@ class Denoiser:
         return pipe.unet
 
     # --- schedule -------------------------------------------------------------------------------------
-    def _flow_abar(self, sigma: float) -> torch.Tensor:
-        a, b = 1.0 - sigma, sigma
-        return torch.as_tensor(a * a / (a * a + b * b), device=self.device, dtype=torch.float32)
-
-    def _init_scheduler_path(self) -> None:
-        sch = self.scheduler
-        #: the η-DDIM formula is the scheduler's step (DDIMScheduler without thresholding); else `scheduler.step`
-        self.native_ddim = (not self.flow and isinstance(sch, DDIMScheduler)
-                            and not sch.config.get("thresholding", False))
-        #: σ-space latents (Euler-type: x = x0 + σ ε, model input x / √(σ²+1))
-        self.sigma_space = (not self.flow and not self.native_ddim and hasattr(sch, "sigmas")
-                            and float(getattr(sch, "init_noise_sigma", 1.0)) != 1.0)
-        self._abar: dict[int, torch.Tensor] = {}
-        self._sigma: dict[int, float] = {}  # flow: σ at each listed timestep
-        if self.sigma_space:
-            sig = sch.sigmas.to(self.device, torch.float32)
-            for k, t in enumerate(self.timesteps):
-                self._abar.setdefault(t, 1.0 / (1.0 + sig[k] ** 2))
-        if self.flow:
-            sig = sch.sigmas.to(torch.float64)
-            for k, t in enumerate(self.timesteps):
-                self._sigma.setdefault(t, float(sig[k]))
-                self._abar.setdefault(t, self._flow_abar(float(sig[k])))
-        self._next_t = {t: (self.timesteps[k + 1] if k + 1 < len(self.timesteps) else -1)
-                        for k, t in reversed(list(enumerate(self.timesteps)))}
-        self._cur_t = None  # the loop's current timestep (set by begin_step)
-        self._cur_x = self._cur_xs = None  # its latents: as methods see them, and in the scheduler's space
-        self._rec = None  # (x_t, raw model output, ε̂) of the last model call at the current timestep
-        self._snapshot = None  # the scheduler's state before this step's first `step`
-        self._stepped = None  # (x_{t−1} as returned to the method, the same in the scheduler's space)
-
     def prev_t(self, t: int) -> int:
-        """The timestep the step from `t` lands on. DDIM: diffusers' DDIMScheduler.step rule, `t − T // N`, for every
-        timestep spacing. With "linspace" (the animatediff preset) this is not the next listed timestep
-        (25 steps: 999 → 959, while the list goes 999, 957, ...); the UNet still runs at the listed ones.
-        Other schedulers: the next listed timestep (−1 after the last)."""
-        if not self.native_ddim and int(t) in self._next_t:
-            return self._next_t[int(t)]
-        return int(t) - self.num_train // max(1, len(self.timesteps))
-
-    def ab(self, t: int) -> tuple[float, float]:
-        """(a_t, b_t) of the scheduler's own latents x_t = a_t·x0 + b_t·ε: VP (√ᾱ, √(1−ᾱ)), Euler-type (1, σ),
-        flow (1 − σ, σ); after the last step (t < 0) the end of the schedule."""
-        if self.flow:
-            s = self._sigma.get(int(t), float(self.scheduler.sigmas[-1])) if int(t) >= 0 else float(
-                self.scheduler.sigmas[-1])
-            return 1.0 - s, s
-        if self.sigma_space and int(t) in self._abar:
-            a = float(self._abar[int(t)])
-            return 1.0, ((1 - a) / a) ** 0.5
-        a = float(self.alpha_bar(t))
-        return a**0.5, (1 - a) ** 0.5
-
-    def vp_scale(self, t: int) -> float:
-        """x_vp / x_scheduler at timestep t: 1/√(a_t² + b_t²) (1 for variance-preserving schedulers)."""
-        if not (self.flow or self.sigma_space):
-            return 1.0
-        a, b = self.ab(t)
-        return (a * a + b * b) ** -0.5
-
-    def to_sched(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Latents as methods see them (variance-preserving) → the scheduler's (and the model's, on flow) at t;
-        the loop's own latents at its current step are returned as they are (bit for bit)."""
-        if not (self.flow or self.sigma_space):
-            return x
-        if self._cur_x is not None and x is self._cur_x:
-            return self._cur_xs
-        return x / self.vp_scale(t)
+        """The timestep the step from `t` lands on (`NoiseSchedule.prev`)."""
+        return self.schedule.prev(t)
 
     def alpha_bar(self, t: int) -> torch.Tensor:
-        if int(t) < 0:
-            return self.final_alpha
-        if self._abar and int(t) in self._abar:
-            return self._abar[int(t)]
-        return self.alphas[int(t)]
+        """ᾱ_t of the latents methods see (`NoiseSchedule.alpha_bar`)."""
+        return self.schedule.alpha_bar(t)
+
+    def level(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a_t, b_t) = (√ᾱ_t, √(1−ᾱ_t)) of the latents methods see; at t−1, b is the noise left after the step."""
+        return self.schedule.level(t)
+
+    def to_sched(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Latents as methods see them → the scheduler's (and the model's, on flow) at t; the loop's own latents at
+        its current step are returned as they are (bit for bit)."""
+        if not (self.flow or self.sigma_space):
+            return x
+        if self.stepper.x is not None and x is self.stepper.x:
+            return self.stepper.xs
+        return x / self.schedule.vp_scale(t)
 
     def cfg_scale(self, t: int) -> float:
         if self.cfg_schedule == "harivo" and int(t) > 0.7 * self.num_train:
@@ -317,55 +545,37 @@ class Denoiser:
         return uncond + self.cfg_scale(t) * (cond - uncond), cond, uncond
 
     def eps(self, x: torch.Tensor, t: int, cfg: bool = True, return_parts: bool = False):
-        """ε̂ at (x, t): CFG (with the optional HARIVO schedule), then HARIVO MG when mg_scale > 0."""
+        """ε̂ at (x, t), whatever the model predicts (`Prediction`): CFG (with the optional HARIVO schedule), then
+        HARIVO MG when mg_scale > 0 (on flow, on x̂0: the pair stays consistent)."""
+        out, cond, uncond = self.model_output(x, t, cfg)
+        a = self.alpha_bar(t)
         if self.flow:
-            return self._flow_eps(x, t, cfg, return_parts)
-        out, cond, uncond = self.model_output(x, t, cfg)
-        eps = self._to_eps(out, x, t)
-        if self.mg_scale:
-            eps = mitigating_gradient(eps, x, self.alpha_bar(t), self.mg_scale)
-        if (not self.native_ddim and self._cur_t is not None and int(t) == self._cur_t and cfg
-                and x.shape == self._cur_x.shape):
-            self._rec = (x.detach(), out.detach(), eps.detach())
+            xs, sigma = self.to_sched(x, t), self.schedule.ab(t)[1]
+            eps, x0 = Prediction.flow_split(out, xs, sigma)
+            if self.mg_scale and float(a) > 0:  # MG on x̂0 (off where a_t = 0: x̂0 has no noise-free part yet),
+                # each frame pulled at most all the way to its neighbour (`mitigating_gradient`'s max_pull)
+                eps = mitigating_gradient(eps, x, a, self.mg_scale, max_pull=1.0)
+                x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            self._x0_rec = (x, eps, x0, int(t))
+
+            def split(o):
+                return Prediction.flow_split(o, xs, sigma)[0]
+        else:
+            eps = self.prediction.eps(out, x, a)
+            if self.mg_scale:
+                eps = mitigating_gradient(eps, x, a, self.mg_scale)
+
+            def split(o):
+                return self.prediction.eps(o, x, a)
+        st = self.stepper
+        if (not self.native_ddim and st.t is not None and int(t) == st.t and cfg and x.shape == st.x.shape):
+            st.rec = (x.detach(), out.detach(), eps.detach())
         if return_parts:
-            parts = (self._to_eps(cond, x, t), None if uncond is None else self._to_eps(uncond, x, t))
-            return eps, parts
+            return eps, (split(cond), None if uncond is None else split(uncond))
         return eps
-
-    def _flow_split(self, v: torch.Tensor, xs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Velocity v̂ at the scheduler's latents xs → (ε̂, x̂0) = (xs + (1 − σ)·v̂, xs − σ·v̂)."""
-        a, s = self.ab(t)
-        return xs + a * v, xs - s * v
-
-    def _flow_eps(self, x: torch.Tensor, t: int, cfg: bool, return_parts: bool):
-        out, cond, uncond = self.model_output(x, t, cfg)
-        xs = self.to_sched(x, t)
-        eps, x0 = self._flow_split(out, xs, t)
-        a = self.alpha_bar(t)
-        if self.mg_scale and float(a) > 0:  # HARIVO MG on x̂0 (off where a_t = 0: x̂0 has no noise-free part yet),
-            # each frame pulled at most all the way to its neighbour (`mitigating_gradient`'s max_pull)
-            eps = mitigating_gradient(eps, x, a, self.mg_scale, max_pull=1.0)
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-        self._x0_rec = (x, eps, x0, int(t))
-        if self._cur_t is not None and int(t) == self._cur_t and cfg and x.shape == self._cur_x.shape:
-            self._rec = (x.detach(), out.detach(), eps.detach())
-        if return_parts:
-            parts = (self._flow_split(cond, xs, t)[0], None if uncond is None else self._flow_split(uncond, xs, t)[0])
-            return eps, parts
-        return eps
-
-    def _to_eps(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
-        a = self.alpha_bar(t)
-        if self.prediction_type == "epsilon":
-            return out
-        if self.prediction_type == "v_prediction":
-            return a.sqrt() * out + (1 - a).sqrt() * x
-        if self.prediction_type == "sample":
-            return (x - a.sqrt() * out) / (1 - a).sqrt()
-        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
 
     def x0(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
-        """Tweedie: x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t (ε̂ already converted from v or x0 predictions)."""
+        """x̂0 = (x_t − b_t ε̂) / a_t (Tweedie; on flow the model call's own x − σ·v̂, exact where a_t = 0)."""
         rec = self._x0_rec
         if (self.flow and rec is not None and eps is rec[1] and int(t) == rec[3]
                 and (x is rec[0] or (x.shape == rec[0].shape and torch.equal(x, rec[0])))):
@@ -377,12 +587,19 @@ class Denoiser:
             x0 = x0.clamp(-r, r)
         return x0
 
+    def predict(self, x: torch.Tensor, t: int, cfg: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂0, ε̂) at (x, t): the model wrapper in one call."""
+        eps = self.eps(x, t, cfg)
+        return self.x0(x, eps, t), eps
+
     def note_x0(self, x0: torch.Tensor) -> torch.Tensor:
         """Record this step's x̂0 for the preview (methods call it on the estimate of the state they step from)."""
         self.last_x0 = x0.detach()
         return x0
 
+    # --- the step -------------------------------------------------------------------------------------
     def sigma(self, t: int, eta: Optional[float] = None) -> torch.Tensor:
+        """σ_t of the η-DDIM step: the fresh noise a stochastic step adds (≤ the noise left, √(1−ᾱ_{t−1}))."""
         eta = self.eta if eta is None else eta
         a, ap = self.alpha_bar(t), self.alpha_bar(self.prev_t(t))
         return eta * ((1 - ap) / (1 - a)).sqrt() * (1 - a / ap).sqrt()
@@ -397,14 +614,15 @@ class Denoiser:
     ) -> torch.Tensor:
         """x_{t−1} = √ᾱ_{t−1} x̂0 + √(1−ᾱ_{t−1}−σ_t²) ε̂ + σ_t z (noise drawn like diffusers' DDIM when None).
 
-        With a scheduler other than plain DDIM: that scheduler's `step` from (x_t, x̂0) (module docstring); an
+        With a scheduler other than plain DDIM: that scheduler's `step` from (x_t, x̂0) (`SchedulerStep`); an
         explicit `noise` or another `eta` (Free²Guide's candidates) asks for this DDIM formula itself, and the
         scheduler is advanced past the step all the same."""
         if not self.native_ddim:
-            return self._scheduler_step(x0, eps, t, noise, eta)
-        return self._ddim_formula(x0, eps, t, noise, eta)
+            return self.stepper.step(x0, eps, t, noise, eta)
+        return self.ddim_formula(x0, eps, t, noise, eta)
 
-    def _ddim_formula(self, x0, eps, t, noise=None, eta=None) -> torch.Tensor:
+    def ddim_formula(self, x0, eps, t, noise=None, eta=None) -> torch.Tensor:
+        """The η-DDIM update itself, in the latents methods see (on flow with η = 0: the flow ODE's Euler step)."""
         ap = self.alpha_bar(self.prev_t(t))
         sigma = self.sigma(t, eta)
         x_prev = ap.sqrt() * x0 + (1 - ap - sigma**2).clamp(min=0).sqrt() * eps
@@ -414,98 +632,10 @@ class Denoiser:
             x_prev = x_prev + sigma * noise
         return x_prev
 
-    # --- any scheduler ----------------------------------------------------------------------------------
-    def _c_in(self) -> float:
-        """x_vp / x_sched at the scheduler's current step index (1 for variance-preserving schedulers)."""
-        if self.flow:
-            idx = self.scheduler.step_index or 0
-            s = float(self.scheduler.sigmas[min(idx, len(self.scheduler.sigmas) - 1)])
-            return ((1 - s) ** 2 + s * s) ** -0.5
-        if not self.sigma_space:
-            return 1.0
-        idx = self.scheduler.step_index or 0
-        sigma = self.scheduler.sigmas[min(idx, len(self.scheduler.sigmas) - 1)].to(torch.float32)
-        return (sigma**2 + 1) ** -0.5
-
-    def begin_step(self, t: int, xs: torch.Tensor) -> torch.Tensor:
-        """The loop's latents at the start of a step → what methods see (variance-preserving x_t)."""
-        if self.native_ddim:
-            return xs
-        self._cur_t, self._cur_xs, self._rec, self._snapshot, self._stepped = int(t), xs, None, None, None
-        if self.flow:
-            x = xs * self.vp_scale(t)
-        else:
-            x = self.scheduler.scale_model_input(xs, self.t_exact.get(int(t), t)) if self.sigma_space else xs
-        self._cur_x = x
-        return x
-
-    def end_step(self, x_prev: torch.Tensor) -> torch.Tensor:
-        """A method's x_{t−1} → the loop's latents in the scheduler's space (exactly `step`'s when unchanged)."""
-        if self.native_ddim:
-            return x_prev
-        if self._stepped is None:
-            raise RuntimeError("the guidance method returned without stepping the scheduler (ctx.ddim)")
-        vp, xs = self._stepped
-        self._cur_t = None
-        if x_prev is vp or (x_prev.shape == vp.shape and torch.equal(x_prev, vp)):
-            return xs
-        return (x_prev / self._c_in()).to(xs.dtype)
-
-    def _implied_output(self, x_t, x0, t) -> torch.Tensor:
-        """The model output (in the scheduler's prediction type) whose Tweedie estimate at (x_t, t) is x0."""
-        a = self.alpha_bar(t)
-        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
-        if self.prediction_type == "epsilon":
-            return eps
-        if self.prediction_type == "v_prediction":
-            return a.sqrt() * eps - (1 - a).sqrt() * x0
-        if self.prediction_type == "sample":
-            return x0
-        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
-
-    def step_kwargs(self) -> dict:
+    def step_kwargs(self, generator=None) -> dict:
         """Extra keyword arguments of `scheduler.step` (the pipeline's `prepare_extra_step_kwargs` where it has one)."""
         prep = getattr(self.pipe, "prepare_extra_step_kwargs", None)
-        return prep(self.generator, self.eta) if prep is not None else {}
-
-    def _scheduler_step(self, x0, eps, t, noise, eta) -> torch.Tensor:
-        name = type(self.scheduler).__name__
-        if self.flow and (self._cur_t is None or int(t) != self._cur_t):
-            return self._ddim_formula(x0, eps, t, noise, 0.0 if eta is None else eta)  # a chain of the method's own
-        if self._cur_t is None or int(t) != self._cur_t:
-            raise NotImplementedError(
-                f"this guidance steps its own chain of timesteps (t={int(t)}), which needs DDIMScheduler; "
-                f"the pipeline's scheduler is {name}")
-        rec = self._rec
-        same_eps = rec is not None and (eps is rec[2] or (eps.shape == rec[2].shape and torch.equal(eps, rec[2])))
-        if same_eps:
-            x_t = rec[0]
-            exact = not self.mg_scale and torch.equal(x0, self.x0(x_t, eps, t))
-        else:
-            a = self.alpha_bar(t)
-            x_t, exact = a.sqrt() * x0 + (1 - a).sqrt() * eps, False
-        if exact:
-            out = rec[1]
-        elif self.flow:  # the velocity whose x̂0 at the scheduler's x_t is x0: v = (x_t − x̂0)/σ
-            out = ((self.to_sched(x_t, t) - x0) / self.ab(t)[1]).to(self._cur_xs.dtype)
-        else:
-            out = self._implied_output(x_t, x0, t).to(self._cur_xs.dtype)
-        if self._snapshot is None:
-            self._snapshot = copy.deepcopy({k: v for k, v in vars(self.scheduler).items() if k != "_internal_dict"})
-        else:  # retaking the step (time travel, recurrences): from the state before it
-            vars(self.scheduler).update(copy.deepcopy(self._snapshot))
-        same_x = x_t is self._cur_x or torch.equal(x_t, self._cur_x)
-        xs_t = self._cur_xs if same_x else (x_t / self._c_in()).to(self._cur_xs.dtype)
-        kwargs = self.step_kwargs()
-        t_in = self.t_exact.get(int(t), t)
-        xs_prev = self.scheduler.step(out, t_in, xs_t, **kwargs).prev_sample
-        if noise is not None or (eta is not None and eta != self.eta):
-            x_prev = self._ddim_formula(x0, eps, t, noise, eta)  # the scheduler only advanced
-            xs_prev = (x_prev / self._c_in()).to(xs_prev.dtype)
-        else:
-            x_prev = xs_prev * self._c_in() if (self.sigma_space or self.flow) else xs_prev
-        self._stepped = (x_prev, xs_prev)
-        return x_prev
+        return prep(self.generator if generator is None else generator, self.eta) if prep is not None else {}
 
     def renoise(self, x_prev: torch.Tensor, t: int) -> torch.Tensor:
         """One forward step back from t−1 to t: x_t = √(ᾱ_t/ᾱ_{t−1}) x_{t−1} + √(1−ᾱ_t/ᾱ_{t−1}) z (time travel)."""
@@ -607,6 +737,7 @@ def sample(
         if should_stop is not None and should_stop():
             raise Cancelled("generation cancelled")
 
+    ctx.stepper.keep_history = bool(getattr(guidance, "retakes_step", False))  # for `SchedulerStep.fresh`
     ctx.fixed_frames = sorted({int(k) for hook in hooks for k in hook.fixed_frames(int(latents.shape[2]))})
     guidance.start(ctx)
     for hook in hooks:
@@ -636,12 +767,12 @@ def sample(
             continue
         ctx.stats = {}
         ctx.last_x0 = None
-        x = ctx.begin_step(t, xs)
+        x = xs if ctx.native_ddim else ctx.stepper.begin(t, xs)
         x = guidance.step(ctx, x, t, i).detach()
         t_prev = ctx.prev_t(t)
         for hook in hooks:
             x = hook.after_step(ctx, x, t_prev, i)
-        xs = ctx.end_step(x)
+        xs = x if ctx.native_ddim else ctx.stepper.end(x)
         if on_step_end is not None:
             xs = on_step_end(i, ctx.t_exact.get(int(t), t), xs)
         preview = reward = None

@@ -1,7 +1,7 @@
 """Backprop baselines: FreeDoM, MPGD and the unified TFG update (METHODS.md "Baselines").
 
 Every guided shift of x_{t−1} goes through the trust region `base.bound_shift` (`trust`: each frame moves by at most
-trust·√(1−ᾱ_{t−1}) in rms; 0 = unbounded, the forms below as METHODS.md states them).
+trust·b_{t−1}, the noise left after the step, in rms; 0 = unbounded, the forms below as METHODS.md states them).
 FreeDoM  g = ∇_{x_t} Σ R(D(x̂0(x_t)))  (through UNet + decoder);  x_{t−1} = DDIM(x_t) + ρ_t g,
          ρ_t = ρ · w · rms(ε_c − ε_u) / rms(g); optional time travel (re-noise one step and redo, r times).
 MPGD     g0 = ∇_{x̂0} Σ R(D(x̂0)) (decoder only);  x̂0' = x̂0 + c_t g0,  c_t = ρ · w · rms(ε_c − ε_u) / rms(g0);
@@ -55,6 +55,10 @@ class FreeDoMGuidance(RangedGuidance):
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
     unet_checkpoint: str = param("auto", choices=["auto", "on", "off"], help=UNET_CHECKPOINT_HELP)
 
+    @property
+    def retakes_step(self) -> bool:
+        return self.time_travel > 0
+
     def one_step(self, ctx, x, t, i):
         with torch.enable_grad(), unet_checkpoint(ctx, x, self.unet_checkpoint):
             x = x.detach().requires_grad_(True)
@@ -67,7 +71,7 @@ class FreeDoMGuidance(RangedGuidance):
         with torch.no_grad():
             x_prev = ctx.ddim(x0.detach(), eps.detach(), t)
             if self.scale == "noise":
-                size = (1 - ctx.alpha_bar(ctx.prev_t(t))).sqrt()
+                size = ctx.level(ctx.prev_t(t))[1]
             else:
                 size = _cfg_strength(ctx, parts, eps, t)
             rho_t = self.rho * size / (rms(g) + 1e-12)
@@ -96,9 +100,9 @@ class MPGDGuidance(RangedGuidance):
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
 
     def step_size(self, ctx, parts, eps, t, g0) -> torch.Tensor:
-        if self.scale == "noise":  # √ᾱ_{t−1} c_t rms(g0) = ρ √(1−ᾱ_{t−1})
-            ap = ctx.alpha_bar(ctx.prev_t(t))
-            return self.rho * ((1 - ap) / ap).sqrt() / (rms(g0) + 1e-12)
+        if self.scale == "noise":  # a_{t−1} c_t rms(g0) = ρ b_{t−1}
+            ap, bp = ctx.level(ctx.prev_t(t))
+            return self.rho * (bp / ap) / (rms(g0) + 1e-12)
         return self.rho * _cfg_strength(ctx, parts, eps, t) / (rms(g0) + 1e-12)
 
     def step(self, ctx, x, t, i):
@@ -113,8 +117,8 @@ class MPGDGuidance(RangedGuidance):
             objective = ctx.objective(y)
             (g0,) = torch.autograd.grad(objective, y)
         ctx.stats["objective"] = float(objective.detach())
-        with torch.no_grad():  # x_{t−1} moves by √ᾱ_{t−1} times the x̂0 step: that shift is what the trust region bounds
-            ap = ctx.alpha_bar(ctx.prev_t(t)).sqrt()
+        with torch.no_grad():  # x_{t−1} moves by a_{t−1} times the x̂0 step: that shift is what the trust region bounds
+            ap = ctx.level(ctx.prev_t(t))[0]
             shift = bound_shift(ctx, ap * self.step_size(ctx, parts, eps, t, g0) * g0, ctx.prev_t(t), self.trust)
             return ctx.ddim(x0 + shift / ap, eps, t)
 
@@ -139,12 +143,16 @@ class TFGGuidance(RangedGuidance):
     trust: float = param(MAX_SHIFT, min=0.0, max=10.0, step=0.05, help=TRUST_HELP)
     unet_checkpoint: str = param("auto", choices=["auto", "on", "off"], help=UNET_CHECKPOINT_HELP)
 
+    @property
+    def retakes_step(self) -> bool:
+        return self.n_recur > 1
+
     def start(self, ctx) -> None:
         super().start(ctx)
         T = len(ctx.timesteps)
 
         def s(kind: str, t: int) -> float:
-            ratio = float(ctx.alpha_bar(t) / ctx.alpha_bar(ctx.prev_t(t)))
+            ratio = float((ctx.level(t)[0] / ctx.level(ctx.prev_t(t))[0]) ** 2)
             return {"increase": ratio, "decrease": 1.0 - ratio, "constant": 1.0}[kind]
 
         def weights(kind: str) -> dict[int, float]:
@@ -157,7 +165,7 @@ class TFGGuidance(RangedGuidance):
 
     def smoothed(self, ctx, y: torch.Tensor, t: int) -> torch.Tensor:
         """L̃(y) = log mean_k exp Σ R(D(y + δ_k))."""
-        gamma_t = self.gamma * float((1 - ctx.alpha_bar(t)).sqrt())
+        gamma_t = self.gamma * float(ctx.level(t)[1])
         values = []
         for _ in range(self.num_samples):
             delta = gamma_t * ctx.randn_like(y) if gamma_t > 0 else 0.0
@@ -173,7 +181,7 @@ class TFGGuidance(RangedGuidance):
             return super().step(ctx, x, t, i)
         rho_t = self.rho * self._rho_w[t]
         mu_t = self.mu * self._mu_w[t]
-        a, ap = ctx.alpha_bar(t), ctx.alpha_bar(ctx.prev_t(t))
+        a, ap = ctx.level(t)[0], ctx.level(ctx.prev_t(t))[0]  # a_t, a_{t−1}
         for r in range(self.n_recur):
             with torch.enable_grad(), unet_checkpoint(ctx, x, self.unet_checkpoint if rho_t > 0 else "off"):
                 xg = x.detach().requires_grad_(rho_t > 0)
@@ -197,9 +205,9 @@ class TFGGuidance(RangedGuidance):
                     delta_0 = delta_0 + mu_t * self._scale(g0)
             with torch.no_grad():
                 # Δ_t moved to x_{t−1}; at a_t = 0 (flow matching's σ = 1: x_t is pure noise) it has no image there
-                ratio = (a / ap).sqrt()
+                ratio = a / ap
                 moved = delta_t / ratio if float(ratio) > 0 else torch.zeros_like(delta_t)
-                shift = bound_shift(ctx, moved + ap.sqrt() * delta_0, ctx.prev_t(t), self.trust)
+                shift = bound_shift(ctx, moved + ap * delta_0, ctx.prev_t(t), self.trust)
                 x_prev = ctx.ddim(x0, eps, t) + shift
             if r < self.n_recur - 1:
                 x = ctx.renoise(x_prev, t)

@@ -3,8 +3,9 @@
 A method is a dataclass whose fields are its parameters (defaults from METHODS.md; `param(...)` metadata gives
 ranges and help text, from which the app and CLI build their widgets and validation). The sampler calls
 `start(ctx)` once, then `step(ctx, x, t, i)` for every step, which returns `x_{t−1}`. Methods never copy the
-sampling loop: `ctx` (a `pipelines.sampler.Denoiser`) gives them the model's noise prediction (with CFG and
-HARIVO MG applied), the Tweedie estimate, the DDIM update, the differentiable decoder and the reward.
+sampling loop: `ctx` (a `pipelines.sampler.Denoiser`, docs/denoiser.md) is all they see: the noise levels
+(a_t, b_t) = `ctx.level(t)`, the model wrapper's ε̂ and x̂0 whatever the model predicts (with CFG and HARIVO MG
+applied), the step, the differentiable decoder and the reward; never the scheduler itself.
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ class Guidance:
     #: True when the method needs gradients of the reward (it is refused with a non-differentiable reward).
     needs_gradient: ClassVar[bool] = False
     summary: ClassVar[str] = "Plain DDIM sampling, no guidance."
+
+    @property
+    def retakes_step(self) -> bool:
+        """True when the method takes a step of the loop more than once (time travel, recurrences): the sampler then
+        keeps what it needs to rebuild the scheduler's state before the step (`sampler.SchedulerStep`)."""
+        return False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,35 +118,53 @@ class Guidance:
 
 @dataclass
 class RangedGuidance(Guidance):
-    """A method that guides a range of step indices `[start_step, end_step)` (the others are plain DDIM)."""
+    """A method that guides a window of the run (the other steps are plain sampling), given as step indices
+    `[start_step, end_step)` and/or as a noise-level range `guide_to ≤ ν ≤ guide_from`. ν is the noise level of the
+    latents a step starts from, √(1−ᾱ_t) = b_t / √(a_t² + b_t²) (`Denoiser.level`; 1 = pure noise, 0 = clean), the same
+    measure on VP, σ-space and flow schedules: a noise window guides the same part of denoising whatever the number
+    of steps or a flow schedule's shift, where a step window would move with them. A step is guided when it is in
+    both windows (the defaults leave the noise window open: every step index range works as it always did)."""
 
     start_step: int = param(0, min=0, max=1000, step=1, help="first guided step index", last=True)
     end_step: int = param(
         -1, min=-1000, max=1000, step=1, help="guided steps end (exclusive; −1 = all but the last)", last=True
     )
+    guide_from: float = param(1.0, min=0.0, max=1.0, step=0.01, last=True,
+                              help="noise window: guide only steps whose noise level √(1−ᾱ_t) (1 = pure noise, "
+                                   "0 = clean; the same on VP and flow schedules) is at most this")
+    guide_to: float = param(0.0, min=0.0, max=1.0, step=0.01, last=True,
+                            help="noise window: guide only steps whose noise level √(1−ᾱ_t) is at least this")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.guide_to > self.guide_from:
+            raise ValueError(f"{self.name}.guide_to must be ≤ {self.name}.guide_from (the window runs from the noisier "
+                             f"level down to the cleaner one), got guide_from={self.guide_from}, "
+                             f"guide_to={self.guide_to}")
 
     def start(self, ctx) -> None:
-        self._steps = guided_range(len(ctx.timesteps), self.start_step, self.end_step)
+        self._steps = guided_steps(ctx, self.start_step, self.end_step, self.guide_from, self.guide_to)
 
     def guided(self, ctx, t: int, i: int) -> bool:
-        """Step i is guided: inside the range and not the final step to t < 0."""
+        """Step i is guided: inside the windows and not the final step to t < 0."""
         return i in self._steps and ctx.prev_t(t) >= 0
 
 
-#: The step policy's ceiling: no default of any method moves a frame of x_{t−1} by more than this many times the
-#: noise left at t−1, √(1−ᾱ_{t−1}) (rms over the frame's latent). What a late step can absorb shrinks with the noise
+#: The step policy's ceiling: no default of any method moves a frame of x_{t−1} by more than this many times b_{t−1},
+#: the noise left after the step (rms over the frame's latent). What a late step can absorb shrinks with the noise
 #: left; a step far beyond it writes a pattern the remaining steps cannot turn back into the prompt's video.
 MAX_SHIFT = 1.0
 TRUST_HELP = ("trust region: the guided step moves each frame of x_{t−1} by at most this many times the noise left "
-              "√(1−ᾱ_{t−1}) (rms); smaller steps keep their size; 0 = unbounded (the old forms)")
+              "after the step, b_{t−1} (rms; √(1−ᾱ_{t−1}) on VP, σ_{t−1} on flow, in the scheduler's own latents); "
+              "smaller steps keep their size; 0 = unbounded (the old forms)")
 
 
 def noise_left(ctx, t_prev: int) -> torch.Tensor:
-    """√(1−ᾱ_{t−1}): the noise x_{t−1} still carries (0 at the end of sampling), in the variance-preserving
-    coordinates methods see. For a scheduler whose latents are a·x0 + b·ε (flow matching: 1 − σ, σ) it is
-    b_{t−1}/√(a_{t−1}² + b_{t−1}²): a shift's ratio to it is its ratio to b_{t−1}, the noise left after the step in the
-    scheduler's own coordinates (`Denoiser.ab`), so the trust region reads the same on every schedule."""
-    return (1 - ctx.alpha_bar(t_prev)).clamp(min=0).sqrt()
+    """b_{t−1}: the noise x_{t−1} still carries after the step (0 at the end of sampling), in the variance-preserving
+    coordinates methods see (`ctx.level(t_prev)[1]` = √(1−ᾱ_{t−1})). In a scheduler's own latents a·x0 + b·ε (flow
+    matching: 1 − σ, σ) both a shift and this noise are scaled by the same √(a² + b²), so a shift's ratio to it is its
+    ratio to the scheduler's own b_{t−1} (σ_{t−1} on flow): the trust region means the same on every schedule."""
+    return ctx.level(t_prev)[1]
 
 
 def frame_rms(v: torch.Tensor) -> torch.Tensor:
@@ -148,8 +173,8 @@ def frame_rms(v: torch.Tensor) -> torch.Tensor:
 
 
 def bound_shift(ctx, delta: torch.Tensor, t_prev: int, trust: float, record: bool = True) -> torch.Tensor:
-    """The trust region of every guided step: scale each frame of the shift `delta` (added to x_{t−1}) down to at
-    most `trust`·√(1−ᾱ_{t−1}) in rms, keeping frames already inside it as they are (`trust` 0: unbounded).
+    """The trust region of every guided step, stated in b_{t−1}, the noise left after the step (`noise_left`): scale
+    each frame of the shift `delta` (added to x_{t−1}) down to at most `trust`·b_{t−1} in rms, keeping frames already inside it as they are (`trust` 0: unbounded).
     Records the step's largest shift ÷ noise left in `ctx.stats["shift_ratio"]` (after the bound) and
     `["shift_ratio_raw"]` (before it), so every report carries it per step."""
     noise = noise_left(ctx, t_prev).float()
@@ -166,6 +191,16 @@ def bound_shift(ctx, delta: torch.Tensor, t_prev: int, trust: float, record: boo
         ctx.stats["shift_ratio"] = max(ctx.stats.get("shift_ratio", 0.0), float(r_after.max()) / denom)
         ctx.stats["shift_ratio_raw"] = max(ctx.stats.get("shift_ratio_raw", 0.0), float(r.max()) / denom)
     return delta
+
+
+def guided_steps(ctx, start: int, end: int, guide_from: float = 1.0, guide_to: float = 0.0) -> set[int]:
+    """The step indices a `RangedGuidance` guides on this run's schedule: those in `guided_range(start, end)` whose
+    timestep's noise level √(1−ᾱ_t) (`ctx.level`) lies in [guide_to, guide_from]."""
+    steps = guided_range(len(ctx.timesteps), start, end)
+    if guide_from >= 1.0 and guide_to <= 0.0:
+        return set(steps)
+    eps = 1e-6  # the ends of the schedule (ν = 1 at a flow's σ = 1) are inside a window that names them
+    return {i for i in steps if guide_to - eps <= float(ctx.level(ctx.timesteps[i])[1]) <= guide_from + eps}
 
 
 def guided_range(total: int, start: int, end: int) -> range:

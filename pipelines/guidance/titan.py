@@ -6,7 +6,7 @@ Per guided step, after the unguided DDIM step gives x_{t−1}:
     V    = random N(0, I) | score ε̂ | direct ∇_{x̂0} R(D(x̂0)) on |S| frames, spread over the others by `fill`
     (J, d) = jvp(J, x_{t−1}, V);  ĝ = d · V, averaged over K guesses (V/‖V‖ for score and direct; the random V
                                          unnormalised, so that E[ĝ] = ∇J: the unbiased forward gradient)
-    x_{t−1} ← x_{t−1} + B(λ_t u(ĝ))      B: the trust region (`trust`), each frame's shift ≤ trust·√(1−ᾱ_{t−1}) in rms
+    x_{t−1} ← x_{t−1} + B(λ_t u(ĝ))      B: the trust region (`trust`), each frame's shift ≤ trust·b_{t−1} in rms
 Update forms u (`update`), measured on the exact micro suites (bench/EVALUATE.md):
     x0     √ᾱ_{t−1} ĝ/rms(ĝ)            a step of λ in x̂0 units (MPGD's profile: small early, large late; default)
     noise  √(1−ᾱ_{t−1}) ĝ/rms(ĝ)       a fraction λ of the noise still left at t−1
@@ -216,13 +216,18 @@ class TitanGuidance(RangedGuidance):
         unit = g / (rms(g) + 1e-12)
         if self.update == "rms":
             return unit
+        a_prev, b_prev = ctx.level(t_prev)
         if self.update == "noise":
-            return (1 - ctx.alpha_bar(t_prev)).sqrt() * unit
+            return b_prev * unit
         if self.update == "x0":
-            return ctx.alpha_bar(t_prev).sqrt() * unit
+            return a_prev * unit
         eps_c, eps_u = parts
         strength = rms(eps) if eps_u is None else ctx.cfg_scale(t) * rms(eps_c - eps_u)
         return strength * unit
+
+    @property
+    def retakes_step(self) -> bool:
+        return self.time_travel > 0
 
     def step(self, ctx, x: torch.Tensor, t: int, i: int) -> torch.Tensor:
         x_prev = self.one_step(ctx, x, t, i)
