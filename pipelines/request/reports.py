@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def build_report(gen: Generation) -> dict:
+    from ..guidance.paper import paper_settings
+
     p, r = gen.prepared, gen.prepared.request
     rewards = [x for x in gen.reward_per_step if x is not None]
     final = gen.final_reward()
@@ -43,6 +45,9 @@ def build_report(gen: Generation) -> dict:
         "seed": p.seed,
         "eta": p.eta,
         "params": p.params,
+        "paper": bool(r.paper),  # the method ran with its paper's settings (`guidance.paper`)
+        **({"paper_settings": {k: p.params[k] for k in paper_settings(r.method) if k in p.params}}
+           if r.paper else {}),
         "prompt": r.prompt,
         **({"reward_prompt": r.reward_prompt} if r.reward_prompt else {}),
         "negative_prompt": r.negative_prompt,
