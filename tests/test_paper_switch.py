@@ -68,6 +68,10 @@ def test_with_paper_the_trust_region_never_caps():
     assert paper["params"]["trust"] == 0.0 and paper["params"]["update"] == "sign"
     tr = paper["trust_region"]
     assert tr["bounded"] >= 1 and tr["capped"] == 0, tr
+    from pipelines.request import summary_text
+
+    assert "paper settings: trust 0.0, guess direct" in summary_text(paper)
+    assert "paper settings" not in summary_text(default)
 
 
 def test_cli_paper_flag_with_a_param_override(tmp_path):

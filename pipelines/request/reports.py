@@ -155,6 +155,8 @@ def summary_text(report: dict) -> str:
     if tr:
         lines.append(f"trust region capped {tr['capped']}/{tr['bounded']} guided steps"
                      + (" (the step size did not set those steps; trust 0 lifts the cap)" if tr["capped"] else ""))
+    if report.get("paper"):
+        lines.append("paper settings: " + ", ".join(f"{k} {v}" for k, v in (report.get("paper_settings") or {}).items()))
     if report.get("style_reading"):
         lines.append(f"style: {report['style_reading']}")
     lines += [f"note: {n}" for n in report.get("notices", [])]
