@@ -123,6 +123,14 @@ def test_the_page_checkbox_replaces_the_sliders_for_what_the_paper_states():
     assert widget_fields({**page, "paper": False})["params"] == {"step_size": 5.0, "start_step": 1}
 
 
+def test_reloading_a_run_from_the_history_restores_the_checkbox():
+    from pipelines.studio.history import settings_from_report
+
+    base = {"task": "t2v", "method": "titan", "seed": 0, "steps": 2, "params": {"trust": 0.0}}
+    assert settings_from_report({**base, "paper": True})["paper"] is True
+    assert settings_from_report(base)["paper"] is False  # an older report: the shipped defaults ran
+
+
 def _doc_tables() -> dict[str, dict[str, str]]:
     text = (ROOT / "docs" / "methods.md").read_text()
     body = text.split("<!-- paper-table:start -->", 1)[1].split("<!-- paper-table:end -->", 1)[0]
