@@ -49,7 +49,7 @@ _FLAG_OF = {
     "first_frame": "--first-frame", "last_frame": "--last-frame", "frames": "--frames", "size": "--size",
     "steps": "--steps", "cfg": "--cfg", "mg_scale": "--mg-scale", "seed": "--seed", "method": "--method",
     "task": "--task", "interpolation_mode": "--interpolation-mode", "params": "--param",
-    "t2v_reward": "--reward", "reward_prompt": "--reward-prompt",
+    "t2v_reward": "--reward", "reward_prompt": "--reward-prompt", "paper": "--paper",
 }
 
 
@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(f"{t} {task_default_method(t)[0]}" for t in TASKS) + ")")
     g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable), e.g. --param scale=2.0")
+    g.add_argument("--paper", action="store_true",
+                   help="run the method as its paper states it: unbounded step (trust 0) and the paper's λ/ρ/update "
+                        "form/schedule instead of the preset's defaults (docs/methods.md, \"Paper settings\"); "
+                        "--param values still win")
     g.add_argument("--mg-scale", default=D["mg_scale"], help="HARIVO mitigating gradient α (0 = off, 40 = HARIVO default)")
     g.add_argument("--mg-normalized", action="store_true",
                    help="read --mg-scale as HARIVO's α (its effect at 24 frames × 32² latents) at this video's size")
@@ -182,7 +186,7 @@ def cmd_generate(a) -> int:
         check_prompt(a.prompt, "prompt", required=not (a.reward_prompt or "").strip())
         from .request import resolve_params
 
-        resolve_params(a.method, params)
+        resolve_params(a.method, params, paper=a.paper)
     except RequestError as e:
         return _fail(_flag(e.field), e.message)
     from .model_options import ModelOptionError, model_options_of, with_model
@@ -197,7 +201,7 @@ def cmd_generate(a) -> int:
         task=a.task, prompt=a.prompt, negative_prompt=a.negative_prompt, method=a.method, params=params,
         mg_scale=a.mg_scale, mg_normalized=a.mg_normalized, cfg_schedule=a.cfg_schedule, seed=seed, steps=a.steps, cfg=a.cfg, frames=a.frames,
         size=a.size, eta=a.eta, style_image=a.style_image, audio=a.audio, first_frame=a.first_frame, last_frame=a.last_frame,
-        interpolation_mode=a.interpolation_mode, t2v_reward=a.reward, reward_prompt=a.reward_prompt,
+        interpolation_mode=a.interpolation_mode, t2v_reward=a.reward, reward_prompt=a.reward_prompt, paper=a.paper,
     )
     from .presets import load_preset
 

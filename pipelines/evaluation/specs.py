@@ -1,7 +1,8 @@
 """Method specs: a method name with optional settings in brackets, e.g. `titan[update=rms,step_size=0.1]`.
 
 A spec's settings are method parameters, plus the request fields `eta`, `mg` (HARIVO MG α), `mg_norm` (normalised
-α, when supported), `cfg`, `steps`, `mode` (the interpolation constraint) and `reward` (the t2v reward, e.g.
+α, when supported), `cfg`, `steps`, `paper` (`titan[paper=1]`: the method's paper settings, `guidance.paper`, with
+the spec's other parameters on top), `mode` (the interpolation constraint) and `reward` (the t2v reward, e.g.
 `reward=lvlm` or `reward=clip+lvlm borda`; `policy=score|binary` picks the LVLM judge's policy; the judge is
 configured by the `GVS_LVLM_*` variables, e.g. the micro world's stand-in judge `python -m pipelines.micro.judge`).
 The spec string is the row's label.
@@ -13,7 +14,8 @@ import re
 from ..keyvalue import read_value, split_pair
 
 #: Request fields a method spec may set (the rest of its settings are method parameters).
-REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps"}
+REQUEST_KEYS = {"eta": "eta", "mg": "mg_scale", "mg_norm": "mg_normalized", "cfg": "cfg", "steps": "steps",
+                "paper": "paper"}
 
 _SPEC = re.compile(r"^\s*([a-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
 

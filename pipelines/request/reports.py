@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 
 def build_report(gen: Generation) -> dict:
+    from ..guidance.paper import paper_settings
+
     p, r = gen.prepared, gen.prepared.request
     rewards = [x for x in gen.reward_per_step if x is not None]
     final = gen.final_reward()
@@ -43,6 +45,9 @@ def build_report(gen: Generation) -> dict:
         "seed": p.seed,
         "eta": p.eta,
         "params": p.params,
+        "paper": bool(r.paper),  # the method ran with its paper's settings (`guidance.paper`)
+        **({"paper_settings": {k: p.params[k] for k in paper_settings(r.method) if k in p.params}}
+           if r.paper else {}),
         "prompt": r.prompt,
         **({"reward_prompt": r.reward_prompt} if r.reward_prompt else {}),
         "negative_prompt": r.negative_prompt,
@@ -150,6 +155,8 @@ def summary_text(report: dict) -> str:
     if tr:
         lines.append(f"trust region capped {tr['capped']}/{tr['bounded']} guided steps"
                      + (" (the step size did not set those steps; trust 0 lifts the cap)" if tr["capped"] else ""))
+    if report.get("paper"):
+        lines.append("paper settings: " + ", ".join(f"{k} {v}" for k, v in (report.get("paper_settings") or {}).items()))
     if report.get("style_reading"):
         lines.append(f"style: {report['style_reading']}")
     lines += [f"note: {n}" for n in report.get("notices", [])]

@@ -70,6 +70,9 @@ class GenerationRequest:
     # (None -> the prompt). With an empty prompt the model samples unconditioned and only guidance draws this text.
     reward_prompt: Optional[str] = None
     lvlm_policy: Optional[str] = None  # the LVLM judge's policy, score or binary (None: GVS_LVLM_POLICY, else score)
+    # Run the method as its paper states it (`guidance.paper.PAPER_SETTINGS`: unbounded step, the paper's λ/ρ/update
+    # form/schedule) instead of the preset's defaults; parameters given in `params` still win.
+    paper: bool = False
 
 
 @dataclass
@@ -208,13 +211,18 @@ def coerce_param(spec, value):
     return _number(value, name, int if kind == "int" else float, lo, hi)
 
 
-def resolve_params(method: str, params: Optional[dict], preset=None, task: Optional[str] = None) -> dict:
-    """Fill in defaults (METHODS.md, or the preset's own where it has one) and check every given parameter."""
+def resolve_params(method: str, params: Optional[dict], preset=None, task: Optional[str] = None,
+                   paper: bool = False) -> dict:
+    """Fill in defaults (METHODS.md, or the preset's own where it has one; with `paper`, the paper's settings,
+    `guidance.paper.PAPER_SETTINGS`) and check every given parameter."""
     from ..guidance import method_params
+    from ..guidance.paper import paper_settings
 
     specs = {s.name: s for s in method_params(method)}
     overrides = {}
-    if preset is not None and hasattr(preset, "guidance_defaults"):
+    if paper:
+        overrides = paper_settings(method)
+    elif preset is not None and hasattr(preset, "guidance_defaults"):
         try:
             overrides = preset.guidance_defaults(method, task)
         except TypeError:  # a preset-like object without per-task defaults
@@ -338,12 +346,13 @@ def validate(req: GenerationRequest, preset) -> Prepared:
 
     if req.lvlm_policy is not None and req.lvlm_policy not in POLICIES:
         raise RequestError("lvlm_policy", f"{req.lvlm_policy!r} is not one of {list(POLICIES)}")
-    params = resolve_params(req.method, req.params, preset, req.task)
+    paper = parse_bool(req.paper, "paper")
+    params = resolve_params(req.method, req.params, preset, req.task, paper=paper)
     check_step_range(params, steps)
     req = GenerationRequest(**{**asdict_shallow(req), "prompt": prompt, "negative_prompt": negative,
                                "reward_prompt": reward_prompt,
                                "frames": frames, "size": size, "steps": steps, "cfg": cfg, "mg_scale": mg,
-                               "seed": seed, "eta": eta, "params": params})
+                               "seed": seed, "eta": eta, "params": params, "paper": paper})
 
     fps = int(preset.fps)
     from ..presets import preset_dims

@@ -46,12 +46,17 @@ ENDPOINTS = {
 
 def widget_fields(kw: dict) -> dict:
     """The page's widget values (method parameters as `<method>__<name>`) as the request's named fields: the
-    chosen method's parameters under `params`, the other methods' dropped. Named fields pass through unchanged."""
+    chosen method's parameters under `params`, the other methods' dropped (with `paper` on, also those the paper sets:
+the checkbox's values are the paper's). Named fields pass through unchanged."""
     if not any("__" in k for k in kw):
         return dict(kw)
     method = kw.get("method")
     out = {k: v for k, v in kw.items() if "__" not in k}
     out["params"] = {k.split("__", 1)[1]: v for k, v in kw.items() if k.startswith(f"{method}__") and v is not None}
+    if out.get("paper") is True:  # the "paper settings" checkbox: the paper's values replace the page's sliders
+        from ..guidance.paper import paper_settings
+
+        out["params"] = {k: v for k, v in out["params"].items() if k not in paper_settings(method)}
     return out
 
 

@@ -16,6 +16,7 @@ RESTORED_FIELDS = ("prompt", "negative_prompt", "method", "mg_scale", "cfg_sched
 def settings_from_report(report: dict) -> dict:
     """Widget name -> value from a JSON report (method parameters as `<method>__<name>`)."""
     out = {k: report[k] for k in RESTORED_FIELDS if k in report and report[k] is not None}
+    out["paper"] = bool(report.get("paper", False))  # a report from before the switch ran the shipped defaults
     if report.get("task") == "t2v":  # the report names a reward prompt only when one was given
         out["reward_prompt"] = report.get("reward_prompt") or ""
     model = report.get("model") or {}  # the "Model" accordion: empty for the preset's own model

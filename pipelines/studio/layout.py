@@ -186,6 +186,10 @@ def build_tab(studio: Studio, task: str, frame_choices, size_choices) -> SimpleN
                                                label="HARIVO MG α (0 = off, 40 = HARIVO default)", field="mg_scale")
                     named["cfg_schedule"] = Checkbox(value=d["cfg_schedule"], label="HARIVO CFG schedule",
                                                      field="cfg_schedule")
+                named["paper"] = Checkbox(value=d["paper"], label="paper settings", field="paper",
+                                          info="run the method as its paper states it: unbounded step (trust 0) and "
+                                               "the paper's λ/ρ/update form/schedule, in place of this page's values "
+                                               "for those parameters (docs/methods.md, \"Paper settings\")")
                 with gr.Row():
                     named["frames"] = Dropdown(choices=frame_choices, value=d["frames"], label="Frames",
                                                field="frames")
