@@ -70,13 +70,13 @@ def build_report(gen: Generation) -> dict:
     capped = trust_region_counts(gen.rewards_per_step)
     if capped is not None:
         report["trust_region"] = capped
-    reading = style_look_reading(gen)
+    reading = _style_look_reading(gen)
     if reading:
         report["style_reading"] = reading
     return report
 
 
-def style_look_reading(gen: Generation) -> str | None:
+def _style_look_reading(gen: Generation) -> str | None:
     """World 2's style runs: what the reference and the video's background read as (`detector.style_reading`:
     "your reference reads as …; the video's background reads as …"); None for other runs, or no final frames."""
     p = gen.prepared
