@@ -13,6 +13,7 @@ from pipelines import media
 from pipelines.request import CONSTANT_DEFAULTS, DEFAULT_ETA, field_defaults, tab_fields
 
 from .conftest import ROOT, free_port
+from .waiting import call_result
 
 pytestmark = pytest.mark.slow
 DOC = ROOT / "docs" / "api.md"
@@ -102,15 +103,7 @@ def test_the_raw_http_example(served):
     post = shlex.split(lines[0].replace(DOC_URL.rstrip("/"), served[1]))
     url, body = post[post.index("-X") + 2], json.loads(post[post.index("-d") + 1])
     event_id = httpx.post(url, json=body, timeout=60).json()["event_id"]
-    got = None
-    with httpx.stream("GET", f"{url}/{event_id}", timeout=300) as s:
-        event = None
-        for line in s.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event in ("complete", "error"):
-                got = (event, json.loads(line[6:]))
-                break
+    got = call_result(url, event_id)
     assert got is not None and got[0] == "complete", got
     video = got[1][2]
     assert media.count_frames((video.get("video") or video)["path"]) == 8  # a FileData (inside {"video": ...})

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, free_port, start_app
-from .waiting import wait_until
+from .waiting import call_result, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"),
                                                    reason="counts file opens with Linux inotify")]
@@ -416,15 +416,7 @@ def test_a_burst_beyond_the_queue(server):
     hold.cancel()
     wait_until(hold.done, timeout=120, what="the holding job to end")
     for valid, event_id in accepted:  # every accepted request is answered: none lost
-        got = None
-        with httpx.stream("GET", f"{server['url']}/gradio_api/call/text_to_video/{event_id}", timeout=300) as s:
-            event = None
-            for line in s.iter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event in ("complete", "error"):
-                    got = (event, json.loads(line[6:]))
-                    break
+        got = call_result(f"{server['url']}/gradio_api/call/text_to_video", event_id)
         assert got is not None
         if valid:
             case.answered(got)
